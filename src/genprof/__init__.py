@@ -1,0 +1,66 @@
+"""genprof: profile diffusion image and video generation on NVIDIA GPUs.
+
+``import genprof`` needs only the core dependencies; everything that needs torch,
+diffusers, plotly or prometheus-client is imported when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from genprof._version import __version__
+
+# public name -> module that defines it (imported on first access)
+_EXPORTS: dict[str, str] = {
+    "Profiler": "genprof.profiler",
+    "phase": "genprof.profiler",
+    "current_profiler": "genprof.profiler",
+    "Run": "genprof.model",
+    "Span": "genprof.model",
+    "Event": "genprof.model",
+    "Series": "genprof.model",
+    "load_run": "genprof.model",
+    "ProfilerConfig": "genprof.config",
+    "load_config": "genprof.config",
+    "monitor_generation": "genprof.decorators",
+    "GenprofError": "genprof.errors",
+    "RunFileError": "genprof.errors",
+    "ConfigError": "genprof.errors",
+    "instrument": "genprof.integrations.diffusers",
+    "uninstrument": "genprof.integrations.diffusers",
+    "profile_pipeline": "genprof.integrations.diffusers",
+    "profile_load": "genprof.integrations.diffusers",
+    "compare": "genprof.analysis.compare",
+    "check_targets": "genprof.analysis.targets",
+    "gather": "genprof.integrations.distributed",
+    "serve_metrics": "genprof.integrations.prometheus",
+    "resources": "genprof.planning.resources",
+    "estimate": "genprof.planning.estimate",
+    "plan": "genprof.planning.plan",
+    "apply": "genprof.planning.plan",
+    "ChunkedProcessor": "genprof.planning.chunked",
+    "with_fallbacks": "genprof.planning.fallback",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'genprof' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genprof.config import ProfilerConfig, load_config
+    from genprof.decorators import monitor_generation
+    from genprof.model import Event, Run, Series, Span, load_run
+    from genprof.profiler import Profiler, current_profiler, phase

@@ -1,0 +1,5 @@
+import sys
+
+from genprof.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""Profiler configuration: a YAML file, keyword arguments, or a named preset.
+
+Every key of seed 001's ``profiling:`` block is accepted, plus genprof's own. Unknown keys
+are errors that name the key and the closest allowed one; values are type-checked.
+See ``docs/config.md`` for what each key does.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from genprof.errors import ConfigError
+
+REPORT_FORMATS = ("html", "json", "both", "none")
+ENERGY_SPANS = ("phases", "all", "none")
+
+
+@dataclass(frozen=True)
+class ProfilerConfig:
+    """All settings of a :class:`genprof.Profiler`. Build with :func:`load_config`."""
+
+    # seed 001 keys
+    enabled: bool = True
+    real_time_display: bool = False
+    display_interval: float = 1.0
+    gpu_monitor_interval: float = 0.1
+    monitor_gpu_memory: bool = True
+    monitor_gpu_utilization: bool = True
+    monitor_gpu_temperature: bool = True
+    monitor_gpu_power: bool = True
+    cpu_monitor_interval: float = 1.0
+    monitor_cpu_usage: bool = True
+    monitor_system_memory: bool = True
+    generate_final_report: bool = False
+    report_format: str = "json"
+    output_dir: str | None = None
+    max_data_points: int = 10000
+    profile_inference_steps: bool = True
+    profile_vae_decode: bool = True
+    profile_text_encoding: bool = True
+    save_raw_data: bool = True
+    session_tags: dict[str, Any] = field(default_factory=dict)
+    # genprof keys
+    gpu_timing: bool = True
+    memory_tracking: bool = True
+    reset_peak_memory: bool = True
+    track_rss: bool = True
+    energy_spans: str = "phases"
+    nvtx: bool = False
+    handle_sigterm: bool = True
+    log_file: bool = False
+    display_force: bool = False
+    device_index: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> ProfilerConfig:
+        return load_config(None, base=self, **changes)
+
+
+_FIELDS = {f.name: f for f in fields(ProfilerConfig)}
+
+_POSITIVE = {"display_interval", "gpu_monitor_interval", "cpu_monitor_interval"}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Seed 001's "development mode": sample often, show everything, keep all data.
+    "dev": {
+        "enabled": True,
+        "real_time_display": True,
+        "display_interval": 1.0,
+        "gpu_monitor_interval": 0.1,
+        "cpu_monitor_interval": 0.5,
+        "generate_final_report": True,
+        "report_format": "both",
+        "save_raw_data": True,
+        "output_dir": "./debug_profiling",
+        "profile_inference_steps": True,
+        "profile_vae_decode": True,
+        "profile_text_encoding": True,
+        "session_tags": {"mode": "debug"},
+    },
+    # Seed 001's "production mode": few samples, key metrics only, JSON only.
+    "prod": {
+        "enabled": True,
+        "real_time_display": False,
+        "gpu_monitor_interval": 1.0,
+        "cpu_monitor_interval": 2.0,
+        "monitor_gpu_memory": True,
+        "monitor_gpu_utilization": True,
+        "monitor_gpu_temperature": False,
+        "monitor_gpu_power": False,
+        "monitor_cpu_usage": False,
+        "monitor_system_memory": True,
+        "generate_final_report": True,
+        "report_format": "json",
+        "save_raw_data": False,
+        "output_dir": "./production_profiling",
+        "max_data_points": 5000,
+        "profile_inference_steps": True,
+        "profile_vae_decode": True,
+        "profile_text_encoding": False,
+        "session_tags": {"mode": "production"},
+    },
+}
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(_FIELDS), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _check_value(key: str, value: Any, source: str) -> Any:
+    f = _FIELDS[key]
+    t = str(f.type)
+    where = f" in {source}" if source else ""
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r}{where} must be true or false, got {value!r}")
+        return value
+    if t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"config key {key!r}{where} must be a number of seconds, got {value!r}")
+        if key in _POSITIVE and not value > 0:
+            raise ConfigError(f"config key {key!r}{where} must be > 0, got {value!r}")
+        return float(value)
+    if t == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"config key {key!r}{where} must be an integer, got {value!r}")
+        if key == "max_data_points" and value < 16:
+            raise ConfigError(f"config key 'max_data_points'{where} must be >= 16, got {value}")
+        return value
+    if t == "int | None":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+            raise ConfigError(f"config key {key!r}{where} must be a device index >= 0 or null, got {value!r}")
+        return value
+    if t == "str | None":
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"config key {key!r}{where} must be a path or null, got {value!r}")
+        return None if value is None else os.fspath(value)
+    if t == "str":
+        allowed = {"report_format": REPORT_FORMATS, "energy_spans": ENERGY_SPANS}[key]
+        if value not in allowed:
+            raise ConfigError(
+                f"config key {key!r}{where} is {value!r}; allowed values: {', '.join(allowed)}"
+            )
+        return value
+    if t == "dict[str, Any]":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key {key!r}{where} must be a mapping of tag names to values, got {value!r}")
+        return dict(value)
+    raise AssertionError(f"unhandled config type {t} for {key}")  # pragma: no cover
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    # Seed 001 nests everything under "profiling:"; accept both layouts.
+    if set(data) == {"profiling"} and isinstance(data["profiling"], dict):
+        data = data["profiling"]
+    return data
+
+
+def load_config(
+    config: str | os.PathLike[str] | Mapping[str, Any] | ProfilerConfig | None = None,
+    *,
+    preset: str | None = None,
+    base: ProfilerConfig | None = None,
+    **overrides: Any,
+) -> ProfilerConfig:
+    """Build a validated :class:`ProfilerConfig`.
+
+    Layers, later ones winning: defaults (or ``base``), ``preset`` (``"dev"`` or ``"prod"``),
+    the file or mapping ``config``, then keyword ``overrides``. A file may also name a preset
+    with a ``preset:`` key.
+    """
+    cfg = base or ProfilerConfig()
+    layers: list[tuple[str, Mapping[str, Any]]] = []
+    file_data: Mapping[str, Any] = {}
+    source = ""
+    if isinstance(config, ProfilerConfig):
+        cfg = config
+    elif isinstance(config, Mapping):
+        file_data = config
+        source = "config mapping"
+    elif config is not None:
+        p = Path(config)
+        file_data = _read_yaml(p)
+        source = str(p)
+    file_preset = file_data.get("preset") if file_data else None
+    for name in (preset, file_preset):
+        if name is None:
+            continue
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; allowed presets: {', '.join(PRESETS)}")
+        layers.append((f"preset {name!r}", PRESETS[name]))
+    layers.append((source, {k: v for k, v in file_data.items() if k != "preset"}))
+    layers.append(("keyword arguments", overrides))
+    changes: dict[str, Any] = {}
+    for src, layer in layers:
+        for key, value in layer.items():
+            if key not in _FIELDS:
+                raise ConfigError(
+                    f"unknown config key {key!r}" + (f" in {src}" if src else "") + _suggest(str(key))
+                    + f". Allowed keys: {', '.join(sorted(_FIELDS))}"
+                )
+            changes[key] = _check_value(key, value, src)
+    return replace(cfg, **changes)

@@ -1,0 +1,632 @@
+"""The run as data.
+
+A :class:`Run` holds everything genprof recorded: spans (phases, steps, blocks, calls,
+generations), events, sampled series, machine and software information, and how the run
+ended. Everything a report shows comes from a Run, so a saved run file can be rendered,
+compared and aggregated later, on another machine.
+
+Conventions (see ``docs/run-file.md``):
+
+* times inside a run are seconds since the run started, from a monotonic clock
+  (``time.perf_counter``); the wall-clock start is recorded once in ``started_at``;
+* every field name carries its unit (``_s``, ``_bytes``, ``_w``, ``_j``, ``_pct``, ``_c``,
+  ``_mhz``);
+* a value that could not be measured is ``None``; the reason is recorded once in
+  :attr:`Run.unavailable`, never as a zero.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from genprof.errors import RunFileError
+
+SCHEMA_VERSION = 1
+"""Version of the run-file layout. A reader refuses files with a larger version."""
+
+FORMAT_NAME = "genprof.run"
+
+SPAN_KINDS = ("phase", "step", "block", "call", "generation")
+END_STATUSES = ("running", "ok", "exception", "interrupted", "oom")
+
+
+def _clean_float(x: float | None) -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+@dataclass
+class Span:
+    """One timed region: a phase, a denoising step, a block, a function call or a generation.
+
+    ``duration_s`` is host (wall) time from ``time.perf_counter``. ``gpu_time_s`` is the time
+    between two CUDA events recorded on the current stream at the span's edges; it is ``None``
+    when GPU timing was off or impossible, with the reason in ``gpu_time_reason``.
+    Memory fields are the PyTorch caching allocator's figures for ``device_index``;
+    ``peak_*`` are the highest values inside the span (the allocator's peak counter is reset
+    at span start unless the config turns resets off). ``rss_*`` are the process resident set.
+    """
+
+    id: int
+    name: str
+    kind: str
+    start_s: float
+    parent_id: int | None = None
+    index: int | None = None
+    duration_s: float | None = None
+    gpu_time_s: float | None = None
+    gpu_time_reason: str | None = None
+    thread: str | None = None
+    device_index: int | None = None
+    status: str = "ok"
+    allocated_start_bytes: int | None = None
+    allocated_end_bytes: int | None = None
+    reserved_start_bytes: int | None = None
+    reserved_end_bytes: int | None = None
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    peak_allocated_at_s: float | None = None
+    peak_source: str | None = None
+    rss_start_bytes: int | None = None
+    rss_end_bytes: int | None = None
+    rss_peak_bytes: int | None = None
+    energy_j: float | None = None
+    energy_reliable: bool | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def end_s(self) -> float | None:
+        return None if self.duration_s is None else self.start_s + self.duration_s
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == "attributes":
+                if v:
+                    d[f.name] = v
+                continue
+            if v is None and f.name not in ("id", "name", "kind", "start_s"):
+                continue
+            if isinstance(v, float):
+                v = _clean_float(v)
+            d[f.name] = v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Span:
+        return _build(cls, d, "span")
+
+
+@dataclass
+class Event:
+    """A point in time: something happened (a checkpoint loaded, an offload hook fired)."""
+
+    name: str
+    t_s: float
+    span_id: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "t_s": self.t_s}
+        if self.span_id is not None:
+            d["span_id"] = self.span_id
+        if self.attributes:
+            d["attributes"] = self.attributes
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Event:
+        return _build(cls, d, "event")
+
+
+@dataclass
+class Series:
+    """A sampled quantity over time, stored as columns.
+
+    ``name`` carries the unit (``power_w``, ``memory_used_bytes``). ``device`` says what was
+    measured (``"gpu0"``, ``"host"``, ``"process"``). ``kind`` is ``"gauge"`` for a sampled
+    value (decimated with every minimum and maximum kept) or ``"state"`` for a value recorded
+    only when it changes (clock-throttle reason bitmasks). ``source`` says where the value came
+    from and how to read it (for power: averaged or instant).
+    """
+
+    name: str
+    device: str
+    t_s: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    kind: str = "gauge"
+    source: str = ""
+    decimation_level: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "device": self.device,
+            "kind": self.kind,
+            "source": self.source,
+            "decimation_level": self.decimation_level,
+            "t_s": [round(t, 6) for t in self.t_s],
+            "values": list(self.values),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Series:
+        s = _build(cls, d, "series")
+        if len(s.t_s) != len(s.values):
+            raise ValueError(f"series {s.name!r}: {len(s.t_s)} times but {len(s.values)} values")
+        return s
+
+    @property
+    def key(self) -> str:
+        return f"{self.device}.{self.name}"
+
+    def max(self) -> float | None:
+        return max(self.values) if self.values else None
+
+    def min(self) -> float | None:
+        return min(self.values) if self.values else None
+
+
+@dataclass
+class GpuInfo:
+    """A GPU this process used. ``index`` is the torch device index (after CUDA_VISIBLE_DEVICES)."""
+
+    index: int
+    name: str | None = None
+    uuid: str | None = None
+    nvml_index: int | None = None
+    total_memory_bytes: int | None = None
+    compute_capability: str | None = None
+    power_limit_w: float | None = None
+    multiprocessor_count: int | None = None
+    mig_mode: bool | None = None
+    bf16_supported: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GpuInfo:
+        return _build(cls, d, "gpu")
+
+
+@dataclass
+class HostInfo:
+    hostname: str | None = None
+    os: str | None = None
+    cpu_model: str | None = None
+    cpu_count_logical: int | None = None
+    cpu_count_physical: int | None = None
+    ram_total_bytes: int | None = None
+    pid: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> HostInfo:
+        return _build(cls, d, "host")
+
+
+@dataclass
+class SoftwareInfo:
+    genprof: str | None = None
+    python: str | None = None
+    torch: str | None = None
+    cuda: str | None = None
+    cudnn: str | None = None
+    driver: str | None = None
+    nvml: str | None = None
+    diffusers: str | None = None
+    transformers: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SoftwareInfo:
+        return _build(cls, d, "software")
+
+
+@dataclass
+class DistributedInfo:
+    """Set when ``torch.distributed`` was initialised (or torchrun's variables were present)."""
+
+    rank: int
+    world_size: int
+    local_rank: int | None = None
+    backend: str | None = None
+    source: str = "torch.distributed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DistributedInfo:
+        return _build(cls, d, "distributed")
+
+
+@dataclass
+class EndState:
+    """How the run ended.
+
+    ``status`` is ``running`` (file written while the run was still going), ``ok``,
+    ``exception``, ``interrupted`` (Ctrl-C, SIGTERM) or ``oom`` (CUDA out of memory). For
+    ``oom``, ``oom`` holds the allocator state at the failure.
+    """
+
+    status: str = "running"
+    at_s: float | None = None
+    exception_type: str | None = None
+    message: str | None = None
+    open_spans: list[str] = field(default_factory=list)
+    oom: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> EndState:
+        e = _build(cls, d, "end")
+        if e.status not in END_STATUSES:
+            raise ValueError(f"end.status is {e.status!r}; allowed: {', '.join(END_STATUSES)}")
+        return e
+
+
+@dataclass
+class Run:
+    """A profiled run: plain data, saved as JSON with :meth:`save`, read with :func:`load_run`."""
+
+    name: str
+    run_id: str
+    started_at: str
+    started_unix_s: float
+    duration_s: float | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    software: SoftwareInfo = field(default_factory=SoftwareInfo)
+    host: HostInfo = field(default_factory=HostInfo)
+    gpus: list[GpuInfo] = field(default_factory=list)
+    distributed: DistributedInfo | None = None
+    spans: list[Span] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    series: list[Series] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)
+    end: EndState = field(default_factory=EndState)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    # ----------------------------------------------------------------- queries
+    def span_by_id(self, span_id: int) -> Span | None:
+        for s in self.spans:
+            if s.id == span_id:
+                return s
+        return None
+
+    def children(self, span: Span | None) -> list[Span]:
+        pid = None if span is None else span.id
+        return [s for s in self.spans if s.parent_id == pid]
+
+    def iter_spans(self, kind: str | None = None, name: str | None = None) -> Iterator[Span]:
+        for s in self.spans:
+            if kind is not None and s.kind != kind:
+                continue
+            if name is not None and s.name != name:
+                continue
+            yield s
+
+    def series_named(self, name: str, device: str | None = None) -> list[Series]:
+        return [s for s in self.series if s.name == name and (device is None or s.device == device)]
+
+    def path_of(self, span: Span) -> str:
+        """``"generation/denoise/step"`` style path of names from the root to ``span``."""
+        by_id = {s.id: s for s in self.spans}
+        names = [span.name]
+        cur = span
+        seen = {span.id}
+        while cur.parent_id is not None and cur.parent_id in by_id and cur.parent_id not in seen:
+            cur = by_id[cur.parent_id]
+            seen.add(cur.id)
+            names.append(cur.name)
+        return "/".join(reversed(names))
+
+    def usage_statistics(self) -> dict[str, Any]:
+        """Seed 000's usage statistics, computed from the recorded spans.
+
+        * ``initialization_time_s``: total host time of top-level phases named ``load`` or
+          starting with ``load`` (``None`` if there are none);
+        * ``generations``: number of ``generation`` spans; when there are none the run,
+          less its load phases, counts as one implicit generation (``generations_implicit``);
+        * ``peak_allocated_bytes`` / ``peak_reserved_bytes``: highest allocator values seen in
+          any span or sample (``None`` without a GPU);
+        * ``average_inference_time_s`` / ``total_inference_time_s``: host time of generations;
+        * ``current_allocated_bytes`` / ``current_reserved_bytes``: the allocator at run end;
+        * ``device_name``: the first GPU's name, or ``"cpu"``.
+        """
+        top = [s for s in self.spans if s.parent_id is None]
+        loads = [s for s in top if s.kind == "phase" and s.name.lower().startswith("load")]
+        init = sum(s.duration_s or 0.0 for s in loads) if loads else None
+        gens = [s for s in self.spans if s.kind == "generation" and s.duration_s is not None]
+        implicit = False
+        times: list[float]
+        if gens:
+            times = [s.duration_s for s in gens if s.duration_s is not None]
+        elif self.duration_s is not None and any(s.kind in ("step", "block") for s in self.spans):
+            implicit = True
+            times = [max(0.0, self.duration_s - (init or 0.0))]
+        else:
+            times = []
+        peak_alloc = _max_or_none(
+            [s.peak_allocated_bytes for s in self.spans]
+            + [v for ser in self.series_named("allocated_bytes") for v in ser.values]
+        )
+        peak_res = _max_or_none(
+            [s.peak_reserved_bytes for s in self.spans]
+            + [v for ser in self.series_named("reserved_bytes") for v in ser.values]
+        )
+        fin = self.metadata.get("final_memory", {})
+        return {
+            "initialization_time_s": init,
+            "generations": len(times),
+            "generations_implicit": implicit,
+            "peak_allocated_bytes": None if peak_alloc is None else int(peak_alloc),
+            "peak_reserved_bytes": None if peak_res is None else int(peak_res),
+            "average_inference_time_s": (sum(times) / len(times)) if times else None,
+            "total_inference_time_s": sum(times) if times else None,
+            "current_allocated_bytes": fin.get("allocated_bytes"),
+            "current_reserved_bytes": fin.get("reserved_bytes"),
+            "device_name": self.gpus[0].name if self.gpus else "cpu",
+        }
+
+    # ----------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "schema_version": self.schema_version,
+            "name": self.name,
+            "run_id": self.run_id,
+            "started_at": self.started_at,
+            "started_unix_s": self.started_unix_s,
+            "duration_s": _clean_float(self.duration_s),
+            "tags": self.tags,
+            "config": self.config,
+            "software": self.software.to_dict(),
+            "host": self.host.to_dict(),
+            "gpus": [g.to_dict() for g in self.gpus],
+            "distributed": None if self.distributed is None else self.distributed.to_dict(),
+            "end": self.end.to_dict(),
+            "unavailable": dict(self.unavailable),
+            "metadata": self.metadata,
+            "spans": [s.to_dict() for s in self.spans],
+            "events": [e.to_dict() for e in self.events],
+            "series": [s.to_dict() for s in self.series],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], *, source: str = "<dict>") -> Run:
+        """Build a Run from :meth:`to_dict` output; raises :class:`RunFileError` naming ``source``."""
+        if not isinstance(d, Mapping):
+            raise RunFileError(f"{source}: not a genprof run file (top level is {type(d).__name__}, not an object)")
+        if d.get("format") != FORMAT_NAME:
+            raise RunFileError(
+                f"{source}: not a genprof run file (no \"format\": \"{FORMAT_NAME}\" key); "
+                "pass a file written by genprof (Run.save or the profiler's output_dir)"
+            )
+        version = d.get("schema_version")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise RunFileError(f"{source}: schema_version is {version!r}, expected an integer")
+        if version > SCHEMA_VERSION:
+            raise RunFileError(
+                f"{source}: written by a newer genprof (schema_version {version}, this genprof reads "
+                f"up to {SCHEMA_VERSION}); upgrade genprof to read it"
+            )
+        if version < 1:
+            raise RunFileError(f"{source}: schema_version {version} is not valid")
+        try:
+            dist = d.get("distributed")
+            run = cls(
+                name=_req(d, "name", str),
+                run_id=_req(d, "run_id", str),
+                started_at=_req(d, "started_at", str),
+                started_unix_s=float(_req(d, "started_unix_s", (int, float))),
+                duration_s=_opt_num(d.get("duration_s")),
+                tags=_dict(d.get("tags", {}), "tags"),
+                config=_dict(d.get("config", {}), "config"),
+                software=SoftwareInfo.from_dict(_dict(d.get("software", {}), "software")),
+                host=HostInfo.from_dict(_dict(d.get("host", {}), "host")),
+                gpus=[GpuInfo.from_dict(g) for g in _list(d.get("gpus", []), "gpus")],
+                distributed=None if dist is None else DistributedInfo.from_dict(dist),
+                spans=[Span.from_dict(s) for s in _list(d.get("spans", []), "spans")],
+                events=[Event.from_dict(e) for e in _list(d.get("events", []), "events")],
+                series=[Series.from_dict(s) for s in _list(d.get("series", []), "series")],
+                unavailable={str(k): str(v) for k, v in _dict(d.get("unavailable", {}), "unavailable").items()},
+                end=EndState.from_dict(_dict(d.get("end", {}), "end")),
+                metadata=_dict(d.get("metadata", {}), "metadata"),
+                schema_version=version,
+            )
+        except RunFileError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RunFileError(f"{source}: damaged genprof run file: {exc}") from exc
+        return run
+
+    def to_json(self, *, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=True, allow_nan=False, default=_json_default)
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the run file atomically (temporary file in the same folder, then rename)."""
+        p = Path(path)
+        atomic_write_text(p, self.to_json())
+        return p
+
+    # ------------------------------------------------------------- renderers
+    # Façades for convenience; the renderers live in genprof.render and read the run only.
+    def to_html(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
+        """Write the self-contained HTML report (see ``genprof.render.html``)."""
+        from genprof.render import html as _html  # façade: see pyproject's import-linter note
+
+        return _html.write_html(self, path, **kwargs)
+
+    def to_trace(self, path: str | os.PathLike[str]) -> Path:
+        """Write a Chrome Trace Event / Perfetto JSON file (see ``genprof.render.trace``)."""
+        from genprof.render import trace as _trace
+
+        return _trace.write_trace(self, path)
+
+
+def _json_default(o: Any) -> Any:
+    # numpy scalars, tuples in attributes, paths: written as plain JSON values.
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, frozenset, tuple)):
+        return list(o)
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    return repr(o)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def load_run(path: str | os.PathLike[str]) -> Run:
+    """Read a run file written by :meth:`Run.save`.
+
+    Raises :class:`genprof.errors.RunFileError` with the file name and the problem for a
+    missing, truncated, corrupt, non-genprof or newer-schema file.
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise RunFileError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise RunFileError(f"{p}: is a folder, not a run file") from None
+    except OSError as exc:
+        raise RunFileError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+    return loads_run(raw, source=str(p))
+
+
+def loads_run(data: bytes | str, *, source: str = "<string>") -> Run:
+    """Parse run-file JSON held in memory (see :func:`load_run`)."""
+    if isinstance(data, bytes):
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RunFileError(f"{source}: not a genprof run file (not UTF-8 text: {exc.reason})") from exc
+    else:
+        text = data
+    if not text.strip():
+        raise RunFileError(f"{source}: empty file, not a genprof run file")
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) - 1 else ""
+        raise RunFileError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}{hint}") from exc
+    except RecursionError as exc:
+        raise RunFileError(f"{source}: JSON nested too deeply to be a genprof run file") from exc
+    return Run.from_dict(obj, source=source)
+
+
+# ------------------------------------------------------------------ helpers
+def _max_or_none(values: list[Any]) -> float | None:
+    vals = [v for v in values if v is not None]
+    return max(vals) if vals else None
+
+
+def _req(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
+    if key not in d:
+        raise KeyError(f"missing key {key!r}")
+    v = d[key]
+    if not isinstance(v, typ) or isinstance(v, bool):
+        raise TypeError(f"{key!r} has type {type(v).__name__}")
+    return v
+
+
+def _opt_num(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"expected a number or null, got {type(v).__name__}")
+    return float(v)
+
+
+def _dict(v: Any, what: str) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError(f"{what!r} must be an object, got {type(v).__name__}")
+    return v
+
+
+def _list(v: Any, what: str) -> list[Any]:
+    if not isinstance(v, list):
+        raise TypeError(f"{what!r} must be a list, got {type(v).__name__}")
+    return v
+
+
+_NUMERIC = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bool,)}
+
+
+def _build(cls: Any, d: Any, what: str) -> Any:
+    """Build dataclass ``cls`` from mapping ``d``, checking scalar field types."""
+    if not isinstance(d, Mapping):
+        raise TypeError(f"{what} must be an object, got {type(d).__name__}")
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for k, v in d.items():
+        f = known.get(k)
+        if f is None:
+            continue  # fields added by a later minor version are ignored
+        t = str(f.type)
+        if v is not None:
+            base = t.split("|")[0].strip()
+            if base in _NUMERIC:
+                ok = isinstance(v, _NUMERIC[base]) and (base == "bool" or not isinstance(v, bool))
+                if not ok:
+                    raise TypeError(f"{what}.{k} must be {base}, got {type(v).__name__}")
+                if base == "float":
+                    v = float(v)
+                    if not math.isfinite(v):
+                        raise ValueError(f"{what}.{k} is not finite")
+            elif base.startswith("dict") and not isinstance(v, dict):
+                raise TypeError(f"{what}.{k} must be an object, got {type(v).__name__}")
+            elif base.startswith("list"):
+                if not isinstance(v, list):
+                    raise TypeError(f"{what}.{k} must be a list, got {type(v).__name__}")
+                if base == "list[float]":
+                    bad = [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))]
+                    if bad:
+                        raise TypeError(f"{what}.{k} holds a non-number: {bad[0]!r}")
+                    v = [float(x) for x in v]
+                elif base == "list[str]":
+                    v = [str(x) for x in v]
+        elif "None" not in t and k in known and f.default is not None:
+            # a required or non-optional field given as null
+            if t.split("|")[0].strip() in _NUMERIC or t.startswith(("dict", "list")):
+                raise TypeError(f"{what}.{k} must not be null")
+        kwargs[k] = v
+    return cls(**kwargs)
