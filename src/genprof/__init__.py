@@ -60,7 +60,14 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover
-    from genprof.config import ProfilerConfig, load_config
-    from genprof.decorators import monitor_generation
-    from genprof.model import Event, Run, Series, Span, load_run
-    from genprof.profiler import Profiler, current_profiler, phase
+    from genprof.config import ProfilerConfig as ProfilerConfig
+    from genprof.config import load_config as load_config
+    from genprof.decorators import monitor_generation as monitor_generation
+    from genprof.model import Event as Event
+    from genprof.model import Run as Run
+    from genprof.model import Series as Series
+    from genprof.model import Span as Span
+    from genprof.model import load_run as load_run
+    from genprof.profiler import Profiler as Profiler
+    from genprof.profiler import current_profiler as current_profiler
+    from genprof.profiler import phase as phase

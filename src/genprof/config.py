@@ -33,6 +33,7 @@ class ProfilerConfig:
     monitor_gpu_utilization: bool = True
     monitor_gpu_temperature: bool = True
     monitor_gpu_power: bool = True
+    monitor_gpu_clocks: bool = True
     cpu_monitor_interval: float = 1.0
     monitor_cpu_usage: bool = True
     monitor_system_memory: bool = True
@@ -54,6 +55,7 @@ class ProfilerConfig:
     nvtx: bool = False
     handle_sigterm: bool = True
     log_file: bool = False
+    console_summary: bool = False
     display_force: bool = False
     device_index: int | None = None
 

@@ -1,0 +1,1022 @@
+"""The public profiler: spans (phases, steps, blocks, calls, generations), events, sampling.
+
+Usage::
+
+    with genprof.Profiler("wan-t2v", tags={"model": "wan2.1-1.3b"}) as prof:
+        with prof.phase("load"):
+            ...
+        for t in prof.steps(timesteps, phase="denoise"):
+            ...
+    run = prof.run
+
+Nothing here calls ``torch.cuda.synchronize()`` while the run goes on: GPU times come from
+CUDA events resolved lazily (see :mod:`genprof.timing`). Per-span peak memory needs the
+allocator's peak counter reset at span start; nested and concurrent spans are handled by
+folding the counter into every open span before each reset. Turn resets off with
+``reset_peak_memory=False`` for code that reads the peak itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import itertools
+import logging
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any, TypeVar
+
+from genprof._version import __version__
+from genprof.config import ProfilerConfig, load_config
+from genprof.errors import UsageError
+from genprof.model import (
+    DistributedInfo,
+    Event,
+    GpuInfo,
+    HostInfo,
+    Run,
+    SoftwareInfo,
+    Span,
+)
+from genprof.probes import host as host_probe
+from genprof.probes import torch_cuda
+from genprof.probes.nvml import NvmlDevice, NvmlProbe
+from genprof.sampler import Readings, Sampler, Source
+from genprof.timing import GpuTimer, Nvtx
+
+log = logging.getLogger("genprof")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_current: ContextVar[Profiler | None] = ContextVar("genprof_current_profiler", default=None)
+_active: list[Profiler] = []  # started and not stopped, in start order (process-wide fallback)
+_active_lock = threading.Lock()
+_start_callbacks: list[Callable[[Profiler], None]] = []
+
+_ENERGY_KINDS = {"phases": ("phase", "generation"), "all": ("phase", "generation", "step", "block", "call"), "none": ()}
+_MEMORY_KINDS = ("phase", "generation", "step", "block")
+_ENERGY_RELIABLE_MIN_S = 0.1
+
+
+def current_profiler() -> Profiler | None:
+    """The profiler active in this context, else the most recently started one still running."""
+    p = _current.get()
+    if p is not None and p._running:
+        return p
+    with _active_lock:
+        return _active[-1] if _active else None
+
+
+def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None]:
+    """Call ``callback(profiler)`` whenever a profiler starts. Returns a function that unregisters it."""
+    _start_callbacks.append(callback)
+
+    def unregister() -> None:
+        with contextlib.suppress(ValueError):
+            _start_callbacks.remove(callback)
+
+    return unregister
+
+
+class _OpenSpan:
+    """State of a span while it is open. Kept off the Span itself so the Span stays plain data."""
+
+    __slots__ = ("span", "gpu_start", "energy_start_j", "peak_alloc", "peak_res", "nvtx", "token_stack")
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        self.gpu_start: Any = None
+        self.energy_start_j: float | None = None
+        self.peak_alloc: int | None = None
+        self.peak_res: int | None = None
+        self.nvtx = False
+        self.token_stack: tuple[_OpenSpan, ...] = ()
+
+
+class Profiler:
+    """Collects a :class:`genprof.model.Run`.
+
+    ``config`` is a YAML path, a mapping or a :class:`ProfilerConfig`; ``preset`` names
+    ``"dev"`` or ``"prod"``; further keyword arguments override config keys.
+    """
+
+    def __init__(
+        self,
+        name: str = "genprof",
+        *,
+        tags: dict[str, Any] | None = None,
+        config: str | os.PathLike[str] | dict[str, Any] | ProfilerConfig | None = None,
+        preset: str | None = None,
+        **config_keys: Any,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise UsageError("Profiler name must be a non-empty string")
+        self.config = load_config(config, preset=preset, **config_keys)
+        self.name = name
+        self._t0 = time.perf_counter()
+        self._ids = itertools.count(1)
+        self._stack: ContextVar[tuple[_OpenSpan, ...]] = ContextVar(f"genprof_stack_{id(self)}", default=())
+        self._running = False
+        self._stopped = False
+        self._lock = threading.RLock()
+        self._mem_open: list[_OpenSpan] = []  # open spans that track allocator peaks
+        self._listeners: list[Callable[[str, Any], None]] = []
+        self._torch: Any = None
+        self._cuda_index: int | None = None
+        self._timer: GpuTimer | None = None
+        self._nvtx: Nvtx | None = None
+        self._nvml = NvmlProbe()
+        self._nvml_dev: NvmlDevice | None = None
+        self._host: host_probe.HostProbe | None = None
+        self._rss: host_probe.RssReader | None = None
+        self._sampler: Sampler | None = None
+        self._stats_fn: Callable[[int], Any] | None = None
+        self._reset_fn: Callable[[int], Any] | None = None
+        self._energy_kinds = _ENERGY_KINDS[self.config.energy_spans] if self.config.monitor_gpu_power else ()
+        self._failure_paths: list[str] = []
+        self._abort_path: list[str] | None = None
+        self._oom_state: dict[str, Any] | None = None
+        self._live: Any = None
+        self._log_handler: logging.Handler | None = None
+        self._prev_sigterm: Any = None
+        self._token: Any = None
+        self._progress: dict[str, Any] = {"phase": None, "step_index": None, "steps_done": 0, "steps_total": None,
+                                          "first_step_s": None, "last_step_end_s": None}
+        self._run_energy_start: float | None = None
+        self._saved_path: Path | None = None
+        tags_all = dict(self.config.session_tags)
+        tags_all.update(tags or {})
+        now = time.time()
+        self.run = Run(
+            name=name,
+            run_id=uuid.uuid4().hex,
+            started_at=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+            started_unix_s=now,
+            tags=tags_all,
+            config=self.config.to_dict(),
+        )
+
+    # ------------------------------------------------------------------ clock
+    def now(self) -> float:
+        """Seconds since the run started (monotonic)."""
+        return time.perf_counter() - self._t0
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    # -------------------------------------------------------------- lifecycle
+    def __enter__(self) -> Profiler:
+        self.start()
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._token is not None:
+            with contextlib.suppress(ValueError):
+                _current.reset(self._token)
+            self._token = None
+        self.stop(exc)
+
+    def start(self) -> Profiler:
+        """Start collecting: read machine facts, start the sampler. Idempotent."""
+        if self._running:
+            return self
+        if self._stopped:
+            raise UsageError("this Profiler has already run; create a new Profiler for a new run")
+        if self.config.enabled:
+            self._setup_log_file()
+            self._collect_facts()  # before the clock starts: importing torch is not part of the run
+        self._t0 = time.perf_counter()
+        now = time.time()
+        self.run.started_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
+        self.run.started_unix_s = now
+        self._running = True
+        with _active_lock:
+            _active.append(self)
+        if not self.config.enabled:
+            self.run.unavailable["profiling"] = "disabled by config (enabled: false)"
+            return self
+        self._setup_sampler()
+        if self.config.handle_sigterm:
+            self._install_sigterm()
+        if self.config.output_dir:
+            self._write_run_file(partial=True)
+        if self.config.real_time_display:
+            self._start_live()
+        for cb in list(_start_callbacks):
+            try:
+                cb(self)
+            except Exception as exc:  # noqa: BLE001 - a plug-in must not stop the run
+                log.warning("profiler start callback %r failed: %s: %s", cb, type(exc).__name__, exc)
+        log.info("genprof run %r started (%s)", self.name, self.run.run_id)
+        return self
+
+    def stop(self, exc: BaseException | None = None) -> Run:
+        """Stop collecting, resolve GPU times, record how the run ended, write configured outputs."""
+        if not self._running:
+            return self.run
+        self._running = False
+        self._stopped = True
+        with _active_lock:
+            if self in _active:
+                _active.remove(self)
+        end = self.run.end
+        end.at_s = self.now()
+        self.run.duration_s = end.at_s
+        if exc is None:
+            end.status = "ok"
+        else:
+            self._record_failure(exc)
+        if not self.config.enabled:
+            return self.run
+        if self._live is not None:
+            try:
+                self._live.stop()
+            except Exception as e:  # noqa: BLE001 - the display must not lose the run
+                log.warning("live view failed to stop: %s", e)
+        self._close_left_open_spans()
+        if self._sampler is not None:
+            self._sampler.stop()
+            self.run.series = self._sampler.series()
+            missed = self._sampler.missed()
+            if missed:
+                self.run.metadata["sampler_missed_ticks"] = missed
+        if self._timer is not None:
+            try:
+                self._timer.resolve_all()
+            except RuntimeError as e:  # a broken CUDA context after a failure
+                log.warning("could not resolve GPU timings: %s", e)
+        self._finish_energy()
+        self._final_memory()
+        self._fill_sampled_peaks()
+        self.run.unavailable.update({f"nvml.{k}": v for k, v in self._nvml.unavailable.items()})
+        self._restore_sigterm()
+        for cb in list(self._listeners):
+            self._notify_one(cb, "run_end", self.run)
+        self._log_usage()
+        if self.config.output_dir:
+            self._write_run_file(partial=False)
+            if self.config.generate_final_report and self.config.report_format != "none":
+                self._write_reports()
+        if self.config.console_summary:
+            self._console_summary()
+        if self._host is not None:
+            self._host.close()
+        if self._rss is not None:
+            self._rss.close()
+        self._teardown_log_file()
+        return self.run
+
+    # ---------------------------------------------------------------- facts
+    def _collect_facts(self) -> None:
+        run = self.run
+        run.software = SoftwareInfo(
+            genprof=__version__, python=platform.python_version(), diffusers=_module_version("diffusers"),
+            transformers=_module_version("transformers"),
+        )
+        run.host = HostInfo(**host_probe.host_facts())
+        torch = torch_cuda.get_torch()
+        sw = torch_cuda.software_versions(torch)
+        run.software.torch, run.software.cuda, run.software.cudnn = sw["torch"], sw["cuda"], sw["cudnn"]
+        reason = torch_cuda.cuda_unavailable_reason(torch)
+        if reason is None and torch is not None:
+            self._torch = torch
+            idx = self.config.device_index
+            self._cuda_index = int(torch.cuda.current_device()) if idx is None else idx
+            facts = torch_cuda.device_facts(torch, self._cuda_index)
+            gpu = GpuInfo(**facts)
+            if self.config.gpu_timing:
+                self._timer = GpuTimer(torch)
+            else:
+                run.unavailable["gpu_time"] = "GPU timing turned off by config (gpu_timing: false)"
+            if self.config.nvtx:
+                self._nvtx = Nvtx(torch)
+            self._stats_fn, self._reset_fn = _allocator_fns(torch)
+            # NVML device of *this* process's GPU, by UUID (honours CUDA_VISIBLE_DEVICES)
+            if gpu.uuid and self._nvml.available:
+                self._nvml_dev = self._nvml.device_by_uuid(gpu.uuid)
+            elif self._nvml.available:
+                vis = self._nvml.visible_devices()
+                if self._cuda_index < len(vis):
+                    self._nvml_dev = vis[self._cuda_index]
+            if self._nvml_dev is not None:
+                nf = self._nvml.device_facts(self._nvml_dev)
+                gpu.nvml_index = nf["nvml_index"]
+                gpu.power_limit_w = nf["power_limit_w"]
+                gpu.mig_mode = nf["mig_mode"]
+                if gpu.mig_mode:
+                    run.unavailable["mig"] = "MIG is enabled: NVML utilization, power and energy are per GPU, not per instance"
+            run.gpus = [gpu]
+        else:
+            run.unavailable["cuda"] = reason
+            run.unavailable["gpu_time"] = reason
+            run.unavailable["gpu_memory"] = reason
+        if self._nvml.available:
+            run.software.driver = self._nvml.driver_version()
+            run.software.nvml = self._nvml.nvml_version()
+        else:
+            run.unavailable["nvml"] = self._nvml.reason or "NVML unavailable"
+        if self._nvml_dev is None:
+            run.unavailable.setdefault("gpu_energy", "no NVML device for this process's GPU")
+        elif self._energy_kinds:
+            self._run_energy_start = self._nvml.energy_j(self._nvml_dev)
+        elif not self.config.monitor_gpu_power:
+            run.unavailable["gpu_energy"] = "GPU power monitoring turned off by config (monitor_gpu_power: false)"
+        if self.config.track_rss:
+            self._rss = host_probe.RssReader()
+        run.distributed = _detect_distributed(torch)
+
+    # --------------------------------------------------------------- sampler
+    def _setup_sampler(self) -> None:
+        cfg = self.config
+        sources: list[Source] = []
+        meta: dict[tuple[str, str], tuple[str, str]] = {}
+        dev = self._nvml_dev
+        gpu_name = f"gpu{self._cuda_index}" if self._cuda_index is not None else "gpu"
+        want_gpu = cfg.monitor_gpu_memory or cfg.monitor_gpu_utilization or cfg.monitor_gpu_temperature or \
+            cfg.monitor_gpu_power or cfg.monitor_gpu_clocks
+        if want_gpu and (dev is not None or self._stats_fn is not None):
+            nvml = self._nvml
+            stats_fn = self._stats_fn if cfg.monitor_gpu_memory else None
+            idx = self._cuda_index
+
+            def read_gpu() -> Readings:
+                out: Readings = {}
+                if dev is not None:
+                    r = nvml.read(
+                        dev, memory=cfg.monitor_gpu_memory, utilization=cfg.monitor_gpu_utilization,
+                        temperature=cfg.monitor_gpu_temperature, power=cfg.monitor_gpu_power,
+                        clocks=cfg.monitor_gpu_clocks, clock_events=cfg.monitor_gpu_clocks,
+                    )
+                    for k, v in r.items():
+                        out[(gpu_name, k)] = v
+                if stats_fn is not None and idx is not None:
+                    st = stats_fn(idx)
+                    out[(gpu_name, "allocated_bytes")] = st[0]
+                    out[(gpu_name, "reserved_bytes")] = st[2]
+                return out
+
+            sources.append(Source("gpu", cfg.gpu_monitor_interval, read_gpu))
+            if dev is not None:
+                meta[(gpu_name, "utilization_pct")] = (
+                    "gauge", "NVML busy time: percent of the last sample period (1/6 s to 1 s) in which a kernel ran")
+                meta[(gpu_name, "power_w")] = ("gauge", self._nvml.power_source(dev))
+                meta[(gpu_name, "memory_used_bytes")] = ("gauge", "NVML device memory used (all processes)")
+                meta[(gpu_name, "temperature_c")] = ("gauge", "NVML GPU core temperature")
+                meta[(gpu_name, "sm_clock_mhz")] = ("gauge", "NVML SM clock")
+                meta[(gpu_name, "clock_event_reasons")] = (
+                    "state", "NVML clock event (throttle) reason bitmask, recorded when it changes")
+            meta[(gpu_name, "allocated_bytes")] = ("gauge", "PyTorch caching allocator: allocated (this process)")
+            meta[(gpu_name, "reserved_bytes")] = ("gauge", "PyTorch caching allocator: reserved (this process)")
+        elif want_gpu and "cuda" in self.run.unavailable:
+            self.run.unavailable["gpu_samples"] = self.run.unavailable["cuda"]
+        if cfg.monitor_cpu_usage or cfg.monitor_system_memory:
+            self._host = host_probe.HostProbe()
+            hp = self._host
+
+            def read_host() -> Readings:
+                r = hp.read(cpu=cfg.monitor_cpu_usage, memory=cfg.monitor_system_memory)
+                out: Readings = {}
+                for k, v in r.items():
+                    out[("process" if k in ("rss_bytes", "process_cpu_pct") else "host", k)] = v
+                return out
+
+            sources.append(Source("host", cfg.cpu_monitor_interval, read_host))
+            meta[("host", "cpu_pct")] = ("gauge", "psutil: system-wide CPU percent since the last sample")
+            meta[("process", "process_cpu_pct")] = ("gauge", "psutil: this process's CPU percent (100 = one core)")
+            meta[("process", "rss_bytes")] = ("gauge", "resident set size of this process")
+        if sources:
+            self._sampler = Sampler(
+                sources, t0=self._t0, max_points=cfg.max_data_points, sources_meta=meta,
+                on_samples=self._on_samples if self._listeners else None,
+            )
+            self._sampler.start()
+
+    def _on_samples(self, flat: dict[str, float]) -> None:
+        for cb in list(self._listeners):
+            self._notify_one(cb, "samples", flat)
+
+    # ----------------------------------------------------------- listeners
+    def subscribe(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
+        """Call ``callback(kind, payload)`` on ``("span_end", Span)``, ``("samples", dict)``, ``("run_end", Run)``."""
+        self._listeners.append(callback)
+        if self._sampler is not None:
+            self._sampler._on_samples = self._on_samples
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._listeners.remove(callback)
+
+        return unsubscribe
+
+    @staticmethod
+    def _notify_one(cb: Callable[[str, Any], None], kind: str, payload: Any) -> None:
+        try:
+            cb(kind, payload)
+        except Exception as exc:  # noqa: BLE001 - a listener must not break the profiled code
+            log.warning("genprof listener %r failed on %s: %s: %s", cb, kind, type(exc).__name__, exc)
+
+    # ----------------------------------------------------------------- spans
+    def open_span(self, name: str, kind: str = "call", *, index: int | None = None, **attributes: Any) -> _OpenSpan | None:
+        """Open a span without a ``with`` block (for hooks and callbacks); close it with :meth:`close_span`.
+
+        Returns None when profiling is disabled or the profiler is not running.
+        """
+        if not self._running or not self.config.enabled:
+            return None
+        stack = self._stack.get()
+        parent = stack[-1].span.id if stack else None
+        self._abort_path = None
+        span = Span(id=next(self._ids), name=name, kind=kind, start_s=0.0, parent_id=parent, index=index,
+                    thread=threading.current_thread().name, attributes=attributes)
+        o = _OpenSpan(span)
+        if self._cuda_index is not None:
+            span.device_index = self._cuda_index
+            if self._nvtx is not None:
+                self._nvtx.push(name if index is None else f"{name} {index}")
+                o.nvtx = True
+            if self._stats_fn is not None and self.config.memory_tracking and kind in _MEMORY_KINDS:
+                self._mem_start(o)
+        if self._rss is not None and kind in _MEMORY_KINDS:
+            span.rss_start_bytes = self._rss.read_bytes()
+        if kind in self._energy_kinds and self._nvml_dev is not None:
+            o.energy_start_j = self._nvml.energy_j(self._nvml_dev)
+        span.start_s = time.perf_counter() - self._t0
+        if self._timer is not None:
+            o.gpu_start = self._timer.start()
+        self._stack.set((*stack, o))
+        if kind == "phase":
+            self._progress["phase"] = name
+        return o
+
+    def close_span(self, o: _OpenSpan | None, exc: BaseException | None = None, *, status: str | None = None) -> Span | None:
+        """Close a span opened with :meth:`open_span`. ``exc`` marks it failed."""
+        if o is None:
+            return None
+        span = o.span
+        if self._timer is not None and o.gpu_start is not None:
+            self._timer.stop(span, o.gpu_start)
+        t_end = time.perf_counter() - self._t0
+        span.duration_s = t_end - span.start_s
+        if o.peak_alloc is not None or (self._stats_fn is not None and o in self._mem_open):
+            self._mem_end(o)
+        if self._rss is not None and span.rss_start_bytes is not None:
+            span.rss_end_bytes = self._rss.read_bytes()
+        if o.energy_start_j is not None and self._nvml_dev is not None:
+            e1 = self._nvml.energy_j(self._nvml_dev)
+            if e1 is not None:
+                span.energy_j = max(0.0, e1 - o.energy_start_j)
+                span.energy_reliable = span.duration_s >= _ENERGY_RELIABLE_MIN_S
+        if o.nvtx and self._nvtx is not None:
+            self._nvtx.pop()
+        if exc is not None:
+            span.status = "error"
+            span.attributes.setdefault("error", f"{type(exc).__name__}: {exc}"[:500])
+            if not self._failure_paths:
+                self._failure_paths = _stack_paths(self._stack.get()) or [span.name]
+                if self._torch is not None and self._oom_state is None and torch_cuda.is_oom_error(self._torch, exc):
+                    self._oom_state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
+        elif status is not None:
+            span.status = status
+        stack = self._stack.get()
+        if stack and stack[-1] is o:
+            self._stack.set(stack[:-1])
+        else:
+            self._stack.set(tuple(x for x in stack if x is not o))
+        self.run.spans.append(span)
+        if span.kind == "step":
+            p = self._progress
+            p["steps_done"] += 1
+            p["last_step_end_s"] = t_end
+        elif span.kind == "phase" and self._progress["phase"] == span.name:
+            outer = [x.span.name for x in self._stack.get() if x.span.kind == "phase"]
+            self._progress["phase"] = outer[-1] if outer else None
+        for cb in self._listeners:
+            self._notify_one(cb, "span_end", span)
+        return span
+
+    @contextlib.contextmanager
+    def span(self, name: str, kind: str = "call", *, index: int | None = None, **attributes: Any) -> Iterator[Span | None]:
+        """A span of any kind around a ``with`` block; yields the open Span (None when disabled)."""
+        o = self.open_span(name, kind, index=index, **attributes)
+        try:
+            yield None if o is None else o.span
+        except BaseException as exc:
+            self.close_span(o, exc)
+            raise
+        self.close_span(o)
+
+    def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+        """A phase (``load``, ``text_encode``, ``denoise``, ``vae_decode``...). Phases nest."""
+        if not self._phase_enabled(name):
+            return contextlib.nullcontext()
+        return self.span(name, "phase", **attributes)
+
+    def generation(self, name: str = "generation", **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
+        """One generation (one image or video): the unit of usage statistics and throughput."""
+        return self.span(name, "generation", **attributes)
+
+    def _phase_enabled(self, name: str) -> bool:
+        c = self.config
+        if not c.profile_vae_decode and name in ("vae_decode", "vae_encode"):
+            return False
+        return c.profile_text_encoding or name != "text_encode"
+
+    def steps(self, iterable: Iterable[Any], phase: str | None = "denoise", *, total: int | None = None,
+              name: str = "step", **attributes: Any) -> Iterator[Any]:
+        """Iterate ``iterable`` with one ``step`` span per item, inside phase ``phase`` (None: no phase)."""
+        return self._loop(iterable, phase, total, name, "step", attributes, self.config.profile_inference_steps)
+
+    def blocks(self, iterable: Iterable[Any], phase: str | None = "blocks", *, total: int | None = None,
+               steps_per_block: int | None = None, frames_per_block: int | None = None,
+               name: str = "block", **attributes: Any) -> Iterator[Any]:
+        """Like :meth:`steps` for block-diffusion loops: one ``block`` span per item.
+
+        ``frames_per_block`` (output frames each block produces) is stored as the span attribute
+        ``frames``, which throughput analysis uses for blocks/s, latency and deadline misses.
+        """
+        if steps_per_block is not None:
+            attributes["steps"] = steps_per_block
+        if frames_per_block is not None:
+            attributes["frames"] = frames_per_block
+        return self._loop(iterable, phase, total, name, "block", attributes, True)
+
+    def _loop(self, iterable: Iterable[Any], phase: str | None, total: int | None, name: str, kind: str,
+              attributes: dict[str, Any], per_item: bool) -> Iterator[Any]:
+        if total is None and hasattr(iterable, "__len__"):
+            with contextlib.suppress(TypeError):
+                total = len(iterable)  # type: ignore[arg-type]
+        if kind == "step":
+            self._progress["steps_total"] = total
+            self._progress["steps_done"] = 0
+            self._progress["first_step_s"] = self.now()
+        outer = self.phase(phase, total=total) if phase else contextlib.nullcontext()
+        with outer:
+            for i, item in enumerate(iterable):
+                o = self.open_span(name, kind, index=i, **attributes) if per_item else None
+                if kind == "step":
+                    self._progress["step_index"] = i
+                try:
+                    yield item
+                except GeneratorExit:
+                    # the loop was left early: break, return, or an exception in its body
+                    if o is not None and not self._failure_paths:
+                        self._abort_path = _stack_paths(self._stack.get())
+                    self.close_span(o, status="aborted")
+                    raise
+                except BaseException as exc:
+                    self.close_span(o, exc)
+                    raise
+                self.close_span(o)
+
+    def event(self, name: str, **attributes: Any) -> Event | None:
+        """Record a point in time (``checkpoint_loaded``, ``offload``...), inside the current span."""
+        if not self._running or not self.config.enabled:
+            return None
+        stack = self._stack.get()
+        ev = Event(name=name, t_s=self.now(), span_id=stack[-1].span.id if stack else None, attributes=attributes)
+        self.run.events.append(ev)
+        return ev
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Store free-form data in ``run.metadata[key]`` (integrations use their own keys)."""
+        self.run.metadata[key] = value
+
+    def add_tags(self, **tags: Any) -> None:
+        self.run.tags.update(tags)
+
+    # ------------------------------------------------------------- memory
+    def _mem_start(self, o: _OpenSpan) -> None:
+        assert self._stats_fn is not None
+        idx = self._cuda_index or 0
+        alloc, peak_a, res, peak_r = self._stats_fn(idx)
+        span = o.span
+        span.allocated_start_bytes = alloc
+        span.reserved_start_bytes = res
+        with self._lock:
+            if self.config.reset_peak_memory and self._reset_fn is not None:
+                # fold the counter into every open span before resetting it
+                for other in self._mem_open:
+                    other.peak_alloc = max(other.peak_alloc or 0, peak_a)
+                    other.peak_res = max(other.peak_res or 0, peak_r)
+                self._reset_fn(idx)
+                o.peak_alloc, o.peak_res = alloc, res
+                span.peak_source = "allocator peak counter, reset at span start"
+            else:
+                o.peak_alloc, o.peak_res = None, None
+                span.peak_source = "allocator peak counter NOT reset (reset_peak_memory: false): peak since the last reset"
+            self._mem_open.append(o)
+
+    def _mem_end(self, o: _OpenSpan) -> None:
+        assert self._stats_fn is not None
+        idx = self._cuda_index or 0
+        alloc, peak_a, res, peak_r = self._stats_fn(idx)
+        span = o.span
+        span.allocated_end_bytes = alloc
+        span.reserved_end_bytes = res
+        with self._lock:
+            span.peak_allocated_bytes = max(o.peak_alloc or 0, peak_a)
+            span.peak_reserved_bytes = max(o.peak_res or 0, peak_r)
+            with contextlib.suppress(ValueError):
+                self._mem_open.remove(o)
+            for other in self._mem_open:
+                other.peak_alloc = max(other.peak_alloc or 0, peak_a)
+                other.peak_res = max(other.peak_res or 0, peak_r)
+
+    def _final_memory(self) -> None:
+        if self._stats_fn is None or self._cuda_index is None:
+            return
+        try:
+            alloc, _pa, res, _pr = self._stats_fn(self._cuda_index)
+            self.run.metadata["final_memory"] = {"allocated_bytes": alloc, "reserved_bytes": res}
+        except RuntimeError as exc:
+            log.warning("could not read final allocator state: %s", exc)
+
+    def _fill_sampled_peaks(self) -> None:
+        """Time of each span's allocator peak and its RSS peak, from the sampled series."""
+        series = {(s.device, s.name): s for s in self.run.series}
+        gname = f"gpu{self._cuda_index}" if self._cuda_index is not None else None
+        alloc = series.get((gname, "allocated_bytes")) if gname else None
+        rss = series.get(("process", "rss_bytes"))
+        for sp in self.run.spans:
+            end = sp.end_s
+            if end is None:
+                continue
+            if alloc is not None and sp.peak_allocated_bytes is not None:
+                best = _window_max(alloc.t_s, alloc.values, sp.start_s, end)
+                if best is not None:
+                    sp.peak_allocated_at_s = best[0]
+            if rss is not None and sp.rss_start_bytes is not None:
+                cands = [sp.rss_start_bytes, sp.rss_end_bytes or 0]
+                best = _window_max(rss.t_s, rss.values, sp.start_s, end)
+                if best is not None:
+                    cands.append(int(best[1]))
+                sp.rss_peak_bytes = max(cands)
+            elif sp.rss_start_bytes is not None:
+                sp.rss_peak_bytes = max(sp.rss_start_bytes, sp.rss_end_bytes or 0)
+
+    # ------------------------------------------------------------- energy
+    def _finish_energy(self) -> None:
+        if self._run_energy_start is None or self._nvml_dev is None:
+            return
+        e1 = self._nvml.energy_j(self._nvml_dev)
+        if e1 is None:
+            return
+        total = max(0.0, e1 - self._run_energy_start)
+        dur = self.run.duration_s or 0.0
+        self.run.metadata["energy"] = {
+            "total_j": total,
+            "average_power_w": (total / dur) if dur > 0 else None,
+            "source": "NVML nvmlDeviceGetTotalEnergyConsumption difference over the run (whole GPU)",
+            "reliable": dur >= _ENERGY_RELIABLE_MIN_S,
+        }
+
+    # ------------------------------------------------------------- endings
+    def _record_failure(self, exc: BaseException) -> None:
+        end = self.run.end
+        end.exception_type = type(exc).__name__
+        end.message = str(exc)[:2000]
+        end.open_spans = self._failure_paths or list(self._abort_path or [])
+        if torch_cuda.is_oom_error(torch_cuda.get_torch(import_if_needed=False), exc):
+            end.status = "oom"
+            state = self._oom_state
+            if state is None and self._torch is not None:
+                try:
+                    state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
+                except RuntimeError as e:
+                    state = {"error": f"allocator state unreadable: {e}"}
+            if state is None:
+                state = {"reason": self.run.unavailable.get("cuda", "no CUDA allocator in this run")}
+            state["phase"] = next((p for p in reversed(end.open_spans)), None)
+            end.oom = state
+        elif isinstance(exc, SystemExit) and exc.code in (0, None):
+            end.status = "ok"  # sys.exit(0) inside the profiled block is a normal ending
+            end.exception_type = end.message = None
+        elif isinstance(exc, KeyboardInterrupt):
+            end.status = "interrupted"
+            end.message = end.message or "KeyboardInterrupt (Ctrl-C)"
+        elif isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+            end.status = "interrupted"
+            end.message = "SIGTERM"
+        else:
+            end.status = "exception"
+        log.info("genprof run %r ended with %s: %s", self.name, end.status, end.message)
+
+    def _close_left_open_spans(self) -> None:
+        for o in reversed(self._stack.get()):
+            self.close_span(o, status="open_at_end")
+        self._stack.set(())
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        try:
+            prev = signal.getsignal(signal.SIGTERM)
+        except (ValueError, OSError):
+            return
+        if prev not in (signal.SIG_DFL, None):
+            return  # the program handles SIGTERM itself; leave it alone
+
+        def on_sigterm(signum: int, frame: FrameType | None) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        self._prev_sigterm = prev
+
+    def _restore_sigterm(self) -> None:
+        if self._prev_sigterm is not None and threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(ValueError, OSError):
+                signal.signal(signal.SIGTERM, self._prev_sigterm)
+            self._prev_sigterm = None
+
+    # --------------------------------------------------------------- output
+    def default_run_path(self) -> Path | None:
+        if not self.config.output_dir:
+            return None
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)[:80] or "run"
+        return Path(self.config.output_dir) / f"{safe}-{self.run.run_id[:8]}.json"
+
+    def _run_for_file(self) -> Run:
+        if self.config.save_raw_data:
+            return self.run
+        import copy
+
+        r = copy.copy(self.run)
+        r.series = []
+        r.unavailable = dict(self.run.unavailable)
+        r.unavailable["series"] = "not saved: save_raw_data is false"
+        return r
+
+    def _write_run_file(self, *, partial: bool) -> None:
+        path = self.default_run_path()
+        if path is None:
+            return
+        try:
+            self._run_for_file().save(path)
+            self._saved_path = path
+            if not partial:
+                log.info("genprof run file written: %s", path)
+        except OSError as exc:
+            log.error("could not write the run file %s: %s", path, exc)
+
+    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
+        """Save the run file (to ``path`` or ``output_dir``); works while running (status ``running``)."""
+        p = Path(path) if path is not None else self.default_run_path()
+        if p is None:
+            raise UsageError("no path given and no output_dir configured: pass a path to save()")
+        return self._run_for_file().save(p)
+
+    @property
+    def run_path(self) -> Path | None:
+        """Where the run file was written, if it was."""
+        return self._saved_path
+
+    def _write_reports(self) -> None:
+        from genprof.render.reports import write_reports  # lazy façade; render reads the finished run only
+
+        out = Path(self.config.output_dir or ".")
+        stem = self.default_run_path()
+        try:
+            paths = write_reports(self.run, out, self.config.report_format, stem=stem.stem if stem else None)
+            for p in paths:
+                log.info("genprof report written: %s", p)
+        except Exception as exc:  # noqa: BLE001 - a failing renderer must not lose the run file
+            log.error("report generation failed (%s: %s); the run file is intact", type(exc).__name__, exc)
+
+    def _console_summary(self) -> None:
+        try:
+            from genprof.render.console import print_summary
+
+            print_summary(self.run)
+        except Exception as exc:  # noqa: BLE001 - the summary must not turn a good run into a failure
+            log.error("console summary failed: %s: %s", type(exc).__name__, exc)
+
+    def _log_usage(self) -> None:
+        st = self.run.usage_statistics()
+        from genprof.units import format_bytes, format_seconds
+
+        log.info(
+            "usage: initialization %s, generations %d, peak allocated %s, peak reserved %s, average %s, total %s, device %s",
+            format_seconds(st["initialization_time_s"]), st["generations"], format_bytes(st["peak_allocated_bytes"]),
+            format_bytes(st["peak_reserved_bytes"]), format_seconds(st["average_inference_time_s"]),
+            format_seconds(st["total_inference_time_s"]), st["device_name"],
+        )
+
+    def _setup_log_file(self) -> None:
+        if not (self.config.log_file and self.config.output_dir):
+            return
+        Path(self.config.output_dir).mkdir(parents=True, exist_ok=True)
+        h = logging.FileHandler(Path(self.config.output_dir) / "genprof.log", encoding="utf-8")
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        h.setLevel(logging.INFO)
+        lg = logging.getLogger("genprof")
+        if lg.level == logging.NOTSET or lg.level > logging.INFO:
+            lg.setLevel(logging.INFO)
+        lg.addHandler(h)
+        self._log_handler = h
+
+    def _teardown_log_file(self) -> None:
+        if self._log_handler is not None:
+            logging.getLogger("genprof").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+    # ------------------------------------------------------------ live view
+    def live_snapshot(self) -> dict[str, Any]:
+        """Current progress and the latest samples, for the live view and exporters."""
+        p = self._progress
+        latest = self._sampler.latest() if self._sampler is not None else {}
+        g = f"gpu{self._cuda_index}" if self._cuda_index is not None else "gpu"
+        rate = eta = None
+        if p["steps_done"] and p["first_step_s"] is not None and p["last_step_end_s"] is not None:
+            dt = p["last_step_end_s"] - p["first_step_s"]
+            if dt > 0:
+                rate = p["steps_done"] / dt
+                if p["steps_total"]:
+                    eta = max(0, p["steps_total"] - p["steps_done"]) / rate
+        gpu = None
+        if self.run.gpus:
+            gi = self.run.gpus[0]
+            gpu = {
+                "name": gi.name,
+                "memory_used_bytes": latest.get(f"{g}.memory_used_bytes"),
+                "memory_total_bytes": gi.total_memory_bytes,
+                "utilization_pct": latest.get(f"{g}.utilization_pct"),
+                "power_w": latest.get(f"{g}.power_w"),
+                "temperature_c": latest.get(f"{g}.temperature_c"),
+            }
+        return {
+            "name": self.name,
+            "elapsed_s": self.now(),
+            "phase": p["phase"],
+            "step_index": p["step_index"],
+            "steps_done": p["steps_done"],
+            "steps_total": p["steps_total"],
+            "step_rate_per_s": rate,
+            "eta_s": eta,
+            "gpu": gpu,
+            "allocated_bytes": latest.get(f"{g}.allocated_bytes"),
+            "reserved_bytes": latest.get(f"{g}.reserved_bytes"),
+            "cpu_pct": latest.get("host.cpu_pct"),
+            "rss_bytes": latest.get("process.rss_bytes"),
+        }
+
+    def _start_live(self) -> None:
+        try:
+            from genprof.render.live import LiveView  # lazy façade: the view only reads snapshots
+
+            self._live = LiveView(self.live_snapshot, self.config.display_interval, force=self.config.display_force)
+            self._live.start()
+        except Exception as exc:  # noqa: BLE001 - the display is optional; the run goes on
+            self.run.unavailable["live_view"] = f"{type(exc).__name__}: {exc}"
+            log.warning("live view unavailable: %s", exc)
+            self._live = None
+
+
+# ---------------------------------------------------------------------- helpers
+def _module_version(name: str) -> str | None:
+    mod = sys.modules.get(name)
+    if mod is not None:
+        return str(getattr(mod, "__version__", None))
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _allocator_fns(torch: Any) -> tuple[Callable[[int], tuple[int, int, int, int]], Callable[[int], Any]]:
+    """Fast readers of (allocated, peak allocated, reserved, peak reserved) and the peak reset."""
+    raw = getattr(torch._C, "_cuda_memoryStats", None)
+    if raw is not None:
+
+        def stats(idx: int) -> tuple[int, int, int, int]:
+            s = raw(idx)
+            a = s["allocated_bytes"]["all"]
+            r = s["reserved_bytes"]["all"]
+            return int(a["current"]), int(a["peak"]), int(r["current"]), int(r["peak"])
+    else:  # pragma: no cover - older or future torch without the private accessor
+
+        def stats(idx: int) -> tuple[int, int, int, int]:
+            return (
+                int(torch.cuda.memory_allocated(idx)), int(torch.cuda.max_memory_allocated(idx)),
+                int(torch.cuda.memory_reserved(idx)), int(torch.cuda.max_memory_reserved(idx)),
+            )
+
+    reset = getattr(torch._C, "_cuda_resetPeakMemoryStats", None) or torch.cuda.reset_peak_memory_stats
+    return stats, reset
+
+
+def _detect_distributed(torch: Any | None) -> DistributedInfo | None:
+    try:
+        if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+            lr = os.environ.get("LOCAL_RANK")
+            return DistributedInfo(
+                rank=int(torch.distributed.get_rank()), world_size=int(torch.distributed.get_world_size()),
+                local_rank=int(lr) if lr and lr.isdigit() else None, backend=str(torch.distributed.get_backend()),
+            )
+    except (RuntimeError, ValueError) as exc:
+        log.debug("torch.distributed state unreadable: %s", exc)
+    r, w = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if r and w and r.isdigit() and w.isdigit():
+        lr = os.environ.get("LOCAL_RANK")
+        return DistributedInfo(rank=int(r), world_size=int(w), local_rank=int(lr) if lr and lr.isdigit() else None,
+                               source="environment (RANK, WORLD_SIZE)")
+    return None
+
+
+def _stack_paths(stack: tuple[_OpenSpan, ...]) -> list[str]:
+    """["generation", "generation/denoise", "generation/denoise/step[3]"] for an open stack."""
+    out: list[str] = []
+    cur = ""
+    for o in stack:
+        label = o.span.name if o.span.index is None else f"{o.span.name}[{o.span.index}]"
+        cur = f"{cur}/{label}" if cur else label
+        out.append(cur)
+    return out
+
+
+def _window_max(ts: list[float], vs: list[float], start: float, end: float) -> tuple[float, float] | None:
+    import bisect
+
+    i = bisect.bisect_left(ts, start)
+    j = bisect.bisect_right(ts, end)
+    if i >= j:
+        return None
+    k = max(range(i, j), key=vs.__getitem__)
+    return ts[k], vs[k]
+
+
+# ------------------------------------------------------------------ phase decorator
+class phase:  # noqa: N801 - used as @genprof.phase("name") and with genprof.phase("name")
+    """``@genprof.phase("vae_decode")`` on a function, or ``with genprof.phase("x"):``.
+
+    Uses the profiler active in the current context; does nothing when none is active.
+    """
+
+    def __init__(self, name: str, kind: str = "phase", **attributes: Any) -> None:
+        self.name = name
+        self.kind = kind
+        self.attributes = attributes
+        self._cms: list[contextlib.AbstractContextManager[Any]] = []
+
+    def __call__(self, fn: F) -> F:
+        name, kind, attrs = self.name, self.kind, self.attributes
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            prof = current_profiler()
+            if prof is None:
+                return fn(*args, **kwargs)
+            cm = prof.phase(name, **attrs) if kind == "phase" else prof.span(name, kind, **attrs)
+            with cm:
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    def __enter__(self) -> Span | None:
+        prof = current_profiler()
+        cm: contextlib.AbstractContextManager[Any]
+        if prof is None:
+            cm = contextlib.nullcontext()
+        elif self.kind == "phase":
+            cm = prof.phase(self.name, **self.attributes)
+        else:
+            cm = prof.span(self.name, self.kind, **self.attributes)
+        self._cms.append(cm)
+        return cm.__enter__()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> bool | None:
+        return self._cms.pop().__exit__(et, ev, tb)
+
+
+def _stop_all_at_exit() -> None:
+    with _active_lock:
+        left = list(_active)
+    for p in reversed(left):
+        try:
+            p.stop(SystemExit("interpreter exited while the profiler was running"))
+        except Exception as exc:  # noqa: BLE001 - best effort at interpreter exit
+            log.error("could not finish genprof run %r at exit: %s", p.name, exc)
+
+
+atexit.register(_stop_all_at_exit)
