@@ -326,9 +326,10 @@ class Profiler:
                     run.unavailable["mig"] = "MIG is enabled: NVML utilization, power and energy are per GPU, not per instance"
             run.gpus = [gpu]
         else:
-            run.unavailable["cuda"] = reason
-            run.unavailable["gpu_time"] = reason
-            run.unavailable["gpu_memory"] = reason
+            why = reason or "torch is not installed"
+            run.unavailable["cuda"] = why
+            run.unavailable["gpu_time"] = why
+            run.unavailable["gpu_memory"] = why
         if self._nvml.available:
             run.software.driver = self._nvml.driver_version()
             run.software.nvml = self._nvml.nvml_version()
