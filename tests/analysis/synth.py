@@ -52,7 +52,6 @@ def make_run(
     spans: list[Span] = []
     ids = iter(range(1, 10**9))
     t = 0.0
-    dev = 0 if gpu else None
 
     def mem(s: Span, alloc_start: int, alloc_end: int, peak: int) -> None:
         if not gpu:
