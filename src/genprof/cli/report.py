@@ -1,0 +1,75 @@
+"""``genprof report RUN.json [--html OUT.html] [--trace OUT.trace.json] [--json OUT.report.json]``.
+
+With no output flag, writes ``RUN.html`` next to the run file.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "report",
+        help="write the HTML report, a Perfetto trace or a JSON report of a saved run",
+        description=(
+            "Render a saved run file. With no output flag, writes RUN.html next to RUN.json. "
+            "The trace opens in https://ui.perfetto.dev or chrome://tracing."
+        ),
+    )
+    p.add_argument("run_file", metavar="RUN.json", help="run file written by genprof")
+    p.add_argument("--html", metavar="OUT.html", help="write the self-contained HTML report here")
+    p.add_argument("--trace", metavar="OUT.trace.json", help="write a Chrome Trace Event / Perfetto JSON file here")
+    p.add_argument("--json", dest="json_report", metavar="OUT.report.json", help="write the JSON report here")
+    p.add_argument(
+        "--compare",
+        metavar="BASELINE.json",
+        help="add a comparison with this baseline run to the HTML report (needs genprof.analysis.compare)",
+    )
+    p.set_defaults(func=run)
+
+
+def _comparison(baseline_path: str, run: Any) -> dict[str, Any]:
+    from genprof.errors import UsageError
+    from genprof.model import load_run
+
+    baseline = load_run(baseline_path)
+    try:
+        from genprof.analysis.compare import compare
+    except ModuleNotFoundError as exc:
+        if exc.name == "genprof.analysis.compare":
+            raise UsageError("--compare needs genprof.analysis.compare, which this genprof build lacks") from exc
+        raise
+    result: Any = compare(baseline, run)
+    data = result.to_dict() if hasattr(result, "to_dict") else result
+    if not isinstance(data, dict):
+        raise UsageError(f"genprof.analysis.compare returned {type(result).__name__}, not a dict")
+    return data
+
+
+def run(args: argparse.Namespace) -> int:
+    from genprof.model import atomic_write_text, load_run
+    from genprof.render.html import write_html
+    from genprof.render.reports import render_json_report
+    from genprof.render.trace import write_trace
+
+    src = Path(args.run_file)
+    the_run = load_run(src)
+    html, trace, json_report = args.html, args.trace, args.json_report
+    if not (html or trace or json_report):
+        html = str(src.with_suffix(".html")) if src.suffix == ".json" else str(src) + ".html"
+    written: list[Path] = []
+    if html:
+        comparison = _comparison(args.compare, the_run) if args.compare else None
+        written.append(write_html(the_run, html, comparison=comparison))
+    if trace:
+        written.append(write_trace(the_run, trace))
+    if json_report:
+        p = Path(json_report)
+        atomic_write_text(p, render_json_report(the_run) + "\n")
+        written.append(p)
+    for p in written:
+        print(p)
+    return 0

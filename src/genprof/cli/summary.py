@@ -1,0 +1,31 @@
+"""``genprof summary RUN.json``: seed 000's usage statistics, then the phase table, on stdout."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "summary",
+        help="print the usage statistics and phase table of a saved run",
+        description="Print seed 000's usage statistics table, then the phase table, of a saved run file.",
+    )
+    p.add_argument("run_file", metavar="RUN.json", help="run file written by genprof")
+    p.add_argument("--width", type=int, default=None, help="table width in columns (default: the terminal's)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from genprof.errors import UsageError
+    from genprof.model import load_run
+    from genprof.render.console import print_summary
+
+    if args.width is not None and args.width < 40:
+        raise UsageError(f"--width must be at least 40 columns, got {args.width}")
+    the_run = load_run(args.run_file)
+    print_summary(the_run, console=Console(width=args.width) if args.width else Console())
+    return 0

@@ -1,0 +1,143 @@
+"""Console tables (rich): seed 000's usage statistics and the phase table.
+
+A value that was not measured shows as ``n/a``, never as 0. :func:`print_summary` writes to
+stderr by default so that it never mixes with a program's own standard output;
+``genprof summary`` passes a stdout console.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from genprof.analysis.summary import phase_table as _phase_rows
+from genprof.model import Run
+from genprof.units import format_bytes, format_seconds
+
+if TYPE_CHECKING:  # pragma: no cover
+    from rich.console import Console
+    from rich.table import Table
+
+log = logging.getLogger(__name__)
+
+
+def _energy(j: float | None) -> str:
+    if j is None:
+        return "n/a"
+    if abs(j) >= 1e3:
+        return f"{j / 1e3:.2f} kJ"
+    return f"{j:.1f} J"
+
+
+def usage_rows(run: Run) -> list[tuple[str, str]]:
+    """Seed 000's statistics as (label, value) pairs, formatted; shared by the table and the log."""
+    u: dict[str, Any] = run.usage_statistics()
+    gens = str(u["generations"]) + (" (implicit: no generation spans)" if u["generations_implicit"] else "")
+    return [
+        ("Initialization time", format_seconds(u["initialization_time_s"])),
+        ("Generations", gens),
+        ("Peak memory allocated", format_bytes(u["peak_allocated_bytes"])),
+        ("Peak memory reserved", format_bytes(u["peak_reserved_bytes"])),
+        ("Average inference time", format_seconds(u["average_inference_time_s"])),
+        ("Total inference time", format_seconds(u["total_inference_time_s"])),
+        ("Current memory allocated", format_bytes(u["current_allocated_bytes"])),
+        ("Current memory reserved", format_bytes(u["current_reserved_bytes"])),
+        ("Device", str(u["device_name"])),
+    ]
+
+
+def usage_table(run: Run) -> Table:
+    """Seed 000's usage statistics table (from :meth:`Run.usage_statistics`)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    # Text, not str: user strings (run and device names) must not be read as rich markup
+    t = Table(title=Text(f"Usage statistics: {run.name}"), title_justify="left", show_header=True)
+    t.add_column("statistic")
+    t.add_column("value", justify="right")
+    for label, value in usage_rows(run):
+        t.add_row(label, Text(value))
+    return t
+
+
+_PHASE_COLUMNS = ("path", "kind", "count", "total", "mean", "p50", "p95", "GPU total", "GPU mean",
+                  "GPU p50", "GPU p95", "share", "peak alloc", "energy")
+# (column, width it needs) in the order columns are given up last to first on narrow consoles
+_PHASE_PRIORITY = (
+    ("path", 20), ("count", 6), ("total", 10), ("mean", 10), ("p95", 10), ("GPU total", 10),
+    ("share", 6), ("peak alloc", 10), ("energy", 9), ("GPU mean", 10), ("p50", 10), ("GPU p95", 10),
+    ("kind", 10), ("GPU p50", 10),
+)
+
+
+def _columns_for(width: int | None) -> list[str]:
+    if width is None:
+        return list(_PHASE_COLUMNS)
+    budget = width - 2
+    keep: set[str] = set()
+    for name, need in _PHASE_PRIORITY:
+        if need + 2 <= budget or name == "path":
+            keep.add(name)
+            budget -= need + 2
+    return [c for c in _PHASE_COLUMNS if c in keep]
+
+
+def phase_table(run: Run, *, width: int | None = None) -> Table:
+    """Phase table: count, total, mean, p50 and p95 of host and GPU time, share, peak memory, energy.
+
+    ``width`` (the console's width) drops the least needed columns on narrow terminals (GPU
+    p50 first, then kind, GPU p95, p50, GPU mean, ...); ``None`` shows every column.
+    """
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    shown = _columns_for(width)
+    t = Table(title="Phases (host time; GPU time from CUDA events)", title_justify="left", box=box.SIMPLE_HEAD)
+    for name in shown:
+        if name == "path":
+            t.add_column(name, overflow="ellipsis", min_width=14)
+        else:
+            t.add_column(name, justify="left" if name == "kind" else "right", no_wrap=True)
+    rows = _phase_rows(run)
+    for r in rows:
+        cells: dict[str, Any] = {
+            "path": Text("  " * r.depth + r.name),
+            "kind": Text(r.kind),
+            "count": str(r.host.count),
+            "total": format_seconds(r.host.total),
+            "mean": format_seconds(r.host.mean),
+            "p50": format_seconds(r.host.p50),
+            "p95": format_seconds(r.host.p95),
+            "GPU total": format_seconds(r.gpu.total),
+            "GPU mean": format_seconds(r.gpu.mean),
+            "GPU p50": format_seconds(r.gpu.p50),
+            "GPU p95": format_seconds(r.gpu.p95),
+            "share": "n/a" if r.share_pct is None else f"{r.share_pct:.1f}%",
+            "peak alloc": format_bytes(r.peak_allocated_bytes),
+            "energy": _energy(r.energy_j),
+        }
+        t.add_row(*[cells[c] for c in shown])
+    if not rows:
+        t.add_row("(no spans recorded)", *[""] * (len(shown) - 1))
+    return t
+
+
+def print_summary(run: Run, console: Console | None = None) -> None:
+    """Print the usage table, then the phase table (stderr unless ``console`` says otherwise)."""
+    from rich.console import Console
+
+    con = console if console is not None else Console(stderr=True)
+    con.print(usage_table(run))
+    con.print(phase_table(run, width=con.width))
+    if run.end.status != "ok":
+        detail = ": ".join(x for x in (run.end.exception_type, run.end.message) if x)
+        con.print(f"Run ended with status {run.end.status}" + (f" ({detail})" if detail else ""), markup=False)
+
+
+def log_summary(run: Run, logger: logging.Logger | None = None) -> None:
+    """Write seed 000's statistics to ``logger`` at INFO, one line each (for the log file)."""
+    lg = logger or log
+    lg.info("usage statistics of run %s (%s)", run.name, run.run_id)
+    for label, value in usage_rows(run):
+        lg.info("%s: %s", label, value)
