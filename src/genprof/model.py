@@ -546,7 +546,8 @@ def loads_run(data: bytes | str, *, source: str = "<string>") -> Run:
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as exc:
-        hint = " (the file looks truncated)" if exc.pos >= len(text.rstrip()) - 1 else ""
+        truncated = exc.pos >= len(text.rstrip()) - 1 or exc.msg.startswith("Unterminated string")
+        hint = " (the file looks truncated: was the run still being written?)" if truncated else ""
         raise RunFileError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}{hint}") from exc
     except RecursionError as exc:
         raise RunFileError(f"{source}: JSON nested too deeply to be a genprof run file") from exc

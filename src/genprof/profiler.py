@@ -520,6 +520,10 @@ class Profiler:
         o = self.open_span(name, kind, index=index, **attributes)
         try:
             yield None if o is None else o.span
+        except GeneratorExit:
+            # a generator holding this span was closed early (a step loop left by break or an error)
+            self.close_span(o, status="aborted")
+            raise
         except BaseException as exc:
             self.close_span(o, exc)
             raise

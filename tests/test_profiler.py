@@ -1,0 +1,394 @@
+"""The Profiler: spans, nesting, threads, endings, config effects (GPU-free, with fakes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import genprof
+from fakes import FakeAllocator, FakeEvent, FakeNvml, install_fake_cuda
+from genprof.model import load_run
+from genprof.profiler import Profiler, current_profiler
+
+QUIET = {"cpu_monitor_interval": 0.05, "gpu_monitor_interval": 0.05, "handle_sigterm": False}
+
+
+def test_phases_steps_events_and_nesting() -> None:
+    with Profiler("t", tags={"model": "m"}, **QUIET) as prof:
+        with prof.phase("load"):
+            with prof.phase("load_vae"):
+                pass
+        for _ in prof.steps(range(4), phase="denoise", timestep_kind="flow"):
+            pass
+        for _ in prof.blocks(range(2), steps_per_block=3, frames_per_block=4):
+            pass
+        prof.event("checkpoint_loaded", path="/x")
+    run = prof.run
+    by = {(s.name, s.index): s for s in run.spans}
+    load, sub = by[("load", None)], by[("load_vae", None)]
+    assert sub.parent_id == load.id and load.parent_id is None
+    steps = [s for s in run.spans if s.kind == "step"]
+    assert [s.index for s in steps] == [0, 1, 2, 3]
+    assert all(s.parent_id == by[("denoise", None)].id for s in steps)
+    assert steps[0].attributes == {"timestep_kind": "flow"}
+    blocks = [s for s in run.spans if s.kind == "block"]
+    assert [b.attributes["frames"] for b in blocks] == [4, 4] and blocks[0].attributes["steps"] == 3
+    assert run.events[0].name == "checkpoint_loaded" and run.events[0].attributes == {"path": "/x"}
+    assert run.end.status == "ok" and run.tags == {"model": "m"}
+    # host times nest: a child never outlasts its parent
+    assert sub.start_s >= load.start_s and sub.end_s is not None and load.end_s is not None
+    assert sub.end_s <= load.end_s
+    # no GPU here: GPU figures are None with a reason, never 0
+    assert all(s.gpu_time_s is None for s in run.spans)
+    assert "cuda" in run.unavailable and "gpu_time" in run.unavailable
+    assert all(s.peak_allocated_bytes is None for s in run.spans)
+
+
+def test_host_durations_are_measured() -> None:
+    with Profiler("t", **QUIET) as prof:
+        with prof.phase("sleep"):
+            time.sleep(0.05)
+    (s,) = prof.run.spans
+    assert 0.045 <= s.duration_s < 0.5
+
+
+def test_eight_threads_no_span_lost_parents_right() -> None:
+    n_threads, n_spans = 8, 200
+    with Profiler("threads", **QUIET) as prof:
+        barrier = threading.Barrier(n_threads)
+
+        def work(k: int) -> None:
+            barrier.wait()
+            for i in range(n_spans):
+                with prof.span(f"outer-{k}", "call", index=i):
+                    with prof.span(f"inner-{k}", "call", index=i):
+                        pass
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    spans = prof.run.spans
+    assert len(spans) == n_threads * n_spans * 2
+    assert len({s.id for s in spans}) == len(spans)
+    by_id = {s.id: s for s in spans}
+    for s in spans:
+        if s.name.startswith("inner-"):
+            parent = by_id[s.parent_id]
+            assert parent.name == "outer-" + s.name.split("-")[1] and parent.index == s.index
+            assert parent.thread == s.thread
+        else:
+            assert s.parent_id is None
+
+
+def test_current_profiler_and_phase_decorator() -> None:
+    calls = []
+
+    @genprof.phase("vae_decode")
+    def decode() -> str:
+        calls.append(current_profiler())
+        return "img"
+
+    assert decode() == "img" and calls == [None]  # no profiler: straight through
+    with Profiler("t", **QUIET) as prof:
+        assert decode() == "img"
+        with genprof.phase("postprocess"):
+            pass
+    assert calls[1] is prof
+    assert [s.name for s in prof.run.spans] == ["vae_decode", "postprocess"]
+
+
+def test_exception_leaves_a_readable_run_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        with Profiler("boom", output_dir=str(tmp_path), **QUIET) as prof:
+            with prof.phase("denoise"):
+                raise ValueError("bad latent shape")
+    run = load_run(prof.run_path)  # type: ignore[arg-type]
+    assert run.end.status == "exception" and run.end.exception_type == "ValueError"
+    assert run.end.message == "bad latent shape" and run.end.open_spans == ["denoise"]
+    assert run.spans[0].status == "error"
+
+
+def test_exception_inside_a_step_loop_names_the_step(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with Profiler("boom", output_dir=str(tmp_path), **QUIET) as prof:
+            for i in prof.steps(range(5)):
+                if i == 2:
+                    raise RuntimeError("nan in latents")
+    run = load_run(prof.run_path)  # type: ignore[arg-type]
+    assert run.end.status == "exception"
+    assert run.end.open_spans[-1] == "denoise/step[2]"
+    assert [s.status for s in run.spans if s.kind == "step"] == ["ok", "ok", "aborted"]
+
+
+def test_keyboard_interrupt_is_interrupted(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with Profiler("ctrlc", output_dir=str(tmp_path), **QUIET) as prof:
+            raise KeyboardInterrupt
+    assert load_run(prof.run_path).end.status == "interrupted"  # type: ignore[arg-type]
+
+
+def test_sys_exit_zero_is_ok() -> None:
+    with pytest.raises(SystemExit):
+        with Profiler("exit", **QUIET) as prof:
+            sys.exit(0)
+    assert prof.run.end.status == "ok"
+
+
+def test_a_file_exists_while_running_and_says_so(tmp_path: Path) -> None:
+    with Profiler("live", output_dir=str(tmp_path), **QUIET) as prof:
+        mid = load_run(prof.default_run_path())  # type: ignore[arg-type]
+        assert mid.end.status == "running"
+    assert load_run(prof.run_path).end.status == "ok"  # type: ignore[arg-type]
+
+
+def test_sigterm_leaves_an_interrupted_run_file(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import time, genprof
+        with genprof.Profiler("term", output_dir={str(tmp_path)!r}) as prof:
+            with prof.phase("denoise"):
+                print("ready", flush=True)
+                time.sleep(30)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    (f,) = [p for p in tmp_path.glob("term-*.json")]
+    run = load_run(f)
+    assert run.end.status == "interrupted" and run.end.message == "SIGTERM"
+    assert run.end.open_spans == ["denoise"]
+
+
+def test_disabled_profiler_records_nothing_and_costs_nothing() -> None:
+    items = []
+    with Profiler("off", enabled=False) as prof:
+        with prof.phase("load"):
+            pass
+        for i in prof.steps(range(3)):
+            items.append(i)
+        assert prof.event("x") is None
+    assert items == [0, 1, 2] and prof.run.spans == [] and prof.run.series == []
+    assert prof.run.unavailable["profiling"].startswith("disabled")
+
+
+def test_profile_switches_change_what_is_recorded() -> None:
+    with Profiler("sw", profile_inference_steps=False, profile_text_encoding=False, profile_vae_decode=False,
+                  **QUIET) as prof:
+        with prof.phase("text_encode"):
+            pass
+        for _ in prof.steps(range(3)):
+            pass
+        with prof.phase("vae_decode"):
+            pass
+    assert [(s.name, s.kind) for s in prof.run.spans] == [("denoise", "phase")]
+
+
+def test_cpu_and_memory_monitor_switches() -> None:
+    with Profiler("m", monitor_cpu_usage=False, cpu_monitor_interval=0.02, handle_sigterm=False) as prof:
+        time.sleep(0.08)
+    names = {s.name for s in prof.run.series}
+    assert "cpu_pct" not in names and "rss_bytes" in names
+    with Profiler("m", monitor_system_memory=False, cpu_monitor_interval=0.02, handle_sigterm=False) as prof:
+        time.sleep(0.08)
+    names = {s.name for s in prof.run.series}
+    assert "cpu_pct" in names and "rss_bytes" not in names and "ram_used_bytes" not in names
+
+
+def test_save_raw_data_false_drops_series_from_the_file(tmp_path: Path) -> None:
+    with Profiler("raw", output_dir=str(tmp_path), save_raw_data=False, cpu_monitor_interval=0.02,
+                  handle_sigterm=False) as prof:
+        time.sleep(0.06)
+    assert prof.run.series  # kept in memory
+    data = json.loads(prof.run_path.read_text())  # type: ignore[union-attr]
+    assert data["series"] == [] and "save_raw_data" in data["unavailable"]["series"]
+
+
+def test_max_data_points_bounds_series() -> None:
+    with Profiler("bound", max_data_points=16, cpu_monitor_interval=0.002, handle_sigterm=False) as prof:
+        time.sleep(0.3)
+    for s in prof.run.series:
+        assert len(s.t_s) <= 18
+
+
+def test_log_file_in_output_dir(tmp_path: Path) -> None:
+    with Profiler("logged", output_dir=str(tmp_path), log_file=True, **QUIET) as prof:
+        with prof.phase("load"):
+            pass
+    text = (tmp_path / "genprof.log").read_text()
+    assert "started" in text and "usage:" in text and "run file written" in text
+
+
+def test_rss_is_measured_per_span() -> None:
+    with Profiler("rss", **QUIET) as prof:
+        with prof.phase("alloc"):
+            blob = bytearray(64 * 2**20)
+            blob[::4096] = b"x" * len(blob[::4096])
+        del blob
+    (s,) = prof.run.spans
+    assert s.rss_start_bytes and s.rss_end_bytes and s.rss_peak_bytes
+    assert s.rss_end_bytes - s.rss_start_bytes > 32 * 2**20
+
+
+def test_a_profiler_runs_once() -> None:
+    prof = Profiler("once", **QUIET)
+    prof.start()
+    prof.stop()
+    with pytest.raises(genprof.errors.UsageError if hasattr(genprof, "errors") else Exception):
+        prof.start()
+
+
+# ------------------------------------------------------------------ fake CUDA
+def test_nested_peaks_with_resets(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each span's peak is its own, although every child start resets the device-wide counter."""
+    alloc = FakeAllocator()
+    install_fake_cuda(monkeypatch, alloc)
+    GiB = 2**30
+    with Profiler("mem", energy_spans="none", **QUIET) as prof:
+        alloc.set(1 * GiB)
+        with prof.phase("generation"):
+            alloc.set(6 * GiB)  # parent-only peak before any child
+            alloc.set(2 * GiB)
+            with prof.phase("text_encode"):
+                alloc.set(3 * GiB)
+                alloc.set(2 * GiB)
+            with prof.phase("denoise"):
+                for _ in prof.steps(range(2), phase=None):
+                    alloc.set(5 * GiB)
+                    alloc.set(2 * GiB)
+            with prof.phase("vae_decode"):
+                alloc.set(4 * GiB)
+                alloc.set(2 * GiB)
+    by = {s.name: s for s in prof.run.spans if s.kind == "phase"}
+    assert by["text_encode"].peak_allocated_bytes == 3 * GiB
+    assert by["denoise"].peak_allocated_bytes == 5 * GiB
+    assert by["vae_decode"].peak_allocated_bytes == 4 * GiB
+    assert by["generation"].peak_allocated_bytes == 6 * GiB
+    steps = [s for s in prof.run.spans if s.kind == "step"]
+    assert [s.peak_allocated_bytes for s in steps] == [5 * GiB, 5 * GiB]
+    assert by["generation"].allocated_start_bytes == 1 * GiB and by["generation"].allocated_end_bytes == 2 * GiB
+    assert alloc.resets >= 6
+
+
+def test_no_reset_mode_leaves_the_counter_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    alloc = FakeAllocator()
+    install_fake_cuda(monkeypatch, alloc)
+    with Profiler("mem", reset_peak_memory=False, energy_spans="none", **QUIET) as prof:
+        alloc.set(8)
+        alloc.set(2)
+        with prof.phase("p"):
+            alloc.set(4)
+    assert alloc.resets == 0
+    (s,) = prof.run.spans
+    assert s.peak_allocated_bytes == 8 and "NOT reset" in (s.peak_source or "")
+
+
+def test_gpu_time_from_events_and_energy_from_counter(monkeypatch: pytest.MonkeyPatch) -> None:
+    alloc = FakeAllocator()
+    nv = FakeNvml()
+    install_fake_cuda(monkeypatch, alloc, nv)
+    FakeEvent.gpu_clock[0] = 0.0
+    dev = nv.devices[0]
+    with Profiler("gpu", **QUIET) as prof:
+        with prof.phase("denoise"):
+            FakeEvent.gpu_clock[0] += 250.0  # ms of GPU work
+            dev["energy_mj"] += 75_000  # 75 J
+            time.sleep(0.12)
+        with prof.phase("short"):
+            dev["energy_mj"] += 1_000
+    d, short = prof.run.spans
+    assert d.gpu_time_s == pytest.approx(0.25)
+    assert d.energy_j == pytest.approx(75.0) and d.energy_reliable is True
+    assert short.energy_j == pytest.approx(1.0) and short.energy_reliable is False
+    assert prof.run.metadata["energy"]["total_j"] == pytest.approx(76.0)
+    assert prof.run.gpus[0].uuid == "GPU-aaaa" and prof.run.gpus[0].power_limit_w == 700.0
+    assert prof.run.software.driver == "580.00"
+
+
+def test_gpu_sampler_series_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
+    alloc = FakeAllocator()
+    nv = FakeNvml()
+    install_fake_cuda(monkeypatch, alloc, nv)
+    with Profiler("s", gpu_monitor_interval=0.01, monitor_gpu_power=False, monitor_gpu_temperature=False,
+                  monitor_cpu_usage=False, monitor_system_memory=False, handle_sigterm=False) as prof:
+        alloc.set(7)
+        time.sleep(0.1)
+    names = {(s.device, s.name) for s in prof.run.series}
+    assert ("gpu0", "utilization_pct") in names and ("gpu0", "allocated_bytes") in names
+    assert ("gpu0", "power_w") not in names and ("gpu0", "temperature_c") not in names
+    assert "nvmlDeviceGetPowerUsage" not in nv.calls and "nvmlDeviceGetTemperature" not in nv.calls
+    assert "nvmlDeviceGetTotalEnergyConsumption" not in nv.calls  # energy follows monitor_gpu_power
+    reasons = [s for s in prof.run.series if s.name == "clock_event_reasons"][0]
+    assert reasons.kind == "state" and reasons.values == [4.0]
+    util = [s for s in prof.run.series if s.name == "utilization_pct"][0]
+    assert "busy" in util.source
+
+
+def test_oom_records_allocator_state(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    alloc = FakeAllocator()
+    install_fake_cuda(monkeypatch, alloc)
+    from genprof.probes import torch_cuda
+
+    fake_torch = torch_cuda.get_torch()
+    monkeypatch.setattr(torch_cuda, "is_oom_error", lambda t, e: isinstance(e, torch.OutOfMemoryError))
+    with pytest.raises(torch.OutOfMemoryError):
+        with Profiler("oom", output_dir=str(tmp_path), **QUIET) as prof:
+            with prof.phase("vae_decode"):
+                alloc.set(70 * 2**30, 79 * 2**30)
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 GiB")
+    assert fake_torch is not None
+    run = load_run(prof.run_path)  # type: ignore[arg-type]
+    assert run.end.status == "oom" and run.end.open_spans == ["vae_decode"]
+    assert run.end.oom is not None and run.end.oom["reserved_bytes"] == 79 * 2**30
+    assert run.end.oom["phase"] == "vae_decode"
+
+
+def test_oom_without_cuda_says_why(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    with pytest.raises(torch.OutOfMemoryError):
+        with Profiler("oom", **QUIET) as prof:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+    assert prof.run.end.status == "oom" and "reason" in (prof.run.end.oom or {})
+
+
+def test_listeners_get_spans_samples_and_the_end() -> None:
+    got: list[str] = []
+    with Profiler("l", cpu_monitor_interval=0.01, handle_sigterm=False) as prof:
+        prof.subscribe(lambda kind, payload: got.append(kind))
+        with prof.phase("p"):
+            time.sleep(0.05)
+    assert "span_end" in got and "samples" in got and got[-1] == "run_end"
+
+
+def test_usage_statistics_on_a_profiled_run() -> None:
+    with Profiler("u", **QUIET) as prof:
+        with prof.phase("load"):
+            time.sleep(0.02)
+        for _ in range(2):
+            with prof.generation():
+                for _ in prof.steps(range(2)):
+                    time.sleep(0.01)
+    st = prof.run.usage_statistics()
+    assert st["generations"] == 2 and not st["generations_implicit"]
+    assert st["initialization_time_s"] >= 0.02 and st["average_inference_time_s"] >= 0.02
+    assert st["device_name"] == "cpu" and st["peak_allocated_bytes"] is None
+
+
+def test_import_genprof_does_not_import_optional_dependencies() -> None:
+    code = "import sys, genprof; genprof.Profiler; bad=[m for m in ('torch','diffusers','plotly','prometheus_client','transformers') if m in sys.modules]; print(bad)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
+    assert out.stdout.strip() == "[]"

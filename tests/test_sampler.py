@@ -1,0 +1,135 @@
+"""The sampler: drift-free deadlines on a fake clock, bounded series that keep every extreme."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from genprof.sampler import Sampler, SeriesBuffer, Source
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_ticks_follow_deadlines_without_drift() -> None:
+    clock = FakeClock()
+    seen: list[float] = []
+
+    def read() -> dict:
+        seen.append(clock.t)
+        return {("gpu0", "power_w"): 1.0}
+
+    s = Sampler([Source("gpu", 0.1, read)], t0=100.0, max_points=1000, clock=clock)
+    s.sources[0].next_deadline = clock.t
+    # each tick is 30 ms late and reading costs nothing: deadlines stay on the 0.1 s grid
+    for _ in range(50):
+        nxt = s.tick()
+        clock.t = nxt + 0.03
+    assert len(seen) == 50
+    assert abs(s.sources[0].next_deadline - (100.0 + 50 * 0.1)) < 1e-9
+    assert s.sources[0].missed_ticks == 0
+
+
+def test_late_ticks_are_skipped_not_replayed() -> None:
+    clock = FakeClock()
+    n = {"reads": 0}
+
+    def read() -> dict:
+        n["reads"] += 1
+        return {}
+
+    s = Sampler([Source("gpu", 0.1, read)], t0=100.0, max_points=100, clock=clock)
+    s.sources[0].next_deadline = clock.t
+    s.tick()
+    clock.t += 1.05  # stalled: deadlines 100.1 .. 101.0 passed
+    s.tick()  # serves 100.1 late, skips the nine after it
+    s.tick()  # not due again yet: no burst
+    assert n["reads"] == 2
+    assert s.sources[0].missed_ticks == 9
+    assert abs(s.sources[0].next_deadline - 101.1) < 1e-9
+
+
+def test_two_intervals_in_one_thread() -> None:
+    clock = FakeClock()
+    counts = {"gpu": 0, "host": 0}
+
+    def mk(name: str):
+        def read() -> dict:
+            counts[name] += 1
+            return {(name, "x"): 1.0}
+
+        return read
+
+    s = Sampler([Source("gpu", 0.1, mk("gpu")), Source("host", 1.0, mk("host"))], t0=100.0, max_points=100, clock=clock)
+    for src in s.sources:
+        src.next_deadline = clock.t
+    end = clock.t + 10.0
+    while clock.t < end - 1e-9:
+        clock.t = s.tick()
+    assert counts["gpu"] == 100 and counts["host"] == 10
+
+
+def test_failing_source_is_recorded_and_sampling_goes_on() -> None:
+    clock = FakeClock()
+
+    def bad() -> dict:
+        raise OSError("device gone")
+
+    s = Sampler([Source("gpu", 0.1, bad)], t0=100.0, max_points=100, clock=clock)
+    s.tick()
+    s.tick(clock.t + 0.1)
+    assert s.sources[0].errors == 2 and "device gone" in (s.sources[0].last_error or "")
+
+
+def test_thread_starts_and_stops() -> None:
+    s = Sampler([Source("h", 0.01, lambda: {("host", "v"): 1.0})], t0=0.0, max_points=100)
+    s.start()
+    import time
+
+    time.sleep(0.1)
+    s.stop()
+    series = s.series()
+    assert series and len(series[0].t_s) >= 3
+
+
+def test_decimation_keeps_global_extremes_and_bound() -> None:
+    buf = SeriesBuffer("v", "gpu0", max_points=64)
+    rng = random.Random(1)
+    values = [rng.gauss(0, 1) for _ in range(36_000)]
+    values[12_345] = 99.0  # a one-sample spike
+    values[30_001] = -99.0
+    for i, v in enumerate(values):
+        buf.append(i * 0.1, v)
+    s = buf.to_series()
+    assert len(s.values) <= 64 + 2
+    assert max(s.values) == 99.0 and min(s.values) == -99.0
+    assert s.t_s == sorted(s.t_s)
+    assert s.decimation_level > 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=1, max_size=3000), st.integers(8, 64))
+def test_decimation_property(values: list[float], cap: int) -> None:
+    buf = SeriesBuffer("v", "d", max_points=cap)
+    for i, v in enumerate(values):
+        buf.append(float(i), v)
+    s = buf.to_series()
+    assert max(s.values) == max(values)
+    assert min(s.values) == min(values)
+    assert len(s.values) <= cap + 2
+    assert all(a < b for a, b in zip(s.t_s, s.t_s[1:], strict=False))
+
+
+def test_state_series_records_changes_only() -> None:
+    buf = SeriesBuffer("clock_event_reasons", "gpu0", max_points=16, kind="state")
+    for i, v in enumerate([0, 0, 0, 4, 4, 0, 0, 64]):
+        buf.append(float(i), float(v))
+    s = buf.to_series()
+    assert s.values == [0.0, 4.0, 0.0, 64.0] and s.t_s == [0.0, 3.0, 5.0, 7.0]
