@@ -858,5 +858,32 @@ def build_component(comp: ComponentSpec, *, device: str = "meta", dtype: Any = N
             config = config_cls(**cfg)
             module = cls(config)
     if dtype is not None:
-        module = module.to(dtype=dtype)
+        _cast(module, dtype, torch, comp.library)
     return module.eval()
+
+
+def _cast(module: Any, dtype: Any, torch: Any, library: str) -> None:
+    """Cast floating weights to ``dtype``, keeping fp32 modules where ``from_pretrained`` would.
+
+    diffusers keeps ``_keep_in_fp32_modules`` in fp32 always; transformers only when loading in
+    fp16 (plus ``_keep_in_fp32_modules_strict`` for fp16 and bf16).
+    """
+    keep: tuple[str, ...] = ()
+    if library == "diffusers" or dtype == torch.float16:
+        keep += tuple(getattr(module, "_keep_in_fp32_modules", None) or ())
+    if library == "transformers" and dtype in (torch.float16, torch.bfloat16):
+        keep += tuple(getattr(module, "_keep_in_fp32_modules_strict", None) or ())
+    done: dict[int, Any] = {}  # tied weights (shared embeddings) stay one parameter
+    for name, sub in module.named_modules():
+        fp32 = bool(keep) and any(k in name for k in keep)
+        target = torch.float32 if fp32 else dtype
+        for pname, p in list(sub.named_parameters(recurse=False)):
+            if id(p) in done:
+                setattr(sub, pname, done[id(p)])
+            elif p.is_floating_point() and p.dtype != target:
+                new = torch.nn.Parameter(p.detach().to(target), requires_grad=False)
+                done[id(p)] = new
+                setattr(sub, pname, new)
+        for bname, b in list(sub.named_buffers(recurse=False)):
+            if b is not None and b.is_floating_point() and b.dtype != target:
+                sub._buffers[bname] = b.to(target)

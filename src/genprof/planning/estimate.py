@@ -1,0 +1,1061 @@
+"""Predict the peak GPU memory of a generation before any weight is loaded, without a GPU.
+
+How (see ``docs/planning.md``):
+
+1. **Weights.** Every component is built from its config on the ``meta`` device (no memory);
+   its parameters and buffers give the bytes it takes at the chosen dtype, and its module tree
+   gives what group or sequential offloading keeps on the GPU (the largest block or leaf, plus
+   the parameters outside the block lists) and what layerwise fp8 storage saves.
+2. **Activations.** Each component runs its real ``forward`` (the denoiser, the text encoders,
+   ``vae.decode`` with tiling or slicing switched on when asked) on meta tensors of the real
+   shapes, under a :class:`torch.utils._python_dispatch.TorchDispatchMode` that counts the bytes
+   of every storage an operator creates and frees them when the last tensor using them dies:
+   the peak of live bytes is the activation peak, as the caching allocator's ``allocated``
+   would see it (sizes rounded up to 512 bytes like the allocator does). Attention calls
+   (``F.scaled_dot_product_attention``) are replaced by an output of the right shape plus the
+   workspace of the chosen backend: the math backend materialises the ``Lq x Lk`` score matrix
+   (quadratic in tokens), flash / memory-efficient / cuDNN keep only a log-sum-exp (linear).
+   Meta operators only compute shapes, so the full depth of a 14B model traces in about a
+   second on one CPU core; no layer count is reduced.
+3. **The allocator.** ``reserved`` is larger than ``allocated``: blocks are cached and
+   fragmented. The model is ``reserved = weights_reserved + persistent + activations *
+   factor[phase] + workspace``, with the factors and workspaces in :data:`CALIBRATION`, named,
+   documented and meant to be refitted from ``bench/bench_estimate.py`` output with
+   :func:`fit_calibration`.
+
+Nothing here touches CUDA. Needs torch and diffusers (and transformers for text encoders).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import time
+import weakref
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from genprof.errors import MissingDependencyError, UsageError
+from genprof.integrations.model_configs import ComponentSpec, ModelSpec, build_component, get_config
+
+log = logging.getLogger(__name__)
+
+OFFLOAD_MODES = (
+    "none",
+    "model",
+    "group_block",
+    "group_block_stream",
+    "group_leaf",
+    "group_leaf_stream",
+    "sequential",
+)
+"""What stays on the GPU.
+
+* ``none``: every component on the GPU all the time (``pipe.to("cuda")``);
+* ``model``: ``enable_model_cpu_offload()``: one whole component at a time;
+* ``group_block`` / ``group_leaf``: ``enable_group_offload(offload_type="block_level",
+  num_blocks_per_group=1)`` / ``"leaf_level"``: the parameters outside block lists plus one
+  block (one leaf module), and one more with ``use_stream=True`` (prefetch);
+* ``sequential``: ``enable_sequential_cpu_offload()``: one leaf module's weights at a time.
+"""
+
+ATTENTION_BACKENDS = ("flash", "efficient", "cudnn", "math")
+"""``math`` materialises the attention matrix (quadratic in tokens); the others are linear."""
+
+DTYPES = {"bf16": 2, "bfloat16": 2, "fp16": 2, "float16": 2, "fp32": 4, "float32": 4}
+
+MiB = 1024**2
+GiB = 1024**3
+
+#: Allocator and workspace constants. Each is a named assumption until refitted on a GPU with
+#: ``bench/bench_estimate.py`` + :func:`fit_calibration` (the JSON the bench writes holds the
+#: per-phase predicted parts and the measured peaks; ``fit_calibration`` solves for these).
+#: Values marked "measured" come from a measurement; the others are starting assumptions.
+CALIBRATION: dict[str, float] = {
+    # reserved / allocated for the activation part of each phase.
+    "reserved_factor_text_encode": 1.10,  # assumption
+    "reserved_factor_denoise": 1.15,  # assumption
+    "reserved_factor_vae_decode": 1.45,  # measured once: video VAE decode, H100 (issue 6)
+    # multiplies the traced activation peak (allocated) to cover what meta tracing cannot see:
+    # kernels' temporary buffers, autocast copies. 1.0 = trust the trace.
+    "activation_factor_text_encode": 1.0,  # assumption
+    "activation_factor_denoise": 1.0,  # assumption
+    "activation_factor_vae_decode": 1.0,  # assumption
+    # cuBLAS / cuBLASLt workspaces the caching allocator holds once GEMMs ran (bytes).
+    "workspace_bytes": 64 * MiB,  # assumption (PyTorch's default cuBLAS workspace on sm90 is 32 MiB/stream)
+    # cuDNN convolution workspace while the VAE decodes (bytes).
+    "vae_conv_workspace_bytes": 256 * MiB,  # assumption
+}
+
+_CAL_ENV = "GENPROF_CALIBRATION"
+
+
+def load_calibration(path: str | os.PathLike[str] | None = None) -> dict[str, float]:
+    """The constants to use: :data:`CALIBRATION`, updated from a JSON file when given.
+
+    ``path`` defaults to the environment variable ``GENPROF_CALIBRATION``. Unknown keys are
+    errors (a typo would silently keep a default).
+    """
+    cal = dict(CALIBRATION)
+    p = path if path is not None else os.environ.get(_CAL_ENV)
+    if not p:
+        return cal
+    try:
+        data = json.loads(Path(p).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read calibration file {p}: {exc}") from exc
+    data = data.get("calibration", data) if isinstance(data, dict) else data
+    if not isinstance(data, dict):
+        raise UsageError(f"calibration file {p}: expected a JSON object of constant -> number")
+    for k, v in data.items():
+        if k not in cal:
+            raise UsageError(f"calibration file {p}: unknown constant {k!r}; known: {', '.join(cal)}")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise UsageError(f"calibration file {p}: {k} must be a number >= 0, got {v!r}")
+        cal[k] = float(v)
+    return cal
+
+
+# ------------------------------------------------------------------ results
+@dataclass
+class ComponentWeights:
+    """Weight bytes of one component at the run dtype, and what offloading keeps resident."""
+
+    name: str
+    role: str
+    class_name: str
+    params: int
+    weight_bytes: int
+    reserved_bytes: int  # as the allocator holds them (per-tensor rounding)
+    outside_blocks_bytes: int  # parameters not inside a top-level ModuleList (group block offload)
+    largest_block_bytes: int
+    largest_leaf_bytes: int
+    fp8_bytes: int  # weight bytes with layerwise fp8 storage (only where applied)
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class PhaseEstimate:
+    """Peak of one phase. ``allocated`` and ``reserved`` are the caching allocator's figures."""
+
+    name: str
+    component: str
+    resident_weights_bytes: int
+    persistent_bytes: int
+    activation_peak_bytes: int
+    workspace_bytes: int
+    peak_allocated_bytes: int
+    peak_reserved_bytes: int
+    traced: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Estimate:
+    """A memory estimate. ``peak_*`` are the maxima over :attr:`phases`."""
+
+    model: str
+    settings: dict[str, Any]
+    components: list[ComponentWeights]
+    phases: list[PhaseEstimate]
+    calibration: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+    trace_time_s: float | None = None
+
+    @property
+    def peak_allocated_bytes(self) -> int:
+        return max(p.peak_allocated_bytes for p in self.phases)
+
+    @property
+    def peak_reserved_bytes(self) -> int:
+        return max(p.peak_reserved_bytes for p in self.phases)
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=lambda p: p.peak_reserved_bytes).name
+
+    def phase(self, name: str) -> PhaseEstimate:
+        for p in self.phases:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @property
+    def total_weight_bytes(self) -> int:
+        return sum(c.weight_bytes for c in self.components)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "settings": dict(self.settings),
+            "peak_allocated_bytes": self.peak_allocated_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
+            "peak_phase": self.peak_phase,
+            "total_weight_bytes": self.total_weight_bytes,
+            "components": [c.to_dict() for c in self.components],
+            "phases": [p.to_dict() for p in self.phases],
+            "calibration": dict(self.calibration),
+            "notes": list(self.notes),
+            "trace_time_s": self.trace_time_s,
+            "method": "meta-device trace of live storage bytes + allocator factors (genprof.planning.estimate)",
+        }
+
+
+# ------------------------------------------------------------------ tracing
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "memory estimates", "torch") from exc
+    return torch
+
+
+def _round_alloc(n: int) -> int:
+    """The caching allocator rounds every request up to a multiple of 512 bytes."""
+    return ((n + 511) // 512) * 512
+
+
+def _round_reserved(n: int) -> int:
+    """Bytes a tensor holds in reserved memory: small ones share 2 MiB segments, large ones round to 2 MiB."""
+    if n <= MiB:
+        return _round_alloc(n)
+    return ((n + 2 * MiB - 1) // (2 * MiB)) * (2 * MiB)
+
+
+class LiveBytes:
+    """Counts live bytes of storages created by operators (meta or real), and their peak.
+
+    A storage is counted once, however many views use it, from the operator that created it
+    until the last tensor viewing it is freed. ``spike(extra)`` records a transient peak that
+    is not a tensor (an attention backend's workspace).
+    """
+
+    def __init__(self) -> None:
+        self.live: dict[int, list[int]] = {}
+        self.current = 0
+        self.peak = 0
+        self.ops = 0
+
+    def _release(self, key: int) -> None:
+        ent = self.live.get(key)
+        if ent is None:
+            return
+        ent[1] -= 1
+        if ent[1] <= 0:
+            self.current -= ent[0]
+            del self.live[key]
+
+    def add(self, t: Any) -> None:
+        st = t.untyped_storage()
+        key = int(st._cdata)
+        ent = self.live.get(key)
+        if ent is None:
+            ent = [_round_alloc(int(st.nbytes())), 0]
+            self.live[key] = ent
+            self.current += ent[0]
+        ent[1] += 1
+        weakref.finalize(t, self._release, key)
+        if self.current > self.peak:
+            self.peak = self.current
+
+    def spike(self, extra: int) -> None:
+        self.peak = max(self.peak, self.current + extra)
+
+
+@functools.lru_cache(maxsize=1)
+def _modes() -> tuple[type, type]:
+    torch = _torch()
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    class _Track(TorchDispatchMode):
+        def __init__(self, counter: LiveBytes) -> None:
+            super().__init__()
+            self.counter = counter
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            self.counter.ops += 1
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.counter.add(t)
+            return out
+
+    class _Attention(TorchFunctionMode):
+        def __init__(self, counter: LiveBytes, backend: str) -> None:
+            super().__init__()
+            self.counter = counter
+            self.backend = backend
+            self.calls = 0
+            self.max_tokens = 0
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is not sdpa:
+                return func(*args, **kwargs)
+            qkv = list(args[:3]) + [kwargs[n] for n in ("query", "key", "value") if n in kwargs]
+            q, k, v = qkv[:3]
+            self.calls += 1
+            lq, lk = int(q.shape[-2]), int(k.shape[-2])
+            self.max_tokens = max(self.max_tokens, lq, lk)
+            bh = q.numel() // max(1, q.shape[-1] * lq)
+            esize = q.element_size()
+            if self.backend == "math":
+                # scores and softmax(scores), both Lq x Lk per head, alive together
+                extra = 2 * _round_alloc(bh * lq * lk * esize)
+            else:
+                extra = _round_alloc(bh * lq * 4)  # log-sum-exp, fp32
+            self.counter.spike(extra)
+            return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+
+    return _Track, _Attention
+
+
+@contextlib.contextmanager
+def trace_live_bytes(backend: str = "flash") -> Iterator[tuple[LiveBytes, Any]]:
+    """Count live bytes of everything created inside the block (see :class:`LiveBytes`)."""
+    torch = _torch()
+    track_cls, attn_cls = _modes()
+    counter = LiveBytes()
+    attn = attn_cls(counter, backend)
+    with torch.no_grad(), track_cls(counter), attn:
+        yield counter, attn
+
+
+# ------------------------------------------------------------------ weights
+@functools.lru_cache(maxsize=64)
+def _meta_module(model: str, comp_name: str, dtype_name: str) -> Any:
+    spec = _SPEC_REGISTRY[model]
+    comp = spec.component(comp_name)
+    torch = _torch()
+    dt = getattr(torch, _TORCH_DTYPES[dtype_name])
+    return build_component(comp, device="meta", dtype=dt)
+
+
+_TORCH_DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+_SPEC_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def _register(spec: ModelSpec) -> None:
+    old = _SPEC_REGISTRY.get(spec.name)
+    if old is not None and old != spec:
+        _meta_module.cache_clear()
+    _SPEC_REGISTRY[spec.name] = spec
+
+
+def _fp8_eligible(module: Any) -> set[str]:
+    """Names of parameters that ``enable_layerwise_casting`` stores in fp8 (diffusers' own rules)."""
+    import re
+
+    try:
+        from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN, SUPPORTED_PYTORCH_LAYERS
+    except ImportError:  # pragma: no cover - older diffusers
+        return set()
+    patterns = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(getattr(module, "_skip_layerwise_casting_patterns", None) or ())
+    names: set[str] = set()
+    for name, sub in module.named_modules():
+        if not isinstance(sub, SUPPORTED_PYTORCH_LAYERS):
+            continue
+        if any(re.search(p, name) for p in patterns):
+            continue
+        for pname, _ in sub.named_parameters(recurse=False):
+            names.add(f"{name}.{pname}" if name else pname)
+    return names
+
+
+def component_weights(spec: ModelSpec, comp: ComponentSpec, dtype: str) -> ComponentWeights:
+    """Bytes of ``comp``'s weights at ``dtype`` and what each offload mode keeps resident."""
+    torch = _torch()
+    _register(spec)
+    m = _meta_module(spec.name, comp.name, dtype)
+    tensors = dict(m.named_parameters())
+    tensors.update(dict(m.named_buffers()))
+    nbytes = {k: t.numel() * t.element_size() for k, t in tensors.items()}
+    params = sum(t.numel() for t in m.parameters())
+    weight = sum(_round_alloc(b) for b in nbytes.values())
+    reserved = sum(_round_reserved(b) for b in nbytes.values())
+    # group offloading, block level: direct children that are ModuleList/Sequential are blocks
+    blocks: list[int] = []
+    outside = 0
+    for name, child in m.named_children():
+        sizes = {k: v for k, v in nbytes.items() if k.startswith(name + ".")}
+        if isinstance(child, (torch.nn.ModuleList, torch.nn.Sequential)):
+            for i in range(len(child)):
+                blocks.append(sum(v for k, v in sizes.items() if k.startswith(f"{name}.{i}.")))
+        else:
+            outside += sum(sizes.values())
+    outside += sum(v for k, v in nbytes.items() if "." not in k)
+    leaves = [
+        sum(p.numel() * p.element_size() for p in sub.parameters(recurse=False))
+        for sub in m.modules()
+        if not list(sub.children())
+    ]
+    fp8_names = _fp8_eligible(m) if comp.role == "denoiser" else set()
+    fp8 = sum((tensors[n].numel() if n in fp8_names else nbytes[n]) for n in nbytes)
+    return ComponentWeights(
+        name=comp.name,
+        role=comp.role,
+        class_name=comp.class_name,
+        params=int(params),
+        weight_bytes=int(weight),
+        reserved_bytes=int(reserved),
+        outside_blocks_bytes=int(outside),
+        largest_block_bytes=int(max(blocks) if blocks else 0),
+        largest_leaf_bytes=int(max(leaves) if leaves else 0),
+        fp8_bytes=int(fp8),
+        dtype=dtype,
+    )
+
+
+# ------------------------------------------------------------------ inputs
+@dataclass(frozen=True)
+class Generation:
+    """The settings of one pipeline call that memory depends on."""
+
+    height: int
+    width: int
+    num_frames: int
+    batch_size: int
+    num_inference_steps: int
+    guidance_scale: float
+    dtype: str
+    offload: str
+    vae_tiling: bool
+    vae_slicing: bool
+    attention_backend: str
+    layerwise_fp8: bool
+    vae_dtype: str
+
+    def latent_shape(self, spec: ModelSpec) -> tuple[int, int, int]:
+        s = spec.vae_scale_factor_spatial
+        lf = 1 if spec.kind == "image" else (self.num_frames - 1) // spec.vae_scale_factor_temporal + 1
+        return lf, self.height // s, self.width // s
+
+    def cfg_passes(self, spec: ModelSpec) -> int:
+        """Conditional + unconditional inputs the pipeline feeds per step (1 without CFG)."""
+        if spec.cfg_mode == "distilled":
+            return 1
+        return 2 if self.guidance_scale > 1.0 else 1
+
+
+def _denoiser_inputs(spec: ModelSpec, gen: Generation, batch: int) -> dict[str, Any]:
+    torch = _torch()
+    dt = getattr(torch, _TORCH_DTYPES[gen.dtype])
+    lf, lh, lw = gen.latent_shape(spec)
+    cls = spec.denoiser.class_name
+    cfg = spec.denoiser.config
+    meta = "meta"
+
+    def e(*shape: int, dtype: Any = dt) -> Any:
+        return torch.empty(*shape, device=meta, dtype=dtype)
+
+    te = {c.name: c for c in spec.text_encoders}
+    if cls == "WanTransformer3DModel":
+        return {
+            "hidden_states": e(batch, spec.latent_channels, lf, lh, lw),
+            "timestep": e(batch, dtype=torch.long),
+            "encoder_hidden_states": e(batch, te["text_encoder"].seq_len or 512, cfg["text_dim"]),
+            "return_dict": False,
+        }
+    if cls == "UNet2DConditionModel":
+        kw: dict[str, Any] = {
+            "sample": e(batch, spec.latent_channels, lh, lw),
+            "timestep": e(batch, dtype=torch.long),
+            "encoder_hidden_states": e(batch, 77, cfg["cross_attention_dim"]),
+            "return_dict": False,
+        }
+        if cfg.get("addition_embed_type") == "text_time":
+            pooled = cfg["projection_class_embeddings_input_dim"] - 6 * cfg["addition_time_embed_dim"]
+            kw["added_cond_kwargs"] = {"text_embeds": e(batch, pooled), "time_ids": e(batch, 6)}
+        return kw
+    if cls == "FluxTransformer2DModel":
+        n = (lh // 2) * (lw // 2)
+        seq = te["text_encoder_2"].seq_len or 512
+        kw = {
+            "hidden_states": e(batch, n, cfg["in_channels"]),
+            "encoder_hidden_states": e(batch, seq, cfg["joint_attention_dim"]),
+            "pooled_projections": e(batch, cfg["pooled_projection_dim"]),
+            "timestep": e(batch),
+            "img_ids": e(n, 3),
+            "txt_ids": e(seq, 3),
+            "return_dict": False,
+        }
+        if cfg.get("guidance_embeds"):
+            kw["guidance"] = e(batch, dtype=torch.float32)
+        return kw
+    if cls == "QwenImageTransformer2DModel":
+        n = (lh // 2) * (lw // 2)
+        seq = te["text_encoder"].seq_len or 1024
+        return {
+            "hidden_states": e(batch, n, cfg["in_channels"]),
+            "encoder_hidden_states": e(batch, seq, cfg["joint_attention_dim"]),
+            "encoder_hidden_states_mask": None,
+            "timestep": e(batch),
+            "img_shapes": [[(1, lh // 2, lw // 2)]] * batch,
+            "return_dict": False,
+        }
+    if cls == "HunyuanVideoTransformer3DModel":
+        seq = te["text_encoder"].seq_len or 256
+        seq -= 95  # the pipeline crops the prompt template
+        return {
+            "hidden_states": e(batch, spec.latent_channels, lf, lh, lw),
+            "timestep": e(batch, dtype=torch.long),
+            "encoder_hidden_states": e(batch, seq, cfg["text_embed_dim"]),
+            "encoder_attention_mask": torch.ones(batch, seq, device=meta, dtype=torch.bool),
+            "pooled_projections": e(batch, cfg["pooled_projection_dim"]),
+            "guidance": e(batch, dtype=torch.float32),
+            "return_dict": False,
+        }
+    if cls == "CogVideoXTransformer3DModel":
+        kw = {
+            "hidden_states": e(batch, lf, spec.latent_channels, lh, lw),
+            "encoder_hidden_states": e(batch, cfg["max_text_seq_length"], cfg["text_embed_dim"]),
+            "timestep": e(batch, dtype=torch.long),
+            "return_dict": False,
+        }
+        if cfg.get("use_rotary_positional_embeddings"):
+            n = lf * (lh // 2) * (lw // 2)
+            hd = cfg["attention_head_dim"]
+            kw["image_rotary_emb"] = (e(n, hd, dtype=torch.float32), e(n, hd, dtype=torch.float32))
+        return kw
+    raise UsageError(
+        f"no input recipe for denoiser class {cls}; supported: WanTransformer3DModel, UNet2DConditionModel, "
+        "FluxTransformer2DModel, QwenImageTransformer2DModel, HunyuanVideoTransformer3DModel, "
+        "CogVideoXTransformer3DModel"
+    )
+
+
+def _input_bytes(obj: Any) -> int:
+    torch = _torch()
+    if isinstance(obj, torch.Tensor):
+        return _round_alloc(obj.numel() * obj.element_size())
+    if isinstance(obj, Mapping):
+        return sum(_input_bytes(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(_input_bytes(v) for v in obj)
+    return 0
+
+
+def _nbytes(*shape: int, esize: int) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return _round_alloc(n * esize)
+
+
+# ------------------------------------------------------------------ phases
+@functools.lru_cache(maxsize=256)
+def _trace_denoiser(model: str, gen: Generation, batch: int) -> tuple[int, int, int, str | None]:
+    spec = _SPEC_REGISTRY[model]
+    m = _meta_module(model, spec.denoiser.name, gen.dtype)
+    inputs = _denoiser_inputs(spec, gen, batch)
+    try:
+        with trace_live_bytes(gen.attention_backend) as (counter, attn):
+            out = m(**inputs)
+            del out
+        return counter.peak, attn.max_tokens, counter.ops, None
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
+        log.warning("tracing %s on the meta device failed: %s", spec.denoiser.class_name, exc)
+        return 0, 0, 0, f"{type(exc).__name__}: {exc}"
+
+
+@functools.lru_cache(maxsize=256)
+def _trace_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backend: str) -> tuple[int, str | None]:
+    spec = _SPEC_REGISTRY[model]
+    comp = spec.component(comp_name)
+    m = _meta_module(model, comp_name, dtype)
+    torch = _torch()
+    ids = torch.zeros(batch, comp.seq_len or 77, dtype=torch.long, device="meta")
+    try:
+        with trace_live_bytes(backend) as (counter, _):
+            out = m(input_ids=ids, output_hidden_states=comp.output_hidden_states)
+            del out
+        return counter.peak, None
+    except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        log.info("tracing %s on the meta device failed (%s); using the analytic estimate", comp.class_name, exc)
+        return 0, f"{type(exc).__name__}: {exc}"
+
+
+def _text_analytic(comp: ComponentSpec, batch: int, esize: int) -> int:
+    """Fallback for a text encoder that cannot run on meta: hidden states kept plus one MLP."""
+    cfg = comp.config.get("text_config", comp.config)
+    hidden = int(cfg.get("hidden_size") or cfg.get("d_model") or 1024)
+    inter = int(cfg.get("intermediate_size") or cfg.get("d_ff") or 4 * hidden)
+    layers = int(cfg.get("num_hidden_layers") or cfg.get("num_layers") or 1)
+    seq = comp.seq_len or 77
+    kept = (layers + 1) if comp.output_hidden_states else 2
+    vocab = int(cfg.get("vocab_size") or 0) if comp.class_name.endswith("ForConditionalGeneration") else 0
+    return batch * seq * (hidden * kept + 3 * inter + vocab) * esize
+
+
+_VAE_5D = ("AutoencoderKLWan", "AutoencoderKLQwenImage")
+
+
+@functools.lru_cache(maxsize=256)
+def _trace_vae_decode(model: str, gen: Generation, batch: int) -> tuple[int, int, str | None]:
+    spec = _SPEC_REGISTRY[model]
+    m = _meta_module(model, spec.vae.name, gen.vae_dtype)
+    torch = _torch()
+    lf, lh, lw = gen.latent_shape(spec)
+    dt = getattr(torch, _TORCH_DTYPES[gen.vae_dtype])
+    if spec.kind == "video" or spec.vae.class_name in _VAE_5D:
+        z = torch.empty(batch, spec.latent_channels, lf, lh, lw, device="meta", dtype=dt)
+    else:
+        z = torch.empty(batch, spec.latent_channels, lh, lw, device="meta", dtype=dt)
+    with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
+        try:
+            with trace_live_bytes(gen.attention_backend) as (counter, _):
+                out = m.decode(z, return_dict=False)[0]
+                out_bytes = _round_alloc(out.numel() * out.element_size())
+                del out
+            return counter.peak, out_bytes, None
+        except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
+            log.warning("tracing %s.decode on the meta device failed: %s", spec.vae.class_name, exc)
+            return 0, 0, f"{type(exc).__name__}: {exc}"
+
+
+@contextlib.contextmanager
+def _vae_modes(vae: Any, tiling: bool, slicing: bool) -> Iterator[None]:
+    old_tiling = getattr(vae, "use_tiling", False)
+    old_slicing = getattr(vae, "use_slicing", False)
+    try:
+        if tiling:
+            if not hasattr(vae, "enable_tiling"):
+                raise UsageError(f"{type(vae).__name__} has no tiled decoding (enable_tiling)")
+            vae.enable_tiling()
+        elif hasattr(vae, "use_tiling"):
+            vae.use_tiling = False
+        if hasattr(vae, "use_slicing"):
+            vae.use_slicing = bool(slicing)
+        yield
+    finally:
+        if hasattr(vae, "use_tiling"):
+            vae.use_tiling = old_tiling
+        if hasattr(vae, "use_slicing"):
+            vae.use_slicing = old_slicing
+
+
+def _resident(cw: ComponentWeights, offload: str, fp8: bool) -> tuple[int, int]:
+    """(allocated, reserved) weight bytes of ``cw`` on the GPU while it runs."""
+    full = cw.fp8_bytes if (fp8 and cw.role == "denoiser") else cw.weight_bytes
+    scale = full / cw.weight_bytes if cw.weight_bytes else 1.0
+    res_full = int(cw.reserved_bytes * scale)
+    if offload in ("none", "model"):
+        return full, res_full
+    if offload.startswith("group_block"):
+        n = 2 if offload.endswith("stream") else 1
+        b = int((cw.outside_blocks_bytes + n * cw.largest_block_bytes) * scale)
+        b = min(b, full)
+        return b, min(_round_reserved(b) + 16 * MiB, res_full)
+    # leaf-level group offloading and sequential offload keep one (two with a stream) leaf
+    n = 2 if offload.endswith("stream") else 1
+    b = min(full, int(n * cw.largest_leaf_bytes * scale))
+    return b, min(_round_reserved(b) + 16 * MiB, res_full)
+
+
+def _resolve(pipe_or_config: Any) -> ModelSpec:
+    if isinstance(pipe_or_config, ModelSpec):
+        return pipe_or_config
+    if isinstance(pipe_or_config, (str, os.PathLike)):
+        p = Path(pipe_or_config)
+        if p.is_dir():
+            return spec_from_folder(p)
+        return get_config(str(pipe_or_config))
+    if hasattr(pipe_or_config, "components") and hasattr(pipe_or_config, "config"):
+        return spec_from_pipeline(pipe_or_config)
+    raise UsageError(
+        f"cannot estimate {type(pipe_or_config).__name__}: pass a model name ({', '.join(_known())}), "
+        "a diffusers model folder, a ModelSpec or a diffusers pipeline"
+    )
+
+
+def _known() -> list[str]:
+    from genprof.integrations.model_configs import MODEL_NAMES
+
+    return list(MODEL_NAMES)
+
+
+def estimate(
+    pipe_or_config: Any,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    num_frames: int | None = None,
+    batch_size: int = 1,
+    num_inference_steps: int | None = None,
+    guidance_scale: float | None = None,
+    dtype: str = "bf16",
+    offload: str = "none",
+    vae_tiling: bool = False,
+    vae_slicing: bool = False,
+    attention_backend: str = "flash",
+    layerwise_fp8: bool = False,
+    vae_dtype: str | None = None,
+    calibration: Mapping[str, float] | None = None,
+) -> Estimate:
+    """Predict peak GPU memory (allocated and reserved) of one generation, by component and phase.
+
+    ``pipe_or_config`` is a model name or alias from :mod:`genprof.integrations.model_configs`,
+    a diffusers model folder (``model_index.json`` + component ``config.json`` files), a
+    :class:`ModelSpec`, or a loaded diffusers pipeline (only its configs are read). Sizes default
+    to the model's defaults. ``offload`` is one of :data:`OFFLOAD_MODES`; ``attention_backend``
+    one of :data:`ATTENTION_BACKENDS`. No GPU and no weights are needed.
+    """
+    spec = _resolve(pipe_or_config)
+    _register(spec)
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    dtype = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(dtype, dtype)
+    if offload not in OFFLOAD_MODES:
+        raise UsageError(f"offload {offload!r} is not one of {', '.join(OFFLOAD_MODES)}")
+    if attention_backend not in ATTENTION_BACKENDS:
+        raise UsageError(f"attention_backend {attention_backend!r} is not one of {', '.join(ATTENTION_BACKENDS)}")
+    h = int(height or spec.default_height)
+    w = int(width or spec.default_width)
+    f = int(num_frames or spec.default_num_frames) if spec.kind == "video" else 1
+    s = spec.vae_scale_factor_spatial * (2 if spec.patch_size[1] == 2 else 1)
+    if h <= 0 or w <= 0 or h % s or w % s:
+        raise UsageError(f"{spec.name}: height and width must be positive multiples of {s}, got {h}x{w}")
+    if spec.kind == "video" and (f < 1 or (f - 1) % spec.vae_scale_factor_temporal):
+        k = spec.vae_scale_factor_temporal
+        raise UsageError(f"{spec.name}: num_frames must be {k}*n+1 (e.g. {k * ((f - 1) // k) + 1}), got {f}")
+    if batch_size < 1:
+        raise UsageError(f"batch_size must be >= 1, got {batch_size}")
+    vdt = vae_dtype or ("fp32" if (spec.vae_upcast_fp16 and dtype == "fp16") else dtype)
+    vdt = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}.get(vdt, vdt)
+    gen = Generation(
+        height=h,
+        width=w,
+        num_frames=f,
+        batch_size=int(batch_size),
+        num_inference_steps=int(num_inference_steps or spec.default_steps),
+        guidance_scale=float(spec.default_guidance_scale if guidance_scale is None else guidance_scale),
+        dtype=dtype,
+        offload=offload,
+        vae_tiling=bool(vae_tiling),
+        vae_slicing=bool(vae_slicing),
+        attention_backend=attention_backend,
+        layerwise_fp8=bool(layerwise_fp8),
+        vae_dtype=vdt,
+    )
+    cal = dict(load_calibration())
+    if calibration:
+        for k, v in calibration.items():
+            if k not in cal:
+                raise UsageError(f"unknown calibration constant {k!r}; known: {', '.join(cal)}")
+            cal[k] = float(v)
+    t0 = time.perf_counter()
+    result = _estimate(spec, gen, cal)
+    result.trace_time_s = time.perf_counter() - t0
+    return result
+
+
+def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estimate:
+    esize = DTYPES[gen.dtype]
+    notes: list[str] = []
+    weights = [
+        component_weights(spec, c, gen.vae_dtype if c.role == "vae" else gen.dtype) for c in spec.components
+    ]
+    by_name = {c.name: c for c in weights}
+    cfgp = gen.cfg_passes(spec)
+    b = gen.batch_size
+    lf, lh, lw = gen.latent_shape(spec)
+    latent_fp32 = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=4)
+    te_specs = spec.text_encoders
+    embeds = 0
+    for c in te_specs:
+        cfg = c.config.get("text_config", c.config)
+        hid = int(cfg.get("hidden_size") or cfg.get("d_model") or 768)
+        embeds += _nbytes(b * cfgp, c.seq_len or 77, hid, esize=esize)
+
+    def weights_on_gpu(active: list[str]) -> tuple[int, int]:
+        alloc = res = 0
+        for cw in weights:
+            fp8 = gen.layerwise_fp8
+            if gen.offload == "none":
+                a, r = _resident(cw, "none", fp8)
+            elif cw.name in active:
+                a, r = _resident(cw, gen.offload, fp8)
+            else:
+                continue
+            alloc += a
+            res += r
+        return alloc, res
+
+    def model_offload_max(active: list[str]) -> tuple[int, int]:
+        # enable_model_cpu_offload: one component of the phase at a time
+        best = (0, 0)
+        for n in active:
+            a, r = _resident(by_name[n], "model", gen.layerwise_fp8)
+            if a > best[0]:
+                best = (a, r)
+        return best
+
+    phases: list[PhaseEstimate] = []
+    ws = int(cal["workspace_bytes"])
+
+    # text encoding: each encoder in turn; the negative prompt is a second call of the same size
+    te_peak = 0
+    te_detail: dict[str, Any] = {}
+    traced_all = True
+    for c in te_specs:
+        peak, err = _trace_text_encoder(spec.name, c.name, gen.dtype, b, gen.attention_backend)
+        if err is not None:
+            traced_all = False
+            peak = _text_analytic(c, b, esize)
+            notes.append(f"{c.name} ({c.class_name}) could not run on the meta device; analytic estimate used ({err[:120]})")
+        te_detail[c.name] = {"activation_peak_bytes": peak, "traced": err is None}
+        te_peak = max(te_peak, peak)
+    names = [c.name for c in te_specs]
+    wa, wr = model_offload_max(names) if gen.offload == "model" else weights_on_gpu(names)
+    act = int(te_peak * cal["activation_factor_text_encode"])
+    persistent = embeds
+    phases.append(_phase("text_encode", ",".join(names), wa, wr, persistent, act, ws, cal["reserved_factor_text_encode"], traced_all, te_detail))
+
+    # denoising: one call with batch*cfg (batched CFG) or cfg calls of batch (separate)
+    den = spec.denoiser
+    call_batch = b * cfgp if spec.cfg_mode == "batched" else b
+    peak, tokens, ops, err = _trace_denoiser(spec.name, gen, call_batch)
+    if err is not None:
+        raise UsageError(f"cannot estimate {den.class_name} activations on the meta device: {err}")
+    inputs = _input_bytes(_denoiser_inputs(spec, gen, call_batch))
+    noise_keep = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=esize) if (cfgp == 2 and spec.cfg_mode == "separate") else 0
+    # latents (fp32) + scheduler step temporaries (about two more latent-sized fp32 tensors)
+    persistent = embeds + 3 * latent_fp32 + inputs + noise_keep
+    act = int(peak * cal["activation_factor_denoise"])
+    wa, wr = weights_on_gpu([den.name])
+    if gen.offload == "model":
+        wa, wr = model_offload_max([den.name])
+    phases.append(
+        _phase(
+            "denoise",
+            den.name,
+            wa,
+            wr,
+            persistent,
+            act,
+            ws,
+            cal["reserved_factor_denoise"],
+            True,
+            {
+                "call_batch": call_batch,
+                "calls_per_step": 1 if spec.cfg_mode == "batched" or cfgp == 1 else cfgp,
+                "tokens": tokens,
+                "traced_ops": ops,
+                "input_bytes": inputs,
+            },
+        )
+    )
+
+    # VAE decode
+    vpeak, out_bytes, verr = _trace_vae_decode(spec.name, gen, b)
+    if verr is not None:
+        raise UsageError(f"cannot estimate {spec.vae.class_name}.decode on the meta device: {verr}")
+    vae_in = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=DTYPES[gen.vae_dtype])
+    persistent = latent_fp32 + vae_in
+    act = int(vpeak * cal["activation_factor_vae_decode"])
+    wa, wr = weights_on_gpu([spec.vae.name])
+    if gen.offload == "model":
+        wa, wr = model_offload_max([spec.vae.name])
+    phases.append(
+        _phase(
+            "vae_decode",
+            spec.vae.name,
+            wa,
+            wr,
+            persistent,
+            act,
+            ws + int(cal["vae_conv_workspace_bytes"]),
+            cal["reserved_factor_vae_decode"],
+            True,
+            {"output_bytes": out_bytes, "tiling": gen.vae_tiling, "slicing": gen.vae_slicing},
+        )
+    )
+    if gen.attention_backend == "math":
+        notes.append("math attention: the Lq x Lk score matrix is materialised (quadratic in tokens)")
+    if gen.offload != "none":
+        notes.append(f"offload {gen.offload}: weights not on the GPU live in host RAM (pinned for streamed group offloading)")
+    settings = {
+        "height": gen.height,
+        "width": gen.width,
+        "num_frames": gen.num_frames,
+        "batch_size": gen.batch_size,
+        "num_inference_steps": gen.num_inference_steps,
+        "guidance_scale": gen.guidance_scale,
+        "cfg_mode": spec.cfg_mode,
+        "cfg_passes": cfgp,
+        "dtype": gen.dtype,
+        "vae_dtype": gen.vae_dtype,
+        "offload": gen.offload,
+        "vae_tiling": gen.vae_tiling,
+        "vae_slicing": gen.vae_slicing,
+        "attention_backend": gen.attention_backend,
+        "layerwise_fp8": gen.layerwise_fp8,
+        "latent_shape": [b, spec.latent_channels, lf, lh, lw] if spec.kind == "video" else [b, spec.latent_channels, lh, lw],
+    }
+    return Estimate(model=spec.name, settings=settings, components=weights, phases=phases, calibration=cal, notes=notes)
+
+
+def _phase(
+    name: str,
+    comp: str,
+    wa: int,
+    wr: int,
+    persistent: int,
+    act: int,
+    ws: int,
+    factor: float,
+    traced: bool,
+    detail: dict[str, Any],
+) -> PhaseEstimate:
+    alloc = wa + persistent + act
+    reserved = wr + _round_reserved(persistent) + int(act * factor) + ws
+    return PhaseEstimate(
+        name=name,
+        component=comp,
+        resident_weights_bytes=wa,
+        persistent_bytes=persistent,
+        activation_peak_bytes=act,
+        workspace_bytes=ws,
+        peak_allocated_bytes=int(alloc),
+        peak_reserved_bytes=int(max(reserved, alloc)),
+        traced=traced,
+        detail=detail,
+    )
+
+
+# ------------------------------------------------------------------ specs from folders and pipelines
+_DENOISER_NAMES = ("transformer", "unet", "transformer_2")
+_PIPELINE_CFG = {
+    "WanPipeline": "separate",
+    "WanImageToVideoPipeline": "separate",
+    "QwenImagePipeline": "separate",
+    "StableDiffusionPipeline": "batched",
+    "StableDiffusionXLPipeline": "batched",
+    "CogVideoXPipeline": "batched",
+    "FluxPipeline": "distilled",
+    "HunyuanVideoPipeline": "distilled",
+}
+
+
+def _spec_from_components(name: str, pipeline_class: str, comps: dict[str, tuple[str, str, dict[str, Any]]]) -> ModelSpec:
+    """Build a ModelSpec from ``{component: (library, class_name, config)}``, borrowing facts from a known spec."""
+    known = None
+    for s in _all_specs():
+        den = s.denoiser
+        if s.pipeline_class == pipeline_class and any(c[1] == den.class_name for c in comps.values()):
+            known = s
+            break
+    if known is None:
+        raise UsageError(
+            f"{name}: pipeline {pipeline_class} is not one genprof knows how to estimate; known pipelines: "
+            f"{', '.join(sorted({s.pipeline_class for s in _all_specs()}))}"
+        )
+    parts: list[ComponentSpec] = []
+    for cname, (lib, cls, cfg) in comps.items():
+        try:
+            ref = known.component(cname)
+        except UsageError:
+            continue
+        clean = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("architectures", "transformers_version")}
+        parts.append(replace(ref, library=lib, class_name=cls, config=clean))
+    if not any(p.role == "denoiser" for p in parts) or not any(p.role == "vae" for p in parts):
+        raise UsageError(f"{name}: needs a denoiser (transformer/unet) and a vae component")
+    vae_cfg = next(p for p in parts if p.role == "vae").config
+    latent = int(vae_cfg.get("z_dim") or vae_cfg.get("latent_channels") or known.latent_channels)
+    return replace(known, name=name, components=tuple(parts), latent_channels=latent, aliases=())
+
+
+def _all_specs() -> list[ModelSpec]:
+    from genprof.integrations.model_configs import MODEL_NAMES
+
+    return [get_config(n) for n in MODEL_NAMES]
+
+
+def spec_from_folder(path: Path) -> ModelSpec:
+    """A ModelSpec from a diffusers model folder: ``model_index.json`` and ``<component>/config.json``."""
+    index = path / "model_index.json"
+    if not index.is_file():
+        raise UsageError(f"{path}: no model_index.json; pass a diffusers model folder or a model name")
+    try:
+        idx = json.loads(index.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UsageError(f"{index}: not valid JSON: {exc}") from exc
+    comps: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for cname, val in idx.items():
+        if cname.startswith("_") or not isinstance(val, list) or len(val) != 2 or val[0] is None:
+            continue
+        lib, cls = val
+        cfg_file = path / cname / "config.json"
+        if lib not in ("diffusers", "transformers") or not cfg_file.is_file():
+            continue
+        try:
+            comps[cname] = (lib, cls, json.loads(cfg_file.read_text(encoding="utf-8")))
+        except ValueError as exc:
+            raise UsageError(f"{cfg_file}: not valid JSON: {exc}") from exc
+    return _spec_from_components(path.name, str(idx.get("_class_name", "")), comps)
+
+
+def spec_from_pipeline(pipe: Any) -> ModelSpec:
+    """A ModelSpec from a loaded diffusers pipeline (its component configs only; weights untouched)."""
+    comps: dict[str, tuple[str, str, dict[str, Any]]] = {}
+    for cname, mod in pipe.components.items():
+        cfg = getattr(mod, "config", None)
+        if cfg is None:
+            continue
+        lib = type(mod).__module__.split(".")[0]
+        if lib not in ("diffusers", "transformers"):
+            continue
+        d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+        comps[cname] = (lib, type(mod).__name__, d)
+    return _spec_from_components(type(pipe).__name__.lower(), type(pipe).__name__, comps)
+
+
+# ------------------------------------------------------------------ calibration
+def fit_calibration(cases: list[Mapping[str, Any]], base: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Refit the reserved factors from measured cases (the ``cases`` list of ``bench_estimate.py``).
+
+    Each case holds ``phases``: ``{name: {"predicted": PhaseEstimate.to_dict(), "measured_reserved_bytes": n,
+    "measured_allocated_bytes": n}}``. For each phase kind the factor is chosen so that no case
+    is under-predicted: ``max((measured_reserved - weights_reserved - persistent - workspace) / activations)``
+    (the largest ratio seen, so the estimate is an upper bound), and the activation factor likewise
+    from allocated. Returns a full calibration dict to save as JSON and pass with
+    ``GENPROF_CALIBRATION=file.json``.
+    """
+    cal = dict(base or CALIBRATION)
+    for phase in ("text_encode", "denoise", "vae_decode"):
+        res_ratios: list[float] = []
+        alloc_ratios: list[float] = []
+        for case in cases:
+            ph = case.get("phases", {}).get(phase)
+            if not ph:
+                continue
+            pred = ph["predicted"]
+            act = pred["activation_peak_bytes"] / max(cal[f"activation_factor_{phase}"], 1e-9)
+            if act <= 0:
+                continue
+            mr, ma = ph.get("measured_reserved_bytes"), ph.get("measured_allocated_bytes")
+            if ma is not None:
+                alloc_ratios.append((ma - pred["resident_weights_bytes"] - pred["persistent_bytes"]) / act)
+            if mr is not None:
+                fixed = pred["peak_reserved_bytes"] - int(pred["activation_peak_bytes"] * cal[f"reserved_factor_{phase}"])
+                res_ratios.append((mr - fixed) / pred["activation_peak_bytes"] if pred["activation_peak_bytes"] else 0.0)
+        if alloc_ratios:
+            cal[f"activation_factor_{phase}"] = round(max(1.0, max(alloc_ratios)), 4)
+        if res_ratios:
+            cal[f"reserved_factor_{phase}"] = round(max(1.0, max(res_ratios)), 4)
+    return cal
