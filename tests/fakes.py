@@ -93,6 +93,10 @@ class FakeNvml(types.SimpleNamespace):
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h: dict[str, Any]) -> int:
         self._count("nvmlDeviceGetTotalEnergyConsumption")
+        if "watts" in h:  # a counter integrating constant power over real time
+            import time
+
+            return int(h["energy_mj"] + h["watts"] * time.perf_counter() * 1000.0)
         return int(h["energy_mj"])
 
     def nvmlDeviceGetEnforcedPowerLimit(self, h: dict[str, Any]) -> int:

@@ -92,7 +92,7 @@ def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None
 class _OpenSpan:
     """State of a span while it is open. Kept off the Span itself so the Span stays plain data."""
 
-    __slots__ = ("span", "gpu_start", "energy_start_j", "peak_alloc", "peak_res", "nvtx", "token_stack")
+    __slots__ = ("span", "gpu_start", "energy_start_j", "peak_alloc", "peak_res", "nvtx")
 
     def __init__(self, span: Span) -> None:
         self.span = span
@@ -101,7 +101,95 @@ class _OpenSpan:
         self.peak_alloc: int | None = None
         self.peak_res: int | None = None
         self.nvtx = False
-        self.token_stack: tuple[_OpenSpan, ...] = ()
+
+
+class _SpanCM:
+    """Context manager of one span (a class, not a generator: cheaper on the hot path)."""
+
+    __slots__ = ("_p", "_name", "_kind", "_index", "_attrs", "_o")
+
+    def __init__(self, p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> None:
+        self._p = p
+        self._name = name
+        self._kind = kind
+        self._index = index
+        self._attrs = attrs
+        self._o: _OpenSpan | None = None
+
+    def __enter__(self) -> Span | None:
+        o = self._o = self._p.open_span(self._name, self._kind, index=self._index, **self._attrs)
+        return None if o is None else o.span
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if et is None:
+            self._p.close_span(self._o)
+        elif et is GeneratorExit:
+            # a generator holding this span was closed early (a step loop left by break or an error)
+            self._p.close_span(self._o, status="aborted")
+        else:
+            self._p.close_span(self._o, ev)
+
+
+class _NullCM:
+    """The shared no-op context manager returned when profiling is off."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+_NULL: Any = _NullCM()
+
+
+class _EnergyReader:
+    """Reads NVML's total-energy counter on its own thread, in request order.
+
+    A read takes about 4 ms on an H100; doing it on the caller's thread would stall the
+    launch of GPU work at every phase edge. Requests are served first in, first out, so a
+    span's start reading always precedes its end reading; :meth:`drain` waits for all.
+    """
+
+    def __init__(self, read: Callable[[], float | None]) -> None:
+        import queue
+
+        self._read = read
+        self._q: queue.SimpleQueue[tuple[_OpenSpan, bool] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name="genprof-energy", daemon=True)
+        self._thread.start()
+
+    def request_start(self, o: _OpenSpan) -> None:
+        self._q.put((o, True))
+
+    def request_end(self, o: _OpenSpan) -> None:
+        self._q.put((o, False))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            o, is_start = item
+            try:
+                v = self._read()
+            except Exception as exc:  # noqa: BLE001 - energy is optional; the run goes on
+                log.warning("energy read failed: %s: %s", type(exc).__name__, exc)
+                v = None
+            if is_start:
+                o.energy_start_j = v
+            elif v is not None and o.energy_start_j is not None:
+                span = o.span
+                span.energy_j = max(0.0, v - o.energy_start_j)
+                span.energy_reliable = (span.duration_s or 0.0) >= _ENERGY_RELIABLE_MIN_S
+
+    def drain(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=30.0)
+        if self._thread.is_alive():
+            log.warning("energy reader did not finish within 30 s; some span energies are missing")
 
 
 class Profiler:
@@ -126,7 +214,9 @@ class Profiler:
         self.name = name
         self._t0 = time.perf_counter()
         self._ids = itertools.count(1)
-        self._stack: ContextVar[tuple[_OpenSpan, ...]] = ContextVar(f"genprof_stack_{id(self)}", default=())
+        self._tls = threading.local()  # per-thread stack of open spans (a list, mutated in place)
+        self._all_stacks: list[list[_OpenSpan]] = []
+        self._energy: _EnergyReader | None = None
         self._running = False
         self._stopped = False
         self._lock = threading.RLock()
@@ -264,6 +354,8 @@ class Profiler:
                 self._timer.resolve_all()
             except RuntimeError as e:  # a broken CUDA context after a failure
                 log.warning("could not resolve GPU timings: %s", e)
+        if self._energy is not None:
+            self._energy.drain()
         self._finish_energy()
         self._final_memory()
         self._fill_sampled_peaks()
@@ -339,6 +431,10 @@ class Profiler:
             run.unavailable.setdefault("gpu_energy", "no NVML device for this process's GPU")
         elif self._energy_kinds:
             self._run_energy_start = self._nvml.energy_j(self._nvml_dev)
+            if self._run_energy_start is not None:
+                dev = self._nvml_dev
+                nvml = self._nvml
+                self._energy = _EnergyReader(lambda: nvml.energy_j(dev))
         elif not self.config.monitor_gpu_power:
             run.unavailable["gpu_energy"] = "GPU power monitoring turned off by config (monitor_gpu_power: false)"
         if self.config.track_rss:
@@ -436,6 +532,17 @@ class Profiler:
             log.warning("genprof listener %r failed on %s: %s: %s", cb, kind, type(exc).__name__, exc)
 
     # ----------------------------------------------------------------- spans
+    def _stack(self) -> list[_OpenSpan]:
+        try:
+            stack: list[_OpenSpan] = self._tls.stack
+            return stack
+        except AttributeError:
+            st: list[_OpenSpan] = []
+            self._tls.stack = st
+            with self._lock:
+                self._all_stacks.append(st)
+            return st
+
     def open_span(self, name: str, kind: str = "call", *, index: int | None = None, **attributes: Any) -> _OpenSpan | None:
         """Open a span without a ``with`` block (for hooks and callbacks); close it with :meth:`close_span`.
 
@@ -443,10 +550,10 @@ class Profiler:
         """
         if not self._running or not self.config.enabled:
             return None
-        stack = self._stack.get()
-        parent = stack[-1].span.id if stack else None
+        stack = self._stack()
         self._abort_path = None
-        span = Span(id=next(self._ids), name=name, kind=kind, start_s=0.0, parent_id=parent, index=index,
+        span = Span(id=next(self._ids), name=name, kind=kind, start_s=0.0,
+                    parent_id=stack[-1].span.id if stack else None, index=index,
                     thread=threading.current_thread().name, attributes=attributes)
         o = _OpenSpan(span)
         if self._cuda_index is not None:
@@ -458,12 +565,12 @@ class Profiler:
                 self._mem_start(o)
         if self._rss is not None and kind in _MEMORY_KINDS:
             span.rss_start_bytes = self._rss.read_bytes()
-        if kind in self._energy_kinds and self._nvml_dev is not None:
-            o.energy_start_j = self._nvml.energy_j(self._nvml_dev)
+        if self._energy is not None and kind in self._energy_kinds:
+            self._energy.request_start(o)
         span.start_s = time.perf_counter() - self._t0
         if self._timer is not None:
             o.gpu_start = self._timer.start()
-        self._stack.set((*stack, o))
+        stack.append(o)
         if kind == "phase":
             self._progress["phase"] = name
         return o
@@ -481,59 +588,48 @@ class Profiler:
             self._mem_end(o)
         if self._rss is not None and span.rss_start_bytes is not None:
             span.rss_end_bytes = self._rss.read_bytes()
-        if o.energy_start_j is not None and self._nvml_dev is not None:
-            e1 = self._nvml.energy_j(self._nvml_dev)
-            if e1 is not None:
-                span.energy_j = max(0.0, e1 - o.energy_start_j)
-                span.energy_reliable = span.duration_s >= _ENERGY_RELIABLE_MIN_S
+        if self._energy is not None and span.kind in self._energy_kinds:
+            self._energy.request_end(o)
         if o.nvtx and self._nvtx is not None:
             self._nvtx.pop()
         if exc is not None:
             span.status = "error"
             span.attributes.setdefault("error", f"{type(exc).__name__}: {exc}"[:500])
             if not self._failure_paths:
-                self._failure_paths = _stack_paths(self._stack.get()) or [span.name]
+                self._failure_paths = _stack_paths(self._stack()) or [span.name]
                 if self._torch is not None and self._oom_state is None and torch_cuda.is_oom_error(self._torch, exc):
                     self._oom_state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
         elif status is not None:
             span.status = status
-        stack = self._stack.get()
+        stack = self._stack()
         if stack and stack[-1] is o:
-            self._stack.set(stack[:-1])
-        else:
-            self._stack.set(tuple(x for x in stack if x is not o))
+            stack.pop()
+        elif o in stack:
+            stack.remove(o)
         self.run.spans.append(span)
         if span.kind == "step":
             p = self._progress
             p["steps_done"] += 1
             p["last_step_end_s"] = t_end
         elif span.kind == "phase" and self._progress["phase"] == span.name:
-            outer = [x.span.name for x in self._stack.get() if x.span.kind == "phase"]
+            outer = [x.span.name for x in self._stack() if x.span.kind == "phase"]
             self._progress["phase"] = outer[-1] if outer else None
         for cb in self._listeners:
             self._notify_one(cb, "span_end", span)
         return span
 
-    @contextlib.contextmanager
-    def span(self, name: str, kind: str = "call", *, index: int | None = None, **attributes: Any) -> Iterator[Span | None]:
+    def span(self, name: str, kind: str = "call", *, index: int | None = None,
+             **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A span of any kind around a ``with`` block; yields the open Span (None when disabled)."""
-        o = self.open_span(name, kind, index=index, **attributes)
-        try:
-            yield None if o is None else o.span
-        except GeneratorExit:
-            # a generator holding this span was closed early (a step loop left by break or an error)
-            self.close_span(o, status="aborted")
-            raise
-        except BaseException as exc:
-            self.close_span(o, exc)
-            raise
-        self.close_span(o)
+        if not self._running or not self.config.enabled:
+            return _NULL
+        return _SpanCM(self, name, kind, index, attributes)
 
     def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A phase (``load``, ``text_encode``, ``denoise``, ``vae_decode``...). Phases nest."""
-        if not self._phase_enabled(name):
-            return contextlib.nullcontext()
-        return self.span(name, "phase", **attributes)
+        if not self._running or not self.config.enabled or not self._phase_enabled(name):
+            return _NULL
+        return _SpanCM(self, name, "phase", None, attributes)
 
     def generation(self, name: str = "generation", **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """One generation (one image or video): the unit of usage statistics and throughput."""
@@ -548,6 +644,8 @@ class Profiler:
     def steps(self, iterable: Iterable[Any], phase: str | None = "denoise", *, total: int | None = None,
               name: str = "step", **attributes: Any) -> Iterator[Any]:
         """Iterate ``iterable`` with one ``step`` span per item, inside phase ``phase`` (None: no phase)."""
+        if not self._running or not self.config.enabled:
+            return iter(iterable)
         return self._loop(iterable, phase, total, name, "step", attributes, self.config.profile_inference_steps)
 
     def blocks(self, iterable: Iterable[Any], phase: str | None = "blocks", *, total: int | None = None,
@@ -562,6 +660,8 @@ class Profiler:
             attributes["steps"] = steps_per_block
         if frames_per_block is not None:
             attributes["frames"] = frames_per_block
+        if not self._running or not self.config.enabled:
+            return iter(iterable)
         return self._loop(iterable, phase, total, name, "block", attributes, True)
 
     def _loop(self, iterable: Iterable[Any], phase: str | None, total: int | None, name: str, kind: str,
@@ -584,7 +684,7 @@ class Profiler:
                 except GeneratorExit:
                     # the loop was left early: break, return, or an exception in its body
                     if o is not None and not self._failure_paths:
-                        self._abort_path = _stack_paths(self._stack.get())
+                        self._abort_path = _stack_paths(self._stack())
                     self.close_span(o, status="aborted")
                     raise
                 except BaseException as exc:
@@ -596,7 +696,7 @@ class Profiler:
         """Record a point in time (``checkpoint_loaded``, ``offload``...), inside the current span."""
         if not self._running or not self.config.enabled:
             return None
-        stack = self._stack.get()
+        stack = self._stack()
         ev = Event(name=name, t_s=self.now(), span_id=stack[-1].span.id if stack else None, attributes=attributes)
         self.run.events.append(ev)
         return ev
@@ -726,9 +826,13 @@ class Profiler:
         log.info("genprof run %r ended with %s: %s", self.name, end.status, end.message)
 
     def _close_left_open_spans(self) -> None:
-        for o in reversed(self._stack.get()):
-            self.close_span(o, status="open_at_end")
-        self._stack.set(())
+        with self._lock:
+            stacks = [list(st) for st in self._all_stacks]
+        for st in stacks:
+            for o in reversed(st):
+                self.close_span(o, status="open_at_end")
+        self._all_stacks = []
+        self._tls = threading.local()
 
     def _install_sigterm(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -949,7 +1053,7 @@ def _detect_distributed(torch: Any | None) -> DistributedInfo | None:
     return None
 
 
-def _stack_paths(stack: tuple[_OpenSpan, ...]) -> list[str]:
+def _stack_paths(stack: list[_OpenSpan]) -> list[str]:
     """["generation", "generation/denoise", "generation/denoise/step[3]"] for an open stack."""
     out: list[str] = []
     cur = ""
