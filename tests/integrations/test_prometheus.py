@@ -47,7 +47,7 @@ def test_scrape_metrics_from_a_profiler() -> None:
     with serve_metrics(port=0, profiler=prof, follow_new_profilers=False) as srv:
         assert srv.url.startswith("http://127.0.0.1:")
         phase = Span(id=1, name="denoise", kind="phase", start_s=0.0)
-        prof.run.spans.append(phase)
+        # like genprof.Profiler, the parent phase is filed only when it ends, after its steps
         for i, d in enumerate([0.08, 0.12, 0.3]):
             prof.emit("span_end", Span(id=10 + i, name="step", kind="step", start_s=0.0, parent_id=1, duration_s=d))
         phase.duration_s, phase.energy_j, phase.peak_reserved_bytes = 0.5, 150.0, 12 * 2**30
@@ -88,3 +88,15 @@ def test_busy_port_is_a_clear_error() -> None:
 def test_two_servers_use_separate_registries() -> None:
     with serve_metrics(port=0, follow_new_profilers=False) as a, serve_metrics(port=0, follow_new_profilers=False) as b:
         assert a.registry is not b.registry
+
+
+def test_follows_a_real_profiler_started_later() -> None:
+    import genprof
+
+    with serve_metrics(port=0) as srv:
+        with genprof.Profiler(name="svc", tags={"model": "tiny"}, gpu_monitor_interval=0.05) as prof:
+            for _ in prof.steps(range(4), phase="denoise"):
+                pass
+        m = _scrape(srv.url)
+    assert m[("genprof_step_duration_seconds_count", (("model", "tiny"), ("phase", "denoise")))] == 4
+    assert m[("genprof_runs_total", (("model", "tiny"), ("status", "ok")))] == 1

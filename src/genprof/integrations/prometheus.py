@@ -75,6 +75,7 @@ class MetricsExporter:
         self._lock = threading.Lock()
         self._unsubscribe: list[Callable[[], Any]] = []
         self._ignored: set[str] = set()
+        self._pending: dict[tuple[int, int], list[float]] = {}
 
     # -------------------------------------------------------------- attaching
     def attach(self, profiler: Any) -> None:
@@ -102,6 +103,9 @@ class MetricsExporter:
             elif kind == "samples":
                 self._samples(payload, profiler, model)
             elif kind == "run_end":
+                for key in [k for k in self._pending if k[0] == id(profiler)]:
+                    for sd in self._pending.pop(key):
+                        self.step.labels(phase="", model=model).observe(sd)
                 status = getattr(getattr(payload, "end", None), "status", None) or "unknown"
                 self.runs.labels(model=model, status=str(status)).inc()
                 self.active.labels(model=model).set(0)
@@ -110,8 +114,19 @@ class MetricsExporter:
         d = getattr(span, "duration_s", None)
         kind = getattr(span, "kind", None)
         name = str(getattr(span, "name", ""))
+        sid = getattr(span, "id", None)
+        waiting = self._pending.pop((id(profiler), sid), None) if sid is not None else None
+        for sd in waiting or []:
+            self.step.labels(phase=name, model=model).observe(sd)
         if kind == "step" and d is not None:
-            self.step.labels(phase=_parent_phase(span, profiler), model=model).observe(d)
+            phase = _parent_phase(span, profiler)
+            pid = getattr(span, "parent_id", None)
+            if phase is None and pid is not None:
+                # the profiler files a span when it ends, so the parent is still open: observe the step
+                # when its parent ends, under the parent's name
+                self._pending.setdefault((id(profiler), pid), []).append(d)
+            else:
+                self.step.labels(phase=phase or "", model=model).observe(d)
         elif kind == "generation" and d is not None:
             self.generation.labels(model=model).observe(d)
         elif kind == "phase":
@@ -158,7 +173,7 @@ def _gpu_uuids(profiler: Any) -> dict[str, str]:
     return out
 
 
-def _parent_phase(span: Any, profiler: Any) -> str:
+def _parent_phase(span: Any, profiler: Any) -> str | None:
     attrs = getattr(span, "attributes", None) or {}
     if isinstance(attrs, dict) and attrs.get("phase"):
         return str(attrs["phase"])
@@ -168,7 +183,7 @@ def _parent_phase(span: Any, profiler: Any) -> str:
         parent = run.span_by_id(pid)
         if parent is not None:
             return str(parent.name)
-    return ""
+    return None if pid is not None else ""
 
 
 class MetricsServer:
