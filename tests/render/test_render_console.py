@@ -1,0 +1,77 @@
+"""Console tables: snapshot of the summary, n/a for missing values, markup-safe names."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+
+from rich.console import Console
+from runs import make_run
+
+from genprof.render.console import log_summary, phase_table, print_summary, usage_rows
+
+SNAPSHOTS = Path(__file__).parent / "snapshots"
+
+
+def _render(run, width: int = 160) -> str:
+    buf = io.StringIO()
+    print_summary(run, Console(file=buf, width=width, color_system=None, force_terminal=False))
+    return "\n".join(line.rstrip() for line in buf.getvalue().splitlines()) + "\n"
+
+
+def _check_snapshot(name: str, text: str) -> None:
+    path = SNAPSHOTS / name
+    if os.environ.get("GENPROF_UPDATE_SNAPSHOTS") == "1":
+        path.write_text(text, encoding="utf-8")
+    expected = path.read_text(encoding="utf-8")
+    assert text == expected, f"output differs from {path}; rerun with GENPROF_UPDATE_SNAPSHOTS=1 if intended"
+
+
+def test_summary_snapshot_gpu_run():
+    _check_snapshot("summary_gpu_160.txt", _render(make_run()))
+
+
+def test_summary_snapshot_cpu_run_narrow():
+    _check_snapshot("summary_cpu_100.txt", _render(make_run(with_gpu=False, end_status="exception"), width=100))
+
+
+def test_missing_values_are_na_never_zero():
+    rows = dict(usage_rows(make_run(with_gpu=False)))
+    assert rows["Peak memory allocated"] == "n/a"
+    assert rows["Device"] == "cpu"
+    text = _render(make_run(with_gpu=False))
+    gpu_cols = [line for line in text.splitlines() if "step " in line]
+    assert gpu_cols and "n/a" in gpu_cols[0]
+    assert " 0 B" not in text
+
+
+def test_names_are_not_read_as_markup():
+    run = make_run(name="[bold red]x[/nope]")
+    run.spans[0].name = "[red]y[/]"
+    text = _render(run)
+    assert "[bold red]x[/nope]" in text and "[red]y[/]" in text
+
+
+def test_narrow_console_keeps_path_and_totals():
+    buf = io.StringIO()
+    Console(file=buf, width=80, color_system=None).print(phase_table(make_run(), width=80))
+    out = buf.getvalue()
+    assert "encode_prompt" in out and "total" in out and "count" in out
+    assert max(len(line) for line in out.splitlines()) <= 80
+
+
+def test_print_summary_defaults_to_stderr(capsys):
+    print_summary(make_run())
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "Usage statistics" in captured.err
+
+
+def test_log_summary_writes_each_statistic(caplog):
+    with caplog.at_level(logging.INFO, logger="genprof.render.console"):
+        log_summary(make_run())
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("Initialization time: 6.000 s") for m in msgs)
+    assert any(m.startswith("Device: NVIDIA H100") for m in msgs)
