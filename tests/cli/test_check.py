@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+from synth import make_run  # noqa: E402
+
+from genprof.cli.main import main  # noqa: E402
+
+
+@pytest.fixture()
+def run_file(tmp_path: Path) -> Path:
+    p = tmp_path / "run.json"
+    make_run(steps=40, step_s=0.25).save(p)
+    return p
+
+
+def test_passing_targets_exit_0(run_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["check", str(run_file), "--target", "generation_time_s<=60", "-t", "peak_reserved_bytes<=16GiB"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "score: 100.0/100" in out
+
+
+def test_failed_target_exit_1_with_diagnostics(run_file: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    out_json = tmp_path / "rep.json"
+    rc = main(["check", str(run_file), "--target", "generation_time_s<=5", "--json", str(out_json), "--findings"])
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert "FAIL" in out and "generation/denoise" in out
+    rep = json.loads(out_json.read_text())
+    assert rep["all_hold"] is False and rep["results"][0]["phase"] == "generation/denoise"
+    assert "dominant_phase" not in out  # findings print titles, not ids
+    assert "takes" in out
+
+
+def test_not_measured_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "cpu.json"
+    make_run(gpu=False).save(p)
+    assert main(["check", str(p), "--target", "peak_reserved_bytes<=1GiB"]) == 1
+    assert "not measured: no CUDA device" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv_tail", [["--target", "bogus<=1"], ["--target", "generation_time_s<=fast"], []])
+def test_bad_input_exit_2(run_file: Path, argv_tail: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(run_file), *argv_tail]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("genprof: error:") and "Traceback" not in err
+
+
+def test_missing_run_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(tmp_path / "nope.json"), "--target", "generation_time_s<=5"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_targets_from_run_config(tmp_path: Path) -> None:
+    r = make_run()
+    r.config["targets"] = {"generation_time_s": 0.5}
+    p = tmp_path / "r.json"
+    r.save(p)
+    assert main(["check", str(p)]) == 1
