@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     report = check_targets(the_run, targets)
     table = Table(title=f"targets for {the_run.name} ({the_run.run_id})")
     for col in ("target", "measured", "margin", "result", "score"):
-        table.add_column(col, justify="right" if col in ("measured", "margin", "score") else "left")
+        table.add_column(col, justify="right" if col in ("measured", "margin", "score") else "left", overflow="fold")
     for r in report.results:
         if r.status == "not_measured":
             margin = "n/a"
