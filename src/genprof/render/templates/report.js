@@ -74,13 +74,13 @@
       document.getElementById("chart-timeline").textContent = "No spans and no samples were recorded.";
       return;
     }
-    var margin = {t: 16, b: 46};
+    var margin = {t: 84, b: 46};
     var plotPx = heights.reduce(function (a, b) { return a + b; }, 0) + gapPx * (heights.length - 1);
     var total = plotPx + margin.t + margin.b;
     var layout = {
       height: total, margin: {l: 150, r: 20, t: margin.t, b: margin.b},
       hovermode: "closest", barmode: "overlay", showlegend: true,
-      legend: {orientation: "h", y: -0.02, yanchor: "top", x: 0, font: {size: 11}},
+      legend: {orientation: "h", y: 1, yanchor: "bottom", x: 0, font: {size: 11}},
       xaxis: {title: {text: "time since run start (s)"}, showspikes: true, spikemode: "across",
               spikethickness: 1, spikedash: "dot", spikecolor: "#999", zeroline: false},
       shapes: []
@@ -203,7 +203,8 @@
     }
     draw(id, traces, {height: 300, margin: {l: 60, r: 20, t: 10, b: 44}, barmode: "overlay", bargap: 0.1,
       hovermode: "closest", legend: {orientation: "h", y: 1.08},
-      xaxis: {title: {text: what + " (run order)"}}, yaxis: {title: {text: "ms"}, rangemode: "tozero"}});
+      xaxis: {title: {text: what + " (run order)"}, range: [0.4, cols.n.length + 0.6]},
+      yaxis: {title: {text: "ms"}, rangemode: "tozero"}});
   }
 
   function finish() {
