@@ -361,14 +361,20 @@ def _fp8_eligible(module: Any) -> set[str]:
     """Names of parameters that ``enable_layerwise_casting`` stores in fp8 (diffusers' own rules)."""
     import re
 
+    torch = _torch()
     try:
-        from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN, SUPPORTED_PYTORCH_LAYERS
-    except ImportError:  # pragma: no cover - older diffusers
-        return set()
+        from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS as supported
+    except ImportError:  # other diffusers versions: the layer types diffusers 0.42 casts
+        nn = torch.nn
+        supported = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d, nn.Linear)
+    try:
+        from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+    except ImportError:
+        DEFAULT_SKIP_MODULES_PATTERN = ("pos_embed", "patch_embed", "norm", "^proj_in$", "^proj_out$")
     patterns = tuple(DEFAULT_SKIP_MODULES_PATTERN) + tuple(getattr(module, "_skip_layerwise_casting_patterns", None) or ())
     names: set[str] = set()
     for name, sub in module.named_modules():
-        if not isinstance(sub, SUPPORTED_PYTORCH_LAYERS):
+        if not isinstance(sub, supported):
             continue
         if any(re.search(p, name) for p in patterns):
             continue
@@ -754,10 +760,10 @@ def estimate(
     )
     cal = dict(load_calibration())
     if calibration:
-        for k, v in calibration.items():
-            if k not in cal:
-                raise UsageError(f"unknown calibration constant {k!r}; known: {', '.join(cal)}")
-            cal[k] = float(v)
+        for key, val in calibration.items():
+            if key not in cal:
+                raise UsageError(f"unknown calibration constant {key!r}; known: {', '.join(cal)}")
+            cal[key] = float(val)
     t0 = time.perf_counter()
     result = _estimate(spec, gen, cal)
     result.trace_time_s = time.perf_counter() - t0
@@ -829,7 +835,9 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
     # denoising: one call with batch*cfg (batched CFG) or cfg calls of batch (separate)
     den = spec.denoiser
     call_batch = b * cfgp if spec.cfg_mode == "batched" else b
-    peak, tokens, ops, err = _trace_denoiser(spec.name, gen, call_batch)
+    den_key = replace(gen, offload="none", vae_tiling=False, vae_slicing=False, layerwise_fp8=False,
+                      num_inference_steps=0, guidance_scale=0.0, vae_dtype=gen.dtype)
+    peak, tokens, ops, err = _trace_denoiser(spec.name, den_key, call_batch)
     if err is not None:
         raise UsageError(f"cannot estimate {den.class_name} activations on the meta device: {err}")
     inputs = _input_bytes(_denoiser_inputs(spec, gen, call_batch))
@@ -862,7 +870,8 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
     )
 
     # VAE decode
-    vpeak, out_bytes, verr = _trace_vae_decode(spec.name, gen, b)
+    vae_key = replace(gen, offload="none", layerwise_fp8=False, num_inference_steps=0, guidance_scale=0.0, dtype=gen.vae_dtype)
+    vpeak, out_bytes, verr = _trace_vae_decode(spec.name, vae_key, b)
     if verr is not None:
         raise UsageError(f"cannot estimate {spec.vae.class_name}.decode on the meta device: {verr}")
     vae_in = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=DTYPES[gen.vae_dtype])

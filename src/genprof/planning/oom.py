@@ -1,0 +1,71 @@
+"""Out-of-memory forensics: from a run that ended in ``oom``, say what was happening and what would fit.
+
+Reads ``run.end.oom`` (written by the profiler: ``allocated_bytes``, ``reserved_bytes``,
+``largest_free_block_bytes``, ``device_total_bytes``, ``phase``, ``step``, ``biggest_tensors``)
+and the generation settings in ``run.metadata["pipeline"]`` / ``run.metadata["generations"]``
+(written by the diffusers integration: ``model``/``class_name`` and ``height``, ``width``,
+``num_frames``, ``batch_size``, ``num_inference_steps``, ``guidance_scale``). With those it asks
+:func:`genprof.planning.plan.plan` for the fastest plan that fits the device.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from genprof.errors import GenprofError
+from genprof.model import Run
+
+log = logging.getLogger(__name__)
+
+_GEN_KEYS = ("height", "width", "num_frames", "batch_size", "num_inference_steps", "guidance_scale")
+
+
+def explain_oom(run: Run, *, budget_bytes: int | None = None) -> dict[str, Any] | None:
+    """``None`` unless the run ended out of memory; else the state at the failure and what would fit."""
+    if run.end.status != "oom":
+        return None
+    oom = dict(run.end.oom or {})
+    out: dict[str, Any] = {
+        "phase": oom.get("phase"),
+        "step": oom.get("step"),
+        "allocated_bytes": oom.get("allocated_bytes"),
+        "reserved_bytes": oom.get("reserved_bytes"),
+        "largest_free_block_bytes": oom.get("largest_free_block_bytes"),
+        "device_total_bytes": oom.get("device_total_bytes"),
+        "biggest_tensors": oom.get("biggest_tensors", []),
+        "message": run.end.message,
+        "fragmentation": None,
+        "what_would_fit": None,
+        "reason": None,
+    }
+    res, alloc = oom.get("reserved_bytes"), oom.get("allocated_bytes")
+    if isinstance(res, int) and isinstance(alloc, int) and res > 0:
+        out["fragmentation"] = {"reserved_minus_allocated_bytes": res - alloc, "reserved_over_allocated": res / max(alloc, 1)}
+    budget = budget_bytes or oom.get("device_total_bytes") or (run.gpus[0].total_memory_bytes if run.gpus else None)
+    pipe = run.metadata.get("pipeline") or {}
+    gens = run.metadata.get("generations") or []
+    gen = dict(gens[-1]) if gens and isinstance(gens[-1], dict) else {}
+    model = pipe.get("model") or pipe.get("name_or_path") or pipe.get("class_name")
+    if not model:
+        out["reason"] = "run.metadata['pipeline'] names no model, so no estimate was made"
+        return out
+    if not budget:
+        out["reason"] = "the device memory is unknown, so no plan was made"
+        return out
+    settings = {k: gen[k] for k in _GEN_KEYS if k in gen and gen[k] is not None}
+    try:
+        from genprof.planning.plan import plan
+
+        p = plan(str(model), int(budget), **settings)
+    except GenprofError as exc:
+        out["reason"] = f"no estimate for {model}: {exc}"
+        return out
+    out["what_would_fit"] = {
+        "budget_bytes": int(budget),
+        "fits": p.fits,
+        "settings": None if p.chosen is None else p.chosen.settings,
+        "predicted_peak_reserved_bytes": None if p.chosen is None else p.chosen.peak_reserved_bytes,
+        "needed": p.needed,
+    }
+    return out

@@ -1,0 +1,390 @@
+"""Choose how to run a pipeline within a GPU memory budget, and apply the choice.
+
+:func:`plan` estimates every candidate (dtype x offloading x VAE tiling/slicing x layerwise
+fp8 storage x attention backend) with :func:`genprof.planning.estimate.estimate`, keeps those
+whose predicted peak *reserved* memory fits ``budget * (1 - safety_margin)``, and picks the one
+with the smallest predicted time. Time is a model, stated in :class:`TimeModel`: a denoising
+step time and a VAE decode time (measured figures when you pass them; otherwise assumptions,
+flagged in the plan), plus what each offloading mode moves over PCIe at the measured (or
+assumed) bandwidth. When nothing fits, the plan says the smallest achievable peak and what
+would be needed.
+
+:func:`apply` applies a plan to a loaded pipeline with diffusers' own APIs, in this order:
+dtype, layerwise fp8 storage (before offloading, so offloaded groups move fp8 weights),
+offloading, VAE tiling/slicing, attention backend. It returns what it did.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from genprof.errors import UsageError
+from genprof.planning.estimate import ATTENTION_BACKENDS, OFFLOAD_MODES, Estimate, _resolve, estimate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SAFETY_MARGIN = 0.10
+"""Fraction of the budget kept free: a plan fits when ``peak_reserved <= budget * (1 - margin)``."""
+
+
+@dataclass
+class TimeModel:
+    """Inputs of the time prediction. ``None`` fields fall back to the stated assumptions.
+
+    * ``step_time_s``: one denoising step with everything on the GPU (all CFG passes);
+      assumption: ``2 * denoiser_params * tokens * passes / ASSUMED_FLOPS``.
+    * ``vae_decode_s``: the VAE decode without tiling; assumption: one step time.
+    * ``h2d_bandwidth_bytes_per_s``: pinned host-to-device bandwidth
+      (``resources(measure_bandwidth=True)``); assumption: 20 GB/s (PCIe 4 x16 in practice).
+    * ``pageable_fraction``: pageable copies (no pinning: model/sequential offload, group
+      offload without streams) run at this fraction of pinned bandwidth; assumption 0.5.
+    """
+
+    step_time_s: float | None = None
+    vae_decode_s: float | None = None
+    h2d_bandwidth_bytes_per_s: float | None = None
+    pageable_fraction: float = 0.5
+    assumed_flops: float = 300e12  # effective dense bf16 FLOP/s of an H100-class GPU; assumption
+    assumed_bandwidth: float = 20e9  # assumption
+    leaf_overhead_s: float = 30e-6  # per leaf module onload (hooks, launches); assumption
+    fp8_cast_overhead: float = 0.05  # fraction of step time to upcast fp8 weights; assumption
+    tiling_overhead: float = 0.25  # extra VAE decode time from overlapping tiles; assumption
+    math_attention_overhead: float = 0.5  # extra step time of math attention vs fused; assumption
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Candidate:
+    settings: dict[str, Any]
+    peak_reserved_bytes: int
+    peak_allocated_bytes: int
+    peak_phase: str
+    fits: bool
+    time_s: float
+    time_breakdown: dict[str, float]
+    host_ram_bytes: int
+    pinned_host_ram_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """The chosen settings, why, and what it costs."""
+
+    model: str
+    budget_bytes: int
+    safety_margin: float
+    generation: dict[str, Any]
+    chosen: Candidate | None
+    candidates: list[Candidate]
+    estimate: Estimate | None
+    assumptions: list[str] = field(default_factory=list)
+    fits: bool = True
+    smallest_peak_bytes: int | None = None
+    needed: str | None = None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        if self.chosen is None:
+            raise UsageError(f"no plan fits {self.budget_bytes} bytes: {self.needed}")
+        return self.chosen.settings
+
+    def fastest_feasible(self) -> list[Candidate]:
+        return sorted((c for c in self.candidates if c.fits), key=lambda c: c.time_s)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "budget_bytes": self.budget_bytes,
+            "safety_margin": self.safety_margin,
+            "usable_bytes": int(self.budget_bytes * (1 - self.safety_margin)),
+            "generation": dict(self.generation),
+            "fits": self.fits,
+            "chosen": None if self.chosen is None else self.chosen.to_dict(),
+            "smallest_peak_bytes": self.smallest_peak_bytes,
+            "needed": self.needed,
+            "assumptions": list(self.assumptions),
+            "candidates": [c.to_dict() for c in self.candidates],
+            "estimate": None if self.estimate is None else self.estimate.to_dict(),
+        }
+
+
+def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tuple[float, dict[str, float], list[str]]:
+    s = est.settings
+    assumptions: list[str] = []
+    den = est.phase("denoise")
+    tokens = int(den.detail.get("tokens") or 0)
+    passes = int(s.get("cfg_passes", 1)) * int(s.get("batch_size", 1))
+    if tm.step_time_s is not None:
+        step = tm.step_time_s
+    else:
+        step = max(1e-3, 2.0 * params * max(tokens, 1) * passes / tm.assumed_flops)
+        assumptions.append(f"step time {step:.3f} s from 2*params*tokens*passes / {tm.assumed_flops:.0e} FLOP/s (pass --step-time)")
+    vae = tm.vae_decode_s if tm.vae_decode_s is not None else step
+    if tm.vae_decode_s is None:
+        assumptions.append("VAE decode time assumed equal to one step (pass --vae-time)")
+    bw = tm.h2d_bandwidth_bytes_per_s or tm.assumed_bandwidth
+    if tm.h2d_bandwidth_bytes_per_s is None:
+        assumptions.append(f"host-to-device bandwidth assumed {tm.assumed_bandwidth / 1e9:.0f} GB/s (measure with genprof doctor --bandwidth)")
+    pageable = bw * tm.pageable_fraction
+    steps = int(s["num_inference_steps"])
+    calls = int(den.detail.get("calls_per_step", 1))
+    comp_w = {c.name: (c.fp8_bytes if (s["layerwise_fp8"] and c.role == "denoiser") else c.weight_bytes) for c in est.components}
+    den_w = sum(v for k, v in comp_w.items() if k == den.component)
+    other_w = sum(v for k, v in comp_w.items() if k != den.component)
+    step_t = step * (1 + (tm.math_attention_overhead if s["attention_backend"] == "math" else 0.0))
+    if s["layerwise_fp8"]:
+        step_t *= 1 + tm.fp8_cast_overhead
+    mode = s["offload"]
+    transfer = 0.0
+    if mode == "model":
+        transfer = 2 * (den_w + other_w) / pageable  # onload and offload of each component once
+        denoise = steps * step_t
+    elif mode in ("group_block", "group_leaf", "sequential"):
+        per_call = den_w / pageable + (leaves * tm.leaf_overhead_s if mode != "group_block" else 0.0)
+        denoise = steps * (step_t + calls * per_call)
+        transfer = other_w / pageable
+    elif mode in ("group_block_stream", "group_leaf_stream"):
+        per_call = den_w / bw + (leaves * tm.leaf_overhead_s if mode == "group_leaf_stream" else 0.0)
+        denoise = steps * max(step_t, calls * per_call)
+        transfer = other_w / bw
+    else:
+        denoise = steps * step_t
+    vae_t = vae * (1 + (tm.tiling_overhead if s["vae_tiling"] else 0.0))
+    total = denoise + vae_t + transfer
+    return total, {"denoise_s": denoise, "vae_decode_s": vae_t, "transfer_s": transfer}, assumptions
+
+
+def _host_ram(est: Estimate) -> tuple[int, int]:
+    """(host RAM, of which pinned) that the offloaded weights need."""
+    mode = est.settings["offload"]
+    if mode == "none":
+        return 0, 0
+    total = sum(
+        (c.fp8_bytes if (est.settings["layerwise_fp8"] and c.role == "denoiser") else c.weight_bytes) for c in est.components
+    )
+    if mode.endswith("_stream"):
+        return 2 * total, total  # pageable original plus a pinned copy
+    return total, 0
+
+
+def plan(
+    pipe_or_config: Any,
+    budget_bytes: int,
+    *,
+    safety_margin: float = DEFAULT_SAFETY_MARGIN,
+    time_model: TimeModel | None = None,
+    offload_modes: tuple[str, ...] = OFFLOAD_MODES,
+    attention_backends: tuple[str, ...] = ("flash",),
+    allow_fp8: bool = True,
+    dtypes: tuple[str, ...] = ("bf16",),
+    host_ram_bytes: int | None = None,
+    **generation: Any,
+) -> Plan:
+    """The fastest candidate whose predicted peak reserved memory fits the budget.
+
+    ``generation`` holds :func:`estimate`'s size arguments (``height``, ``width``,
+    ``num_frames``, ``batch_size``, ``num_inference_steps``, ``guidance_scale``).
+    ``host_ram_bytes`` (e.g. ``resources().host_ram_available_bytes``) rules out candidates
+    whose offloaded weights would not fit in host RAM.
+    """
+    if budget_bytes <= 0:
+        raise UsageError(f"budget must be > 0 bytes, got {budget_bytes}")
+    if not 0 <= safety_margin < 1:
+        raise UsageError(f"safety_margin must be in [0, 1), got {safety_margin}")
+    for m in offload_modes:
+        if m not in OFFLOAD_MODES:
+            raise UsageError(f"offload mode {m!r} is not one of {', '.join(OFFLOAD_MODES)}")
+    for a in attention_backends:
+        if a not in ATTENTION_BACKENDS:
+            raise UsageError(f"attention backend {a!r} is not one of {', '.join(ATTENTION_BACKENDS)}")
+    bad = set(generation) - {"height", "width", "num_frames", "batch_size", "num_inference_steps", "guidance_scale", "vae_dtype", "calibration"}
+    if bad:
+        raise UsageError(f"unknown generation argument(s): {', '.join(sorted(bad))}")
+    spec = _resolve(pipe_or_config)
+    tm = time_model or TimeModel()
+    usable = int(budget_bytes * (1 - safety_margin))
+    batch = int(generation.get("batch_size", 1))
+    slicing_opts = (False, True) if batch > 1 else (False,)
+    fp8_opts = (False, True) if allow_fp8 else (False,)
+    candidates: list[Candidate] = []
+    estimates: list[Estimate] = []
+    assumptions: list[str] = []
+    den_params = None
+    leaves = 0
+    for dtype, mode, tiling, slicing, fp8, attn in itertools.product(
+        dtypes, offload_modes, (False, True), slicing_opts, fp8_opts, attention_backends
+    ):
+        est = estimate(
+            spec,
+            dtype=dtype,
+            offload=mode,
+            vae_tiling=tiling,
+            vae_slicing=slicing,
+            layerwise_fp8=fp8,
+            attention_backend=attn,
+            **generation,
+        )
+        if den_params is None:
+            dc = next(c for c in est.components if c.role == "denoiser")
+            den_params = dc.params
+            leaves = _leaf_count(spec)
+        t, breakdown, notes = _predict_time(est, tm, den_params, leaves)
+        for n in notes:
+            if n not in assumptions:
+                assumptions.append(n)
+        ram, pinned = _host_ram(est)
+        fits = est.peak_reserved_bytes <= usable and (host_ram_bytes is None or ram <= host_ram_bytes)
+        s = dict(est.settings)
+        candidates.append(
+            Candidate(
+                settings=s,
+                peak_reserved_bytes=est.peak_reserved_bytes,
+                peak_allocated_bytes=est.peak_allocated_bytes,
+                peak_phase=est.peak_phase,
+                fits=fits,
+                time_s=t,
+                time_breakdown=breakdown,
+                host_ram_bytes=ram,
+                pinned_host_ram_bytes=pinned,
+            )
+        )
+        estimates.append(est)
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i].time_s, candidates[i].peak_reserved_bytes))
+    chosen_i = next((i for i in order if candidates[i].fits), None)
+    smallest_i = min(range(len(candidates)), key=lambda i: candidates[i].peak_reserved_bytes)
+    smallest = candidates[smallest_i]
+    gen_settings = {k: v for k, v in generation.items() if k != "calibration"}
+    if chosen_i is None:
+        need = int(smallest.peak_reserved_bytes / (1 - safety_margin)) + 1
+        from genprof.units import format_bytes
+
+        needed = (
+            f"nothing fits {format_bytes(budget_bytes)} (usable {format_bytes(usable)} with a "
+            f"{safety_margin:.0%} margin). The smallest predicted peak is {format_bytes(smallest.peak_reserved_bytes)} "
+            f"({_describe(smallest.settings)}, peak in {smallest.peak_phase}); it needs a budget of at least "
+            f"{format_bytes(need)}, or fewer frames / a smaller resolution / batch size."
+        )
+        if host_ram_bytes is not None and smallest.host_ram_bytes > host_ram_bytes:
+            needed += f" It also needs {format_bytes(smallest.host_ram_bytes)} of host RAM."
+        return Plan(
+            model=spec.name,
+            budget_bytes=int(budget_bytes),
+            safety_margin=safety_margin,
+            generation=gen_settings,
+            chosen=None,
+            candidates=candidates,
+            estimate=estimates[smallest_i],
+            assumptions=assumptions,
+            fits=False,
+            smallest_peak_bytes=smallest.peak_reserved_bytes,
+            needed=needed,
+        )
+    return Plan(
+        model=spec.name,
+        budget_bytes=int(budget_bytes),
+        safety_margin=safety_margin,
+        generation=gen_settings,
+        chosen=candidates[chosen_i],
+        candidates=candidates,
+        estimate=estimates[chosen_i],
+        assumptions=assumptions,
+        fits=True,
+        smallest_peak_bytes=smallest.peak_reserved_bytes,
+    )
+
+
+def _leaf_count(spec: Any) -> int:
+    from genprof.planning.estimate import _meta_module
+
+    m = _meta_module(spec.name, spec.denoiser.name, "bf16")
+    return sum(1 for sub in m.modules() if not list(sub.children()) and any(True for _ in sub.parameters(recurse=False)))
+
+
+def _describe(s: Mapping[str, Any]) -> str:
+    parts = [s["dtype"], f"offload={s['offload']}"]
+    if s.get("layerwise_fp8"):
+        parts.append("fp8 weights")
+    if s.get("vae_tiling"):
+        parts.append("VAE tiling")
+    if s.get("vae_slicing"):
+        parts.append("VAE slicing")
+    parts.append(f"attention={s['attention_backend']}")
+    return ", ".join(parts)
+
+
+_ATTN_NAMES = {"flash": "_native_flash", "efficient": "_native_efficient", "cudnn": "_native_cudnn", "math": "_native_math"}
+
+
+def apply(pipe: Any, plan_or_settings: Plan | Mapping[str, Any], *, device: str = "cuda") -> list[str]:
+    """Apply a plan to a loaded diffusers pipeline; returns what was done, in order.
+
+    Order: dtype; layerwise fp8 storage on the denoiser; offloading (or ``pipe.to(device)``);
+    VAE tiling and slicing; attention backend. Raises :class:`UsageError` when the pipeline
+    lacks an API the plan needs (nothing is silently skipped).
+    """
+    import torch
+
+    s = plan_or_settings.settings if isinstance(plan_or_settings, Plan) else dict(plan_or_settings)
+    done: list[str] = []
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[s.get("dtype", "bf16")]
+    pipe.to(dtype=dt)
+    done.append(f"pipe.to(dtype={dt})")
+    den_name = "transformer" if getattr(pipe, "transformer", None) is not None else "unet"
+    den = getattr(pipe, den_name, None)
+    if den is None:
+        raise UsageError("the pipeline has neither a transformer nor a unet")
+    if s.get("layerwise_fp8"):
+        if not hasattr(den, "enable_layerwise_casting"):
+            raise UsageError(f"{type(den).__name__} has no enable_layerwise_casting (diffusers >= 0.33 needed)")
+        den.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dt)
+        done.append(f"{den_name}.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype={dt})")
+    mode = s.get("offload", "none")
+    dev = torch.device(device)
+    if mode == "none":
+        pipe.to(dev)
+        done.append(f"pipe.to({device!r})")
+    elif mode == "model":
+        pipe.enable_model_cpu_offload(device=dev)
+        done.append("pipe.enable_model_cpu_offload()")
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=dev)
+        done.append("pipe.enable_sequential_cpu_offload()")
+    elif mode.startswith("group_"):
+        level = "block_level" if mode.startswith("group_block") else "leaf_level"
+        stream = mode.endswith("_stream")
+        kw: dict[str, Any] = {"onload_device": dev, "offload_device": torch.device("cpu"), "offload_type": level, "use_stream": stream}
+        if level == "block_level":
+            kw["num_blocks_per_group"] = 1
+        pipe.enable_group_offload(**kw)
+        done.append(f"pipe.enable_group_offload(offload_type={level!r}, num_blocks_per_group=1, use_stream={stream})"
+                    if level == "block_level" else f"pipe.enable_group_offload(offload_type={level!r}, use_stream={stream})")
+    else:
+        raise UsageError(f"unknown offload mode {mode!r}")
+    vae = getattr(pipe, "vae", None)
+    if s.get("vae_tiling"):
+        if vae is None or not hasattr(vae, "enable_tiling"):
+            raise UsageError("the plan asks for VAE tiling but the pipeline's VAE has no enable_tiling")
+        vae.enable_tiling()
+        done.append("vae.enable_tiling()")
+    if s.get("vae_slicing"):
+        if vae is None or not hasattr(vae, "enable_slicing"):
+            raise UsageError("the plan asks for VAE slicing but the pipeline's VAE has no enable_slicing")
+        vae.enable_slicing()
+        done.append("vae.enable_slicing()")
+    attn = s.get("attention_backend", "flash")
+    if attn != "flash" or hasattr(den, "set_attention_backend"):
+        if not hasattr(den, "set_attention_backend"):
+            raise UsageError(f"{type(den).__name__} has no set_attention_backend (diffusers >= 0.35 needed)")
+        den.set_attention_backend(_ATTN_NAMES[attn])
+        done.append(f"{den_name}.set_attention_backend({_ATTN_NAMES[attn]!r})")
+    log.info("applied plan: %s", "; ".join(done))
+    return done
