@@ -52,9 +52,14 @@ from genprof.profiler import Profiler, current_profiler
 log = logging.getLogger(__name__)
 
 _ATTR = "_genprof_handle"
-_WRAPPED = "_genprof_wrapped"
-_subclasses: dict[type, type] = {}
+_HOOK_MARK = "_genprof_hook"
+_subclasses: dict[tuple[type, tuple[tuple[str, str], ...]], type] = {}
 _call_params: dict[type, bool] = {}
+_tls = threading.local()  # .state: the _CallState of the instrumented call running in this thread
+
+
+def _state() -> _CallState | None:
+    return getattr(_tls, "state", None)
 
 
 # ---------------------------------------------------------------------- per-call state
@@ -183,15 +188,37 @@ class InstrumentHandle:
         self.count_flops = count_flops
         self.original_class: type = type(pipe)
         self._hooks: list[Any] = []
-        self._hooked: dict[int, Any] = {}  # id(module) -> module (kept to tell swapped components)
-        self._patches: list[tuple[Any, str, bool, Any]] = []
-        self._local = threading.local()
+        self._hooked: dict[int, Any] = {}  # id(module) -> module
+        self._swapped: list[tuple[Any, type]] = []  # (object, its original class)
         self._subscribed: set[int] = set()
         self.calls = 0
 
+    def remove(self) -> None:
+        """Remove the hooks and give the pipeline and its components their original classes back."""
+        pipe = self._pipe_ref()
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+        modules = list(self._hooked.values())
+        if pipe is not None:
+            modules += [m for m in (getattr(pipe, "components", {}) or {}).values() if hasattr(m, "_forward_pre_hooks")]
+        for m in modules:  # hooks carried over by copy.deepcopy of an instrumented module
+            for key, fn in list(m._forward_pre_hooks.items()):
+                if getattr(fn, _HOOK_MARK, False):
+                    m._forward_pre_hooks.pop(key, None)
+                    m._forward_pre_hooks_with_kwargs.pop(key, None)
+        self._hooked.clear()
+        for obj, cls in reversed(self._swapped):
+            if getattr(type(obj), "_genprof_original_class", None) is cls:
+                obj.__class__ = cls
+        self._swapped.clear()
+        if pipe is not None:
+            pipe.__dict__.pop(_ATTR, None)
+
     # -- state
-    def _state(self) -> _CallState | None:
-        return getattr(self._local, "state", None)
+    @staticmethod
+    def _state() -> _CallState | None:
+        return _state()
 
     def _profiler(self) -> Profiler | None:
         p = self.profiler if self.profiler is not None else current_profiler()
@@ -199,32 +226,19 @@ class InstrumentHandle:
             return None
         return p
 
-    def remove(self) -> None:
-        """Remove the hooks, restore wrapped methods and the pipeline's class."""
-        pipe = self._pipe_ref()
-        for h in self._hooks:
-            h.remove()
-        self._hooks.clear()
-        self._hooked.clear()
-        self._unpatch_all(self._patches)
-        if pipe is not None:
-            if type(pipe) is _subclasses.get(self.original_class):
-                pipe.__class__ = self.original_class
-            pipe.__dict__.pop(_ATTR, None)
-
-    # -- patching helpers
-    def _patch(self, obj: Any, attr: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        orig = getattr(obj, attr, None)
-        if orig is None or getattr(orig, _WRAPPED, False):
+    def _swap(self, obj: Any, methods: dict[str, str]) -> None:
+        """Give ``obj`` a same-named subclass whose ``methods`` run as genprof phases."""
+        if obj is None or getattr(type(obj), "_genprof_original_class", None) is not None:
             return
-        had = attr in getattr(obj, "__dict__", {})
-        prior = obj.__dict__.get(attr) if had else None
-        wrapper = make(orig)
-        setattr(wrapper, _WRAPPED, True)
-        object.__setattr__(obj, attr, wrapper)
-        self._patches.append((obj, attr, had, prior))
+        present = {m: ph for m, ph in methods.items() if callable(getattr(type(obj), m, None))}
+        if not present:
+            return
+        cls = type(obj)
+        obj.__class__ = _subclass_for(cls, present)
+        self._swapped.append((obj, cls))
 
-    def _unpatch_all(self, patches: list[tuple[Any, str, bool, Any]]) -> None:
+    @staticmethod
+    def _unpatch_all(patches: list[tuple[Any, str, bool, Any]]) -> None:
         for obj, attr, had, prior in reversed(patches):
             try:
                 if had:
@@ -234,36 +248,6 @@ class InstrumentHandle:
             except AttributeError as exc:
                 log.debug("could not restore %s.%s: %s", type(obj).__name__, attr, exc)
         patches.clear()
-
-    def _phase_wrapper(self, name: str, orig: Callable[..., Any], component: str | None = None) -> Callable[..., Any]:
-        handle = self
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            st = handle._state()
-            if st is None or st.in_phase.get(name):
-                return orig(*args, **kwargs)
-            if st.step_o is None:
-                st.close_denoise()
-            st.close_text()
-            o = st.phase_open(name)
-            st.in_phase[name] = st.in_phase.get(name, 0) + 1
-            t0 = time.perf_counter()
-            try:
-                out = orig(*args, **kwargs)
-            except BaseException as exc:
-                st.in_phase[name] -= 1
-                st.prof.close_span(o, exc)
-                raise
-            st.in_phase[name] -= 1
-            span = st.prof.close_span(o)
-            dt = time.perf_counter() - t0
-            try:
-                handle._phase_facts(st, name, args, kwargs, out, dt, span, component)
-            except (TypeError, ValueError, AttributeError, UsageError) as exc:
-                log.debug("genprof: no facts for %s: %s", name, exc)
-            return out
-
-        return wrapper
 
     @staticmethod
     def _phase_facts(st: _CallState, name: str, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any,
@@ -285,29 +269,25 @@ class InstrumentHandle:
                                    "out": None if y is None else (list(y.shape), str(y.dtype), str(y.device)),
                                    "duration_s": dt, "span_id": None if span is None else span.id})
 
+
     def _ensure(self, pipe: Any) -> None:
-        """Hook components not hooked yet (new ones after a swap); wrap pipeline methods once."""
+        """Hook components not hooked yet (new ones after a swap); swap method-owning classes once."""
         for name, module in facts.denoisers(pipe).items():
-            if id(module) not in self._hooked:
-                self._hooked[id(module)] = module
-                self._hooks.append(module.register_forward_pre_hook(self._denoiser_hook(name), with_kwargs=True))
+            self._hook(module, self._denoiser_hook(name))
         for name, module in facts.text_encoders(pipe).items():
-            if id(module) not in self._hooked:
-                self._hooked[id(module)] = module
-                self._hooks.append(module.register_forward_pre_hook(self._text_hook(name), with_kwargs=True))
-        if hasattr(pipe, "encode_prompt"):
-            self._patch(pipe, "encode_prompt", lambda f: self._phase_wrapper("text_encode", f))
-        vae = getattr(pipe, "vae", None)
-        if vae is not None:
-            self._patch(vae, "decode", lambda f: self._phase_wrapper("vae_decode", f, "vae"))
-            self._patch(vae, "encode", lambda f: self._phase_wrapper("vae_encode", f, "vae"))
+            self._hook(module, self._text_hook(name))
+        self._swap(getattr(pipe, "vae", None), {"decode": "vae_decode", "encode": "vae_encode"})
         for proc_name in ("image_processor", "video_processor"):
-            proc = getattr(pipe, proc_name, None)
-            if proc is None:
-                continue
-            for meth in ("postprocess", "postprocess_video"):
-                if hasattr(proc, meth):
-                    self._patch(proc, meth, lambda f: self._phase_wrapper("postprocess", f))
+            self._swap(getattr(pipe, proc_name, None), {"postprocess": "postprocess", "postprocess_video": "postprocess"})
+
+    def _hook(self, module: Any, fn: Callable[..., None]) -> None:
+        if id(module) in self._hooked:
+            return
+        self._hooked[id(module)] = module
+        if any(getattr(h, _HOOK_MARK, False) for h in module._forward_pre_hooks.values()):
+            return  # carried over from a deep copy of an instrumented module; it already reports
+        setattr(fn, _HOOK_MARK, True)
+        self._hooks.append(module.register_forward_pre_hook(fn, with_kwargs=True))
 
     def _denoiser_hook(self, name: str) -> Callable[..., None]:
         handle = self
@@ -397,7 +377,7 @@ class InstrumentHandle:
             else:
                 st.step_mode = "none (no callback_on_step_end and no scheduler.step)"
         per_call.extend(self._patch_offload(pipe, st))
-        self._local.state = st
+        _tls.state = st
         self.calls += 1
         gen_o = prof.open_span("generation", "generation", pipeline=type(pipe).__name__)
         error: BaseException | None = None
@@ -408,7 +388,7 @@ class InstrumentHandle:
             error = exc
             raise
         finally:
-            self._local.state = None
+            _tls.state = None
             st.close_all(error)
             gen_span = prof.close_span(gen_o, error)
             self._unpatch_all(per_call)
@@ -632,20 +612,62 @@ def _chain_callback(user: Any, st: _CallState) -> Any:
 
 
 # ---------------------------------------------------------------------- public API
-def _subclass_for(cls: type) -> type:
-    sub = _subclasses.get(cls)
+def _run_phase(phase: str, func: Callable[..., Any], obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Run ``func(obj, ...)`` as phase ``phase`` of the instrumented call in this thread, if any."""
+    st = _state()
+    if st is None or st.in_phase.get(phase):
+        return func(obj, *args, **kwargs)
+    if st.step_o is None:
+        st.close_denoise()
+    st.close_text()
+    o = st.phase_open(phase)
+    st.in_phase[phase] = st.in_phase.get(phase, 0) + 1
+    t0 = time.perf_counter()
+    try:
+        out = func(obj, *args, **kwargs)
+    except BaseException as exc:
+        st.in_phase[phase] -= 1
+        st.prof.close_span(o, exc)
+        raise
+    st.in_phase[phase] -= 1
+    span = st.prof.close_span(o)
+    try:
+        InstrumentHandle._phase_facts(st, phase, args, kwargs, out, time.perf_counter() - t0, span, None)
+    except (TypeError, ValueError, AttributeError, UsageError) as exc:
+        log.debug("genprof: no facts for %s: %s", phase, exc)
+    return out
+
+
+def _subclass_for(cls: type, methods: dict[str, str]) -> type:
+    """A subclass of ``cls`` with the same name whose ``methods`` run as genprof phases.
+
+    ``"__call__"`` mapped to ``"generation"`` sends calls through the pipeline's handle.
+    """
+    key = (cls, tuple(sorted(methods.items())))
+    sub = _subclasses.get(key)
     if sub is not None:
         return sub
+    ns: dict[str, Any] = {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
+                          "_genprof_original_class": cls}
+    for meth, phase in methods.items():
+        func = getattr(cls, meth)
+        if phase == "generation":
 
-    def __call__(self: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N807
-        handle = self.__dict__.get(_ATTR)
-        if handle is None:
-            return cls.__call__(self, *args, **kwargs)
-        return handle.call(cls.__call__, self, args, kwargs)
+            def call(self: Any, *args: Any, _f: Callable[..., Any] = func, **kwargs: Any) -> Any:
+                handle = self.__dict__.get(_ATTR)
+                if handle is None:
+                    return _f(self, *args, **kwargs)
+                return handle.call(_f, self, args, kwargs)
 
-    sub = type(cls.__name__, (cls,), {"__call__": __call__, "__module__": cls.__module__,
-                                      "__qualname__": cls.__qualname__, "_genprof_original_class": cls})
-    _subclasses[cls] = sub
+            ns[meth] = call
+        else:
+
+            def method(self: Any, *args: Any, _f: Callable[..., Any] = func, _p: str = phase, **kwargs: Any) -> Any:
+                return _run_phase(_p, _f, self, args, kwargs)
+
+            ns[meth] = method
+    sub = type(cls.__name__, (cls,), ns)
+    _subclasses[key] = sub
     return sub
 
 
@@ -682,7 +704,10 @@ def instrument(pipe: Any, profiler: Profiler | None = None, *, fps: float | None
         return existing
     handle = InstrumentHandle(pipe, profiler, fps=fps, count_flops=count_flops)
     pipe.__dict__[_ATTR] = handle
-    pipe.__class__ = _subclass_for(type(pipe))
+    methods = {"__call__": "generation"}
+    if callable(getattr(type(pipe), "encode_prompt", None)):
+        methods["encode_prompt"] = "text_encode"
+    handle._swap(pipe, methods)
     handle._ensure(pipe)
     return handle
 
