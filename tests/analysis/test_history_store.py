@@ -100,7 +100,6 @@ def _writer(path: str, offset: int, n: int) -> None:
         db.add(make_run(run_id=f"w{offset + i}", started_unix_s=1_700_000_000 + offset + i, steps=3))
 
 
-@pytest.mark.slow
 def test_two_processes_write_at_once(tmp_path: Path) -> None:
     path = str(tmp_path / "h.sqlite")
     ctx = mp.get_context("spawn")

@@ -151,3 +151,26 @@ def test_energy_per_generation() -> None:
     m = compute_figures(run, ["energy_per_generation_j"])["energy_per_generation_j"]
     gens = [s for s in run.spans if s.kind == "generation"]
     assert m.value == pytest.approx(sum(100.0 * (g.duration_s or 0) for g in gens) / 2)
+
+
+@pytest.mark.gpu
+def test_real_gpu_run_measures_memory_and_runs_rules() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import genprof
+    from genprof.analysis.rules import run_rules
+
+    x = torch.randn(4096, 4096, device="cuda")
+    with genprof.Profiler(name="gpu-targets") as prof:
+        with prof.generation():
+            for _ in prof.steps(range(8), phase="denoise"):
+                x = (x @ x).tanh()
+            with prof.phase("decode"):
+                y = torch.empty(int(1.5 * 2**30), dtype=torch.uint8, device="cuda")
+                del y
+    rep = check_targets(prof.run, ["peak_reserved_bytes<=1TiB", "step_time_p95_s<=10", "generation_time_s<=60"])
+    assert rep.all_hold, rep.to_dict()
+    assert rep.results[0].measured is not None and rep.results[0].measured >= 1.5 * 2**30
+    findings = run_rules(prof.run)
+    assert all(f.evidence for f in findings)

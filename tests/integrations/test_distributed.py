@@ -117,3 +117,59 @@ def test_torchrun_two_cpu_ranks_gather_and_aggregate(tmp_path: Path) -> None:
     assert agg["steps"]["slowest_rank"] == 1
     assert agg["steps"]["mean_skew"] == pytest.approx(2.0)
     assert {r["local_rank"] for r in agg["rank_files"]} == {0, 1}
+
+
+NCCL_SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    import torch.distributed as dist
+    import genprof
+    from genprof.integrations.distributed import detect, gather, stamp
+
+    out = sys.argv[1]
+    local = int(os.environ["LOCAL_RANK"])
+    torch.cuda.set_device(local)
+    dist.init_process_group("nccl")
+    rank = dist.get_rank()
+    x = torch.randn(2048, 2048, device="cuda")
+    with genprof.Profiler(name="nccl-job", tags={"model": "matmul"}) as prof:
+        with prof.generation():
+            for _ in prof.steps(range(10), phase="denoise"):
+                for _ in range(4 * (rank + 1)):
+                    x = (x @ x).tanh()
+                dist.all_reduce(x)
+    run = prof.run
+    stamp(run)
+    runs = gather(run)
+    run.save(f"{out}/rank{rank}.json")
+    if rank == 0:
+        assert runs is not None and len(runs) == 2
+    dist.destroy_process_group()
+    """
+)
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_torchrun_two_gpus_nccl(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        pytest.skip("needs 2 CUDA GPUs")
+    script = tmp_path / "job.py"
+    script.write_text(NCCL_SCRIPT)
+    out = tmp_path / "out"
+    out.mkdir()
+    env = _env_without_dist()
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", str(script), str(out)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    agg = aggregate(load_rank_files([out]))
+    assert agg["ranks"] == [0, 1] and agg["job_id_source"] == "gather"
+    uuids = {r["gpu_uuid"] for r in agg["rank_files"]}
+    assert len(uuids) == 2 and None not in uuids  # each rank sampled its own GPU
+    assert agg["figures"]["peak_reserved_bytes"]["min"] is not None
+    if agg["energy"]["total_j"] is not None:
+        assert len(agg["energy"]["gpus"]) == 2
