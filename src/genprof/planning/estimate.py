@@ -362,6 +362,7 @@ def _fp8_eligible(module: Any) -> set[str]:
     import re
 
     torch = _torch()
+    supported: tuple[type, ...]
     try:
         from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS as supported
     except ImportError:  # other diffusers versions: the layer types diffusers 0.42 casts
@@ -378,7 +379,8 @@ def _fp8_eligible(module: Any) -> set[str]:
             continue
         if any(re.search(p, name) for p in patterns):
             continue
-        for pname, _ in sub.named_parameters(recurse=False):
+        leaf: Any = sub
+        for pname, _ in leaf.named_parameters(recurse=False):
             names.add(f"{name}.{pname}" if name else pname)
     return names
 
