@@ -224,3 +224,31 @@ def test_spearman() -> None:
     assert R.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert R.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     assert R.spearman([1, 2, 3], [5, 5, 5]) is None
+
+
+# the layout the diffusers helper writes (genprof.integrations.diffusers_facts.pipeline_facts)
+PIPE_FACTS = {
+    "class": "FluxPipeline",
+    "components": {
+        "text_encoder": {"class": "CLIPTextModel", "parameters": 123_000_000, "dtype": "bfloat16", "device": "cuda:0",
+                         "offload": None},
+        "text_encoder_2": {"class": "T5EncoderModel", "parameters": 4_760_000_000, "dtype": "float32",
+                           "device": "cuda:0", "offload": None},
+        "transformer": {"class": "FluxTransformer2DModel", "parameters": 11_900_000_000, "dtype": "bfloat16",
+                        "dtypes": None, "device": "cuda:0", "offload": None},
+        "scheduler": {"class": "FlowMatchEulerDiscreteScheduler"},
+    },
+    "text_encoders": ["text_encoder", "text_encoder_2"],
+}
+
+
+def test_rules_read_the_diffusers_helper_layout() -> None:
+    run = make_run(pipeline=PIPE_FACTS)
+    te = _fires(R.rule_text_encoder_on_gpu, run)
+    assert te.numbers["text_encoder_bytes"] == 123_000_000 * 2 + 4_760_000_000 * 4
+    fp = _fires(R.rule_fp32_weights, run)
+    assert fp.numbers["components"] == ["text_encoder_2"]
+    assert fp.numbers["bytes_saved_estimate"] == 4_760_000_000 * 2
+    hooked = {**PIPE_FACTS, "components": {k: {**v, "offload": {"CpuOffload": 1}} if "text" in k else v
+                                            for k, v in PIPE_FACTS["components"].items()}}
+    assert R.rule_text_encoder_on_gpu(make_run(pipeline=hooked)) is None

@@ -52,6 +52,10 @@ _THERMAL_BITS = {0x20: "software thermal slowdown", 0x40: "hardware thermal slow
 
 
 # --------------------------------------------------------------------------- helpers
+def _dtype_name(v: Any) -> str:
+    return str(v).replace("torch.", "").lower()
+
+
 def _gpu_run(run: Run) -> bool:
     return bool(run.gpus)
 
@@ -174,11 +178,33 @@ def _components(run: Run) -> dict[str, dict[str, Any]]:
     return out
 
 
+_DTYPE_BYTES = {"float64": 8, "float32": 4, "fp32": 4, "bfloat16": 2, "float16": 2, "fp16": 2, "int8": 1, "uint8": 1,
+                "float8_e4m3fn": 1, "float8_e5m2": 1, "int32": 4, "int64": 8}
+
+
 def _component_bytes(info: Mapping[str, Any]) -> int | None:
+    """Weight bytes of a component: a recorded byte size, else parameters times the dtype's size.
+
+    The diffusers helper records ``parameters`` (a count), ``dtype`` and, for mixed modules,
+    ``dtypes`` (parameter count per dtype).
+    """
     for k in ("parameters_bytes", "param_bytes", "size_bytes", "weights_bytes", "bytes"):
         v = info.get(k)
         if isinstance(v, (int, float)) and not isinstance(v, bool):
             return int(v)
+    mixed = info.get("dtypes")
+    if isinstance(mixed, Mapping) and mixed:
+        total = 0
+        for dt, n in mixed.items():
+            size = _DTYPE_BYTES.get(_dtype_name(dt))
+            if size is None or not isinstance(n, (int, float)):
+                return None
+            total += int(n) * size
+        return total
+    n = info.get("parameters")
+    size = _DTYPE_BYTES.get(_dtype_name(info.get("dtype")))
+    if isinstance(n, (int, float)) and not isinstance(n, bool) and size is not None:
+        return int(n) * size
     return None
 
 
@@ -466,10 +492,6 @@ def rule_decode_memory(run: Run) -> Finding | None:
     )
 
 
-def _dtype_name(v: Any) -> str:
-    return str(v).replace("torch.", "").lower()
-
-
 def rule_fp32_weights(run: Run) -> Finding | None:
     """float32 weights on a GPU that supports bfloat16."""
     if not _gpu_run(run) or not any(g.bf16_supported is True for g in run.gpus):
@@ -503,13 +525,17 @@ def rule_text_encoder_on_gpu(run: Run) -> Finding | None:
     if not any(s.kind == "phase" and _is_denoise(s.name) for s in run.spans):
         return None
     comps = _components(run)
+    pipe = run.metadata.get("pipeline")
+    listed = pipe.get("text_encoders") if isinstance(pipe, Mapping) else None
+    te_names = {str(x) for x in listed} if isinstance(listed, list) else set()
     enc = {
         n: c for n, c in comps.items()
-        if "text_encoder" in n.lower() or str(c.get("role", "")).lower() == "text_encoder"
+        if n in te_names or "text_encoder" in n.lower() or str(c.get("role", "")).lower() == "text_encoder"
     }
     on_gpu = {
         n: c for n, c in enc.items()
         if str(c.get("device_during_denoise", c.get("device", ""))).lower().startswith("cuda")
+        and not c.get("offload")  # offload hooks move it off the GPU when not in use
     }
     sizes = {n: _component_bytes(c) for n, c in on_gpu.items()}
     total = sum(b for b in sizes.values() if b is not None)
