@@ -1,0 +1,161 @@
+"""Predicted vs measured peak GPU memory per phase, on real-size random-weight models.
+
+Run on a GPU machine with torch + diffusers + transformers:
+    python bench/bench_estimate.py --out est.json [--cases sd1.5-512,wan-480p-81]
+Each case builds every component from genprof's configs with random weights on the GPU
+(all resident, offload "none"), then per phase: empty the cache, reset the peak counters, run
+the module once (text encoder; one denoiser call per CFG pass as the pipeline runs it; the VAE
+decode) and read max_memory_allocated / max_memory_reserved. It calls the modules directly
+(no tokenizer, no scheduler), so the estimator's "kept tensors" are allocated here the same
+way (latents, embeddings). Writes every case, the error of every phase, and a refitted
+calibration (``fit_calibration``) to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import time
+
+import torch
+
+from genprof.integrations.model_configs import build_component, get_config
+from genprof.planning.estimate import _denoiser_inputs, estimate, fit_calibration
+
+CASES = {
+    "sd1.5-512": ("sd1.5", dict(height=512, width=512)),
+    "sd1.5-768": ("sd1.5", dict(height=768, width=768)),
+    "sdxl-1024": ("sdxl", dict(height=1024, width=1024)),
+    "sdxl-1024-tiled": ("sdxl", dict(height=1024, width=1024, vae_tiling=True)),
+    "flux-schnell-1024": ("flux.1-schnell", dict(height=1024, width=1024)),
+    "wan1.3b-480p-33": ("wan2.1-1.3b", dict(height=480, width=832, num_frames=33)),
+    "wan1.3b-480p-81": ("wan2.1-1.3b", dict(height=480, width=832, num_frames=81)),
+    "wan1.3b-480p-81-tiled": ("wan2.1-1.3b", dict(height=480, width=832, num_frames=81, vae_tiling=True)),
+    "cogvideox2b-480p-49": ("cogvideox-2b", dict(height=480, width=720, num_frames=49)),
+    "cogvideox2b-480p-49-tiled": ("cogvideox-2b", dict(height=480, width=720, num_frames=49, vae_tiling=True)),
+    "wan2.2-5b-704p-49": ("wan2.2-5b", dict(height=704, width=1280, num_frames=49)),
+    "hunyuan-320p-33-tiled": ("hunyuanvideo", dict(height=320, width=512, num_frames=33, vae_tiling=True)),
+}
+
+
+def _real(x, dev):
+    if isinstance(x, torch.Tensor):
+        if x.dtype in (torch.long, torch.int32):
+            return torch.full(x.shape, 500, dtype=x.dtype, device=dev)
+        if x.dtype == torch.bool:
+            return torch.ones(x.shape, dtype=x.dtype, device=dev)
+        return torch.randn(x.shape, dtype=x.dtype, device=dev)
+    if isinstance(x, dict):
+        return {k: _real(v, dev) for k, v in x.items()}
+    if isinstance(x, tuple):
+        return tuple(_real(v, dev) for v in x)
+    return x
+
+
+def _measure(fn):
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = fn()
+    torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    a, r = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved()
+    del out
+    return a, r, dt
+
+
+def run_case(name, model, kw, dev):
+    est = estimate(model, **kw)
+    spec = get_config(model)
+    s = est.settings
+    dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    mods = {}
+    for c in spec.components:
+        with torch.device(dev):
+            mods[c.name] = build_component(c, device=str(dev), dtype=dt[s["vae_dtype"] if c.role == "vae" else s["dtype"]])
+    res = {"case": name, "model": model, "settings": s, "predicted": est.to_dict(), "phases": {}}
+    b = s["batch_size"]
+    # kept tensors, as the pipeline holds them
+    lat = torch.randn(s["latent_shape"], device=dev, dtype=torch.float32)
+    meas = {}
+    for c in spec.text_encoders:
+        ids = torch.zeros(b, c.seq_len or 77, dtype=torch.long, device=dev)
+        meas[c.name] = _measure(lambda c=c, ids=ids: mods[c.name](input_ids=ids, output_hidden_states=c.output_hidden_states))
+    te = max(meas.values(), key=lambda m: m[1])
+    call_batch = est.phase("denoise").detail["call_batch"]
+    calls = est.phase("denoise").detail["calls_per_step"]
+    inputs = _real(_denoiser_inputs(spec, _gen(est), call_batch), dev)
+    den = mods[spec.denoiser.name]
+    dn = _measure(lambda: [den(**inputs) for _ in range(calls)])
+    vae = mods[spec.vae.name]
+    if s["vae_tiling"]:
+        vae.enable_tiling()
+    z = lat.to(dt[s["vae_dtype"]])
+    if spec.kind == "image" and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
+        z = z[:, :, 0]
+    vd = _measure(lambda: vae.decode(z, return_dict=False)[0])
+    for phase, m in (("text_encode", te), ("denoise", dn), ("vae_decode", vd)):
+        p = est.phase(phase).to_dict()
+        res["phases"][phase] = {
+            "predicted": p,
+            "measured_allocated_bytes": m[0],
+            "measured_reserved_bytes": m[1],
+            "time_s": m[2],
+            "error_reserved_pct": 100.0 * (p["peak_reserved_bytes"] - m[1]) / m[1],
+            "error_allocated_pct": 100.0 * (p["peak_allocated_bytes"] - m[0]) / m[0],
+        }
+    mr = max(v["measured_reserved_bytes"] for v in res["phases"].values())
+    ma = max(v["measured_allocated_bytes"] for v in res["phases"].values())
+    res.update(measured_peak_reserved_bytes=mr, measured_peak_allocated_bytes=ma,
+               error_reserved_pct=100.0 * (est.peak_reserved_bytes - mr) / mr,
+               error_allocated_pct=100.0 * (est.peak_allocated_bytes - ma) / ma)
+    gc.collect()
+    torch.cuda.empty_cache()
+    return res
+
+
+def _gen(est):
+    from genprof.planning.estimate import Generation
+
+    s = est.settings
+    return Generation(height=s["height"], width=s["width"], num_frames=s["num_frames"], batch_size=s["batch_size"],
+                      num_inference_steps=1, guidance_scale=s["guidance_scale"], dtype=s["dtype"], offload="none",
+                      vae_tiling=False, vae_slicing=False, attention_backend="flash", layerwise_fp8=False,
+                      vae_dtype=s["vae_dtype"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--cases", default=",".join(CASES))
+    args = ap.parse_args()
+    dev = torch.device("cuda")
+    results = []
+    for name in args.cases.split(","):
+        model, kw = CASES[name]
+        try:
+            r = run_case(name, model, kw, dev)
+        except torch.OutOfMemoryError as exc:
+            r = {"case": name, "model": model, "error": f"OutOfMemoryError: {str(exc).splitlines()[0]}"}
+            gc.collect()
+            torch.cuda.empty_cache()
+        results.append(r)
+        if "error" in r:
+            print(f"{name:28s} {r['error']}")
+        else:
+            print(f"{name:28s} reserved pred {r['predicted']['peak_reserved_bytes'] / 2**30:7.2f} GiB "
+                  f"meas {r['measured_peak_reserved_bytes'] / 2**30:7.2f} GiB err {r['error_reserved_pct']:+6.1f}%  "
+                  f"allocated err {r['error_allocated_pct']:+6.1f}%")
+            for ph, v in r["phases"].items():
+                print(f"    {ph:12s} reserved err {v['error_reserved_pct']:+6.1f}%  allocated err {v['error_allocated_pct']:+6.1f}%")
+        with open(args.out, "w") as fh:
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": results,
+                       "refit_calibration": fit_calibration([c for c in results if "phases" in c])}, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
