@@ -191,6 +191,7 @@ class InstrumentHandle:
         self._hooked: dict[int, Any] = {}  # id(module) -> module
         self._swapped: list[tuple[Any, type]] = []  # (object, its original class)
         self._subscribed: set[int] = set()
+        self._facts_cache: tuple[Any, dict[str, Any]] | None = None
         self.calls = 0
 
     def remove(self) -> None:
@@ -270,11 +271,12 @@ class InstrumentHandle:
                                    "duration_s": dt, "span_id": None if span is None else span.id})
 
 
-    def _ensure(self, pipe: Any) -> None:
+    def _ensure(self, pipe: Any, comps: dict[str, Any] | None = None) -> None:
         """Hook components not hooked yet (new ones after a swap); swap method-owning classes once."""
-        for name, module in facts.denoisers(pipe).items():
+        comps = facts.components_of(pipe) if comps is None else comps
+        for name, module in facts.denoisers(comps).items():
             self._hook(module, self._denoiser_hook(name))
-        for name, module in facts.text_encoders(pipe).items():
+        for name, module in facts.text_encoders(comps).items():
             self._hook(module, self._text_hook(name))
         self._swap(getattr(pipe, "vae", None), {"decode": "vae_decode", "encode": "vae_encode"})
         for proc_name in ("image_processor", "video_processor"):
@@ -315,7 +317,7 @@ class InstrumentHandle:
         return hook
 
     # -- offload hooks (re-created by diffusers after each call, so wrapped per call)
-    def _patch_offload(self, pipe: Any, st: _CallState) -> list[tuple[Any, str, bool, Any]]:
+    def _patch_offload(self, comps: dict[str, Any], st: _CallState) -> list[tuple[Any, str, bool, Any]]:
         patches: list[tuple[Any, str, bool, Any]] = []
 
         def timed(orig: Callable[..., Any], hook_name: str) -> Callable[..., Any]:
@@ -328,8 +330,10 @@ class InstrumentHandle:
 
             return w
 
-        for comp in (getattr(pipe, "components", {}) or {}).values():
-            if not hasattr(comp, "modules"):
+        for comp in comps.values():
+            # offloading puts a hook on the component itself (model and sequential offload,
+            # group offloading's top group); components without one are not walked
+            if not hasattr(comp, "modules") or not (hasattr(comp, "_hf_hook") or hasattr(comp, "_diffusers_hook")):
                 continue
             for m in comp.modules():
                 hf = getattr(m, "_hf_hook", None)
@@ -350,10 +354,11 @@ class InstrumentHandle:
         prof = self._profiler()
         if prof is None or self._state() is not None:
             return orig_call(pipe, *args, **kwargs)
-        self._ensure(pipe)
+        comps = facts.components_of(pipe)
+        self._ensure(pipe, comps)
         self._subscribe(prof)
         try:
-            prof.set_metadata("pipeline", facts.pipeline_facts(pipe))
+            prof.set_metadata("pipeline", self._facts(pipe, comps))
         except (RuntimeError, AttributeError, TypeError) as exc:
             log.warning("genprof: could not read pipeline facts: %s", exc)
         st = _CallState(prof, steps_enabled=bool(getattr(prof.config, "profile_inference_steps", True)))
@@ -376,7 +381,7 @@ class InstrumentHandle:
                 object.__setattr__(sched, "step", step)
             else:
                 st.step_mode = "none (no callback_on_step_end and no scheduler.step)"
-        per_call.extend(self._patch_offload(pipe, st))
+        per_call.extend(self._patch_offload(comps, st))
         _tls.state = st
         self.calls += 1
         gen_o = prof.open_span("generation", "generation", pipeline=type(pipe).__name__)
@@ -397,6 +402,18 @@ class InstrumentHandle:
             except Exception as exc:  # noqa: BLE001 - recording facts must never break the user's call
                 log.warning("genprof: could not record generation facts: %s: %s", type(exc).__name__, exc)
         return out
+
+    def _facts(self, pipe: Any, comps: dict[str, Any]) -> dict[str, Any]:
+        """Pipeline facts, recomputed only when a component, its dtype, device or hooks changed."""
+        key = []
+        for name, c in comps.items():
+            p = next(c.parameters(), None) if hasattr(c, "parameters") else None
+            key.append((name, id(c), None if p is None else (p.dtype, p.device),
+                        hasattr(c, "_hf_hook"), hasattr(c, "_diffusers_hook")))
+        k = tuple(key)
+        if self._facts_cache is None or self._facts_cache[0] != k:
+            self._facts_cache = (k, facts.pipeline_facts(pipe, comps))
+        return self._facts_cache[1]
 
     def _supports_callback(self, pipe: Any) -> bool:
         cls = self.original_class

@@ -68,9 +68,16 @@ def offload_hooks(module: Any) -> dict[str, int]:
     return out
 
 
+def components_of(pipe: Any) -> dict[str, Any]:
+    """``pipe.components`` (a dict passed in is returned as is)."""
+    if isinstance(pipe, dict):
+        return pipe
+    return dict(getattr(pipe, "components", {}) or {})
+
+
 def denoisers(pipe: Any) -> dict[str, Any]:
     """The pipeline's denoiser modules by component name (``transformer``, ``unet``, ...)."""
-    comps = getattr(pipe, "components", {}) or {}
+    comps = components_of(pipe)
     out = {}
     for name in DENOISER_NAMES:
         m = comps.get(name)
@@ -80,7 +87,7 @@ def denoisers(pipe: Any) -> dict[str, Any]:
 
 
 def text_encoders(pipe: Any) -> dict[str, Any]:
-    comps = getattr(pipe, "components", {}) or {}
+    comps = components_of(pipe)
     return {k: v for k, v in comps.items() if k.startswith("text_encoder") and hasattr(v, "register_forward_pre_hook")}
 
 
@@ -168,17 +175,18 @@ def attention_backend(module: Any) -> dict[str, Any]:
     return {"backend": backend, "source": source, "processors": processors}
 
 
-def pipeline_facts(pipe: Any) -> dict[str, Any]:
+def pipeline_facts(pipe: Any, components: dict[str, Any] | None = None) -> dict[str, Any]:
     """``run.metadata["pipeline"]``: class, components, architecture, attention backend."""
     comps: dict[str, Any] = {}
-    for name, c in (getattr(pipe, "components", {}) or {}).items():
+    all_comps = components if components is not None else components_of(pipe)
+    for name, c in all_comps.items():
         if c is None:
             continue
         if hasattr(c, "parameters") and hasattr(c, "modules"):
             comps[name] = module_facts(c)
         else:
             comps[name] = {"class": type(c).__name__}
-    dens = denoisers(pipe)
+    dens = denoisers(all_comps)
     arch = detect_architecture(next(iter(dens.values()))) if dens else {"family": "unknown", "evidence": "no denoiser"}
     attn = attention_backend(next(iter(dens.values()))) if dens else {"backend": None, "source": "no denoiser"}
     exec_dev: str | None = None
@@ -190,7 +198,7 @@ def pipeline_facts(pipe: Any) -> dict[str, Any]:
         "class": type(pipe).__name__,
         "components": comps,
         "denoisers": list(dens),
-        "text_encoders": list(text_encoders(pipe)),
+        "text_encoders": list(text_encoders(all_comps)),
         "architecture": arch,
         "attention": attn,
         "execution_device": exec_dev,

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 _clone_cache: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 _flop_cache: dict[Any, tuple[int | None, str | None]] = {}
+_cfg_keys: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 def _meta_clone(module: Any) -> Any:
@@ -78,10 +79,13 @@ def count_forward_flops(module: Any, args_spec: Any, kwargs_spec: Any) -> tuple[
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    try:
-        cfg_key = repr(sorted(dict(getattr(module, "config", {}) or {}).items()))
-    except TypeError:
-        cfg_key = str(id(module))
+    cfg_key = _cfg_keys.get(module)
+    if cfg_key is None:
+        try:
+            cfg_key = repr(sorted(dict(getattr(module, "config", {}) or {}).items()))
+        except TypeError:
+            cfg_key = str(id(module))
+        _cfg_keys[module] = cfg_key
     key = (type(module).__name__, cfg_key, args_spec, kwargs_spec)
     if key in _flop_cache:
         return _flop_cache[key]
