@@ -235,12 +235,13 @@ def _full(kind: str, torch: Any, d: Any, tr: Any, device: str, dtype: Any) -> De
                   "sd": "PNDMScheduler", "sdxl": "EulerDiscreteScheduler",
                   "flux": "FlowMatchEulerDiscreteScheduler", "cogvideox": "CogVideoXDDIMScheduler"}[kind]
     sched_cls = getattr(d, sched_name)
-    sched_kwargs: dict[str, Any] = {
+    sched_table: dict[str, dict[str, Any]] = {
         "wan": {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 3.0},
         "wan22-5b": {"prediction_type": "flow_prediction", "use_flow_sigmas": True, "flow_shift": 5.0},
         "sd": {"skip_prk_steps": True, "steps_offset": 1},
         "sdxl": {"steps_offset": 1},
-    }.get(kind, {})
+    }
+    sched_kwargs = sched_table.get(kind, {})
     sched = sched_cls(**sched_kwargs)
     pipe_cls = getattr(d, spec.pipeline_class)
     extra: dict[str, Any] = {}
