@@ -797,7 +797,7 @@ class LoadRecorder:
 
     def pipeline(self, pipe: Any) -> None:
         """Record the assembled pipeline's facts (``run.metadata["pipeline"]``) and memory."""
-        self._add("pipeline", None, None)
+        self._add("assembled_pipeline", None, None)
         if self.prof is not None:
             self.prof.set_metadata("pipeline", facts.pipeline_facts(pipe))
 
