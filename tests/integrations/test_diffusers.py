@@ -292,3 +292,22 @@ def test_profile_load_records_each_component() -> None:
     (load_span,) = [s for s in prof.run.spans if s.name == "load"]
     assert [s.name for s in prof.run.children(load_span)] == ["text_encoder"]
     assert prof.run.usage_statistics()["initialization_time_s"] is not None
+
+
+def test_wan22_two_experts_and_latent_output() -> None:
+    import copy
+
+    demo = build_pipeline("wan", device="cpu")
+    p = demo.pipe
+    pipe = diffusers.WanPipeline(tokenizer=p.tokenizer, text_encoder=p.text_encoder, transformer=p.transformer,
+                                 transformer_2=copy.deepcopy(p.transformer), vae=p.vae, scheduler=p.scheduler,
+                                 boundary_ratio=0.5)
+    pipe.set_progress_bar_config(disable=True)
+    run, _ = _profile(pipe, {**demo.call_kwargs, "num_inference_steps": 4, "output_type": "latent"})
+    g = run.metadata["generations"][0]
+    by = g["denoiser_forwards"]["by_module"]
+    assert set(by) == {"transformer", "transformer_2"} and sum(by.values()) == 8
+    assert by["transformer"] > 0 and by["transformer_2"] > 0
+    assert g["output_frames"] is None and g["latents"]["decode"] is None
+    (gen,) = run.iter_spans(kind="generation")
+    assert [s.name for s in _children(run, gen)] == ["text_encode", "denoise"]
