@@ -143,7 +143,7 @@ class FakeEvent:
         self.t: float | None = None
         self.done = True
 
-    def record(self) -> None:
+    def record(self, stream: object = None) -> None:
         self.t = FakeEvent.gpu_clock[0]
 
     def query(self) -> bool:
@@ -166,7 +166,7 @@ def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml
     fake_torch = types.SimpleNamespace(
         __version__="0.0-fake",
         version=types.SimpleNamespace(cuda="12.8"),
-        cuda=types.SimpleNamespace(Event=FakeEvent, current_device=lambda: 0),
+        cuda=types.SimpleNamespace(Event=FakeEvent, current_device=lambda: 0, current_stream=lambda *a: None),
         distributed=types.SimpleNamespace(is_available=lambda: False, is_initialized=lambda: False),
         OutOfMemoryError=type("OutOfMemoryError", (RuntimeError,), {}),
     )

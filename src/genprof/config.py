@@ -47,6 +47,7 @@ class ProfilerConfig:
     save_raw_data: bool = True
     session_tags: dict[str, Any] = field(default_factory=dict)
     # genprof keys
+    targets: dict[str, Any] = field(default_factory=dict)
     gpu_timing: bool = True
     memory_tracking: bool = True
     reset_peak_memory: bool = True

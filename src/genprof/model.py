@@ -45,7 +45,7 @@ def _clean_float(x: float | None) -> float | None:
     return x
 
 
-@dataclass
+@dataclass(slots=True)
 class Span:
     """One timed region: a phase, a denoising step, a block, a function call or a generation.
 
@@ -504,6 +504,10 @@ def atomic_write_text(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
+            # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
+            mask = os.umask(0)
+            os.umask(mask)
+            os.fchmod(fh.fileno(), 0o666 & ~mask)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:

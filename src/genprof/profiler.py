@@ -59,6 +59,7 @@ log = logging.getLogger("genprof")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+_get_ident = threading.get_ident
 _current: ContextVar[Profiler | None] = ContextVar("genprof_current_profiler", default=None)
 _active: list[Profiler] = []  # started and not stopped, in start order (process-wide fallback)
 _active_lock = threading.Lock()
@@ -90,23 +91,13 @@ def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None
 
 
 class _OpenSpan:
-    """State of a span while it is open. Kept off the Span itself so the Span stays plain data."""
+    """A span while it is open, and its ``with`` context manager (one object: less allocation and GC work).
 
-    __slots__ = ("span", "gpu_start", "energy_start_j", "peak_alloc", "peak_res", "nvtx")
+    The Span it fills stays plain data; the CUDA events, energy reading and running peaks live here.
+    """
 
-    def __init__(self, span: Span) -> None:
-        self.span = span
-        self.gpu_start: Any = None
-        self.energy_start_j: float | None = None
-        self.peak_alloc: int | None = None
-        self.peak_res: int | None = None
-        self.nvtx = False
-
-
-class _SpanCM:
-    """Context manager of one span (a class, not a generator: cheaper on the hot path)."""
-
-    __slots__ = ("_p", "_name", "_kind", "_index", "_attrs", "_o")
+    __slots__ = ("_p", "_name", "_kind", "_index", "_attrs", "span", "gpu_start", "energy_start_j",
+                 "peak_alloc", "peak_res", "nvtx", "mem")
 
     def __init__(self, p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> None:
         self._p = p
@@ -114,20 +105,25 @@ class _SpanCM:
         self._kind = kind
         self._index = index
         self._attrs = attrs
-        self._o: _OpenSpan | None = None
+        self.span: Span = None  # type: ignore[assignment]  # set by Profiler._open
+        self.gpu_start: Any = None
+        self.energy_start_j: float | None = None
+        self.peak_alloc: int | None = None
+        self.peak_res: int | None = None
+        self.nvtx = False
+        self.mem = False
 
     def __enter__(self) -> Span | None:
-        o = self._o = self._p.open_span(self._name, self._kind, index=self._index, **self._attrs)
-        return None if o is None else o.span
+        return self._p._open(self).span
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         if et is None:
-            self._p.close_span(self._o)
+            self._p.close_span(self)
         elif et is GeneratorExit:
             # a generator holding this span was closed early (a step loop left by break or an error)
-            self._p.close_span(self._o, status="aborted")
+            self._p.close_span(self, status="aborted")
         else:
-            self._p.close_span(self._o, ev)
+            self._p.close_span(self, ev)
 
 
 class _NullCM:
@@ -233,7 +229,12 @@ class Profiler:
         self._sampler: Sampler | None = None
         self._stats_fn: Callable[[int], Any] | None = None
         self._reset_fn: Callable[[int], Any] | None = None
-        self._energy_kinds = _ENERGY_KINDS[self.config.energy_spans] if self.config.monitor_gpu_power else ()
+        self._energy_kinds: frozenset[str] = frozenset(
+            _ENERGY_KINDS[self.config.energy_spans] if self.config.monitor_gpu_power else ())
+        self._on = False  # running and enabled: the one flag the hot path reads
+        self._thread_names: dict[int, str] = {}
+        self._mem_kinds: frozenset[str] = frozenset()
+        self._rss_kinds: frozenset[str] = frozenset()
         self._failure_paths: list[str] = []
         self._abort_path: list[str] | None = None
         self._oom_state: dict[str, Any] | None = None
@@ -304,6 +305,11 @@ class Profiler:
         if not self.config.enabled:
             self.run.unavailable["profiling"] = "disabled by config (enabled: false)"
             return self
+        if self._stats_fn is not None and self.config.memory_tracking:
+            self._mem_kinds = frozenset(_MEMORY_KINDS)
+        if self._rss is not None:
+            self._rss_kinds = frozenset(_MEMORY_KINDS)
+        self._on = True
         self._setup_sampler()
         if self.config.handle_sigterm:
             self._install_sigterm()
@@ -324,6 +330,7 @@ class Profiler:
         if not self._running:
             return self.run
         self._running = False
+        self._on = False
         self._stopped = True
         with _active_lock:
             if self in _active:
@@ -396,7 +403,7 @@ class Profiler:
             facts = torch_cuda.device_facts(torch, self._cuda_index)
             gpu = GpuInfo(**facts)
             if self.config.gpu_timing:
-                self._timer = GpuTimer(torch)
+                self._timer = GpuTimer(torch, device_index=self._cuda_index)
             else:
                 run.unavailable["gpu_time"] = "GPU timing turned off by config (gpu_timing: false)"
             if self.config.nvtx:
@@ -440,6 +447,14 @@ class Profiler:
         if self.config.track_rss:
             self._rss = host_probe.RssReader()
         run.distributed = _detect_distributed(torch)
+        if run.distributed is not None:
+            job, src = _job_id()
+            run.metadata.setdefault("distributed", {
+                "rank": run.distributed.rank, "world_size": run.distributed.world_size,
+                "local_rank": run.distributed.local_rank, "job_id": job, "job_id_source": src,
+                "host": run.host.hostname,
+            })
+
 
     # --------------------------------------------------------------- sampler
     def _setup_sampler(self) -> None:
@@ -548,31 +563,40 @@ class Profiler:
 
         Returns None when profiling is disabled or the profiler is not running.
         """
-        if not self._running or not self.config.enabled:
+        if not self._on:
             return None
-        stack = self._stack()
+        return self._open(_OpenSpan(self, name, kind, index, attributes))
+
+    def _open(self, o: _OpenSpan) -> _OpenSpan:
+        try:
+            stack: list[_OpenSpan] = self._tls.stack
+        except AttributeError:
+            stack = self._stack()
+        kind = o._kind
+        tid = _get_ident()
+        tname = self._thread_names.get(tid)
+        if tname is None:
+            tname = self._thread_names[tid] = threading.current_thread().name
+        span = o.span = Span(next(self._ids), o._name, kind, 0.0, stack[-1].span.id if stack else None, o._index,
+                             thread=tname, attributes=o._attrs)
         self._abort_path = None
-        span = Span(id=next(self._ids), name=name, kind=kind, start_s=0.0,
-                    parent_id=stack[-1].span.id if stack else None, index=index,
-                    thread=threading.current_thread().name, attributes=attributes)
-        o = _OpenSpan(span)
         if self._cuda_index is not None:
             span.device_index = self._cuda_index
             if self._nvtx is not None:
-                self._nvtx.push(name if index is None else f"{name} {index}")
+                self._nvtx.push(o._name if o._index is None else f"{o._name} {o._index}")
                 o.nvtx = True
-            if self._stats_fn is not None and self.config.memory_tracking and kind in _MEMORY_KINDS:
+            if kind in self._mem_kinds:
                 self._mem_start(o)
-        if self._rss is not None and kind in _MEMORY_KINDS:
-            span.rss_start_bytes = self._rss.read_bytes()
-        if self._energy is not None and kind in self._energy_kinds:
+        if kind in self._rss_kinds:
+            span.rss_start_bytes = self._rss.read_bytes()  # type: ignore[union-attr]
+        if kind in self._energy_kinds and self._energy is not None:
             self._energy.request_start(o)
         span.start_s = time.perf_counter() - self._t0
         if self._timer is not None:
             o.gpu_start = self._timer.start()
         stack.append(o)
         if kind == "phase":
-            self._progress["phase"] = name
+            self._progress["phase"] = o._name
         return o
 
     def close_span(self, o: _OpenSpan | None, exc: BaseException | None = None, *, status: str | None = None) -> Span | None:
@@ -580,25 +604,21 @@ class Profiler:
         if o is None:
             return None
         span = o.span
-        if self._timer is not None and o.gpu_start is not None:
-            self._timer.stop(span, o.gpu_start)
+        if o.gpu_start is not None:
+            self._timer.stop(span, o.gpu_start)  # type: ignore[union-attr]
         t_end = time.perf_counter() - self._t0
         span.duration_s = t_end - span.start_s
-        if o.peak_alloc is not None or (self._stats_fn is not None and o in self._mem_open):
+        kind = span.kind
+        if o.mem:
             self._mem_end(o)
-        if self._rss is not None and span.rss_start_bytes is not None:
+        if span.rss_start_bytes is not None and self._rss is not None:
             span.rss_end_bytes = self._rss.read_bytes()
-        if self._energy is not None and span.kind in self._energy_kinds:
+        if kind in self._energy_kinds and self._energy is not None:
             self._energy.request_end(o)
         if o.nvtx and self._nvtx is not None:
             self._nvtx.pop()
         if exc is not None:
-            span.status = "error"
-            span.attributes.setdefault("error", f"{type(exc).__name__}: {exc}"[:500])
-            if not self._failure_paths:
-                self._failure_paths = _stack_paths(self._stack()) or [span.name]
-                if self._torch is not None and self._oom_state is None and torch_cuda.is_oom_error(self._torch, exc):
-                    self._oom_state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
+            self._span_failed(span, exc)
         elif status is not None:
             span.status = status
         stack = self._stack()
@@ -607,29 +627,38 @@ class Profiler:
         elif o in stack:
             stack.remove(o)
         self.run.spans.append(span)
-        if span.kind == "step":
+        if kind == "step":
             p = self._progress
             p["steps_done"] += 1
             p["last_step_end_s"] = t_end
-        elif span.kind == "phase" and self._progress["phase"] == span.name:
-            outer = [x.span.name for x in self._stack() if x.span.kind == "phase"]
+        elif kind == "phase" and self._progress["phase"] == span.name:
+            outer = [x.span.name for x in stack if x.span.kind == "phase"]
             self._progress["phase"] = outer[-1] if outer else None
-        for cb in self._listeners:
-            self._notify_one(cb, "span_end", span)
+        if self._listeners:
+            for cb in self._listeners:
+                self._notify_one(cb, "span_end", span)
         return span
+
+    def _span_failed(self, span: Span, exc: BaseException) -> None:
+        span.status = "error"
+        span.attributes.setdefault("error", f"{type(exc).__name__}: {exc}"[:500])
+        if not self._failure_paths:
+            self._failure_paths = _stack_paths(self._stack()) or [span.name]
+            if self._torch is not None and self._oom_state is None and torch_cuda.is_oom_error(self._torch, exc):
+                self._oom_state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
 
     def span(self, name: str, kind: str = "call", *, index: int | None = None,
              **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A span of any kind around a ``with`` block; yields the open Span (None when disabled)."""
-        if not self._running or not self.config.enabled:
+        if not self._on:
             return _NULL
-        return _SpanCM(self, name, kind, index, attributes)
+        return _OpenSpan(self, name, kind, index, attributes)
 
     def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A phase (``load``, ``text_encode``, ``denoise``, ``vae_decode``...). Phases nest."""
-        if not self._running or not self.config.enabled or not self._phase_enabled(name):
+        if not self._on or not self._phase_enabled(name):
             return _NULL
-        return _SpanCM(self, name, "phase", None, attributes)
+        return _OpenSpan(self, name, "phase", None, attributes)
 
     def generation(self, name: str = "generation", **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """One generation (one image or video): the unit of usage statistics and throughput."""
@@ -644,7 +673,7 @@ class Profiler:
     def steps(self, iterable: Iterable[Any], phase: str | None = "denoise", *, total: int | None = None,
               name: str = "step", **attributes: Any) -> Iterator[Any]:
         """Iterate ``iterable`` with one ``step`` span per item, inside phase ``phase`` (None: no phase)."""
-        if not self._running or not self.config.enabled:
+        if not self._on:
             return iter(iterable)
         return self._loop(iterable, phase, total, name, "step", attributes, self.config.profile_inference_steps)
 
@@ -660,7 +689,7 @@ class Profiler:
             attributes["steps"] = steps_per_block
         if frames_per_block is not None:
             attributes["frames"] = frames_per_block
-        if not self._running or not self.config.enabled:
+        if not self._on:
             return iter(iterable)
         return self._loop(iterable, phase, total, name, "block", attributes, True)
 
@@ -694,7 +723,7 @@ class Profiler:
 
     def event(self, name: str, **attributes: Any) -> Event | None:
         """Record a point in time (``checkpoint_loaded``, ``offload``...), inside the current span."""
-        if not self._running or not self.config.enabled:
+        if not self._on:
             return None
         stack = self._stack()
         ev = Event(name=name, t_s=self.now(), span_id=stack[-1].span.id if stack else None, attributes=attributes)
@@ -729,6 +758,7 @@ class Profiler:
                 o.peak_alloc, o.peak_res = None, None
                 span.peak_source = "allocator peak counter NOT reset (reset_peak_memory: false): peak since the last reset"
             self._mem_open.append(o)
+            o.mem = True
 
     def _mem_end(self, o: _OpenSpan) -> None:
         assert self._stats_fn is not None
@@ -1051,6 +1081,22 @@ def _detect_distributed(torch: Any | None) -> DistributedInfo | None:
         return DistributedInfo(rank=int(r), world_size=int(w), local_rank=int(lr) if lr and lr.isdigit() else None,
                                source="environment (RANK, WORLD_SIZE)")
     return None
+
+
+def _job_id() -> tuple[str | None, str | None]:
+    """An id shared by every rank of one distributed job, and where it came from (docs/analysis.md)."""
+    env = os.environ
+    rid = env.get("TORCHELASTIC_RUN_ID")
+    if env.get("GENPROF_JOB_ID"):
+        return env["GENPROF_JOB_ID"], "GENPROF_JOB_ID"
+    if rid and rid.lower() != "none":
+        return rid, "TORCHELASTIC_RUN_ID"
+    if env.get("SLURM_JOB_ID"):
+        step = f".{env['SLURM_STEP_ID']}" if env.get("SLURM_STEP_ID") else ""
+        return env["SLURM_JOB_ID"] + step, "SLURM_JOB_ID"
+    if env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
+        return f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}", "MASTER_ADDR:MASTER_PORT"
+    return None, None
 
 
 def _stack_paths(stack: list[_OpenSpan]) -> list[str]:

@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     the_run = load_run(args.run_file)
     targets: Any = list(args.target)
     if not targets:
-        targets = the_run.config.get("targets")
+        # from the profiler's config ({figure: limit}), else from monitor_generation(target_time=...)
+        targets = the_run.config.get("targets") or the_run.metadata.get("targets")
         if not targets:
             raise UsageError(
                 "no targets: pass --target FIGURE<=LIMIT (e.g. --target generation_time_s<=5); "

@@ -1,0 +1,79 @@
+"""Host cost of one span (open + close), by configuration.
+
+    python bench/bench_span_cost.py [--n 20000] [--out span_cost.json]
+
+Modes: disabled (enabled: false); host-only (no GPU timing, no allocator or RSS reads,
+no energy); gpu-timing (CUDA events only); default (events + allocator peaks with reset +
+RSS). Step spans, empty bodies, median of 7 repeats. On a machine without CUDA the GPU
+modes are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+
+from genprof.profiler import Profiler
+
+MODES = {
+    "disabled": {"enabled": False},
+    "host-only": {"gpu_timing": False, "memory_tracking": False, "track_rss": False, "energy_spans": "none"},
+    "gpu-timing": {"gpu_timing": True, "memory_tracking": False, "track_rss": False, "energy_spans": "none"},
+    "default": {},
+}
+
+
+def one(prof: Profiler, n: int) -> float:
+    t = time.perf_counter()
+    for i in range(n):
+        with prof.span("step", "step", index=i):
+            pass
+    return (time.perf_counter() - t) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=20000)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--out")
+    a = ap.parse_args()
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        device = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
+    except ImportError:
+        cuda, device = False, "cpu (no torch)"
+    results: dict[str, object] = {"device": device, "n": a.n, "repeats": a.repeats, "modes": {}}
+    for mode, kw in MODES.items():
+        if mode in ("gpu-timing",) and not cuda:
+            results["modes"][mode] = {"skipped": "no CUDA"}  # type: ignore[index]
+            continue
+        samples = []
+        with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **kw) as prof:
+            one(prof, 1000)
+            for _ in range(a.repeats):
+                samples.append(one(prof, a.n))
+        med = statistics.median(samples) * 1e6
+        results["modes"][mode] = {  # type: ignore[index]
+            "median_us": round(med, 3),
+            "min_us": round(min(samples) * 1e6, 3),
+            "max_us": round(max(samples) * 1e6, 3),
+        }
+    print(f"device: {device}")
+    print(f"{'mode':12s} {'median us/span':>15s} {'min':>8s} {'max':>8s}")
+    for mode, r in results["modes"].items():  # type: ignore[union-attr]
+        if "skipped" in r:
+            print(f"{mode:12s} skipped: {r['skipped']}")
+        else:
+            print(f"{mode:12s} {r['median_us']:15.3f} {r['min_us']:8.3f} {r['max_us']:8.3f}")
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump(results, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Core figures checked against independent measurements on a real GPU (run with: pytest -m gpu)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from genprof.model import load_run
+from genprof.profiler import Profiler
+
+pytestmark = pytest.mark.gpu
+
+torch = pytest.importorskip("torch")
+
+
+def _matmuls(x: object, n: int) -> object:
+    y = x
+    for _ in range(n):
+        y = x @ x  # type: ignore[operator]
+    return y
+
+
+@pytest.fixture(scope="module")
+def mat() -> object:
+    x = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
+    _matmuls(x, 10)
+    torch.cuda.synchronize()
+    return x
+
+
+def test_span_gpu_time_agrees_with_a_synchronized_measurement(mat: object) -> None:
+    n = 150  # ~0.2 s of GPU work
+    hand: list[float] = []
+    prof_times: list[float] = []
+    for _ in range(3):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        _matmuls(mat, n)
+        torch.cuda.synchronize()
+        hand.append(time.perf_counter() - t)
+        with Profiler("gpu-time", handle_sigterm=False) as prof:
+            with prof.phase("mm"):
+                _matmuls(mat, n)
+        prof_times.append(prof.run.spans[0].gpu_time_s)
+    h, g = sorted(hand)[1], sorted(prof_times)[1]
+    assert g is not None
+    assert abs(g - h) / h < 0.02, f"GPU span time {g:.4f} s vs synchronized {h:.4f} s"
+
+
+def test_no_synchronize_on_the_hot_path(mat: object) -> None:
+    """Host time of a span around queued GPU work is launch time, not GPU time."""
+    with Profiler("async", handle_sigterm=False, energy_spans="none") as prof:
+        with prof.phase("queue"):
+            _matmuls(mat, 100)
+    s = prof.run.spans[0]
+    assert s.gpu_time_s is not None and s.duration_s < 0.5 * s.gpu_time_s
+
+
+def _alloc_work() -> None:
+    a = torch.empty(256 * 2**20, dtype=torch.uint8, device="cuda")
+    b = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")
+    del a
+    c = torch.empty(128 * 2**20, dtype=torch.uint8, device="cuda")
+    del b, c
+
+
+def test_phase_peaks_equal_max_memory_allocated_by_hand() -> None:
+    torch.cuda.synchronize()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    _alloc_work()
+    hand_inner = torch.cuda.max_memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    big = torch.empty(1024 * 2**20, dtype=torch.uint8, device="cuda")
+    del big
+    _alloc_work()
+    _alloc_work()
+    hand_outer = torch.cuda.max_memory_allocated()
+    with Profiler("peaks", handle_sigterm=False, energy_spans="none") as prof:
+        with prof.phase("outer"):
+            big = torch.empty(1024 * 2**20, dtype=torch.uint8, device="cuda")
+            del big
+            with prof.phase("inner1"):
+                _alloc_work()
+            with prof.phase("inner2"):
+                _alloc_work()
+    by = {s.name: s for s in prof.run.spans}
+    assert by["inner1"].peak_allocated_bytes == hand_inner
+    assert by["inner2"].peak_allocated_bytes == hand_inner
+    assert by["outer"].peak_allocated_bytes == hand_outer
+    assert by["outer"].peak_reserved_bytes >= by["outer"].peak_allocated_bytes
+
+
+def test_energy_agrees_with_the_counter_read_by_hand(mat: object) -> None:
+    import pynvml
+
+    pynvml.nvmlInit()
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
+    uuid = str(props.uuid)
+    h = pynvml.nvmlDeviceGetHandleByUUID(uuid if uuid.startswith("GPU-") else "GPU-" + uuid)
+    with Profiler("energy", handle_sigterm=False) as prof:
+        e0 = pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0
+        with prof.phase("burn"):
+            t_end = time.perf_counter() + 2.0
+            while time.perf_counter() < t_end:
+                _matmuls(mat, 20)
+                torch.cuda.synchronize()
+        e1 = pynvml.nvmlDeviceGetTotalEnergyConsumption(h) / 1000.0
+    span = prof.run.spans[0]
+    hand = e1 - e0
+    assert span.energy_j is not None and span.energy_reliable
+    assert abs(span.energy_j - hand) / hand < 0.05, f"span {span.energy_j:.1f} J vs hand {hand:.1f} J"
+
+
+def test_sampler_reads_this_gpu(mat: object) -> None:
+    with Profiler("samples", handle_sigterm=False, gpu_monitor_interval=0.05) as prof:
+        t_end = time.perf_counter() + 1.0
+        while time.perf_counter() < t_end:
+            _matmuls(mat, 20)
+            torch.cuda.synchronize()
+    names = {s.name for s in prof.run.series}
+    for n in ("power_w", "utilization_pct", "temperature_c", "sm_clock_mhz", "memory_used_bytes", "allocated_bytes"):
+        assert n in names, (n, prof.run.unavailable)
+    util = [s for s in prof.run.series if s.name == "utilization_pct"][0]
+    assert max(util.values) > 50
+    assert prof.run.gpus[0].uuid and prof.run.gpus[0].name
+
+
+def test_real_oom_leaves_forensics(tmp_path: Path) -> None:
+    with pytest.raises(torch.OutOfMemoryError):
+        with Profiler("oom", output_dir=str(tmp_path), handle_sigterm=False) as prof:
+            keep = torch.empty(64 * 2**20, dtype=torch.uint8, device="cuda")
+            with prof.phase("vae_decode"):
+                torch.empty(2**50, dtype=torch.uint8, device="cuda")
+            del keep
+    run = load_run(prof.run_path)  # type: ignore[arg-type]
+    assert run.end.status == "oom"
+    oom = run.end.oom or {}
+    assert oom["phase"] == "vae_decode" and oom["allocated_bytes"] >= 64 * 2**20
+    assert "largest_free_block_bytes" in oom and oom["device_total_bytes"] > 0
+    assert any(t["bytes"] == 64 * 2**20 for t in oom["largest_tensors"])
