@@ -141,3 +141,14 @@ def test_real_oom_leaves_forensics(tmp_path: Path) -> None:
     assert oom["phase"] == "vae_decode" and oom["allocated_bytes"] >= 64 * 2**20
     assert "largest_free_block_bytes" in oom and oom["device_total_bytes"] > 0
     assert any(t["bytes"] == 64 * 2**20 for t in oom["largest_tensors"])
+
+
+def test_doctor_sees_this_gpu_through_nvml() -> None:
+    from genprof.cli import doctor
+
+    data = doctor.collect()
+    assert data["cuda"]["usable"] and data["nvml"]["available"]
+    g = data["gpus"][0]
+    assert g["nvml"]["matched"], g["nvml"]
+    assert g["nvml"]["energy_counter_j"] is not None
+    assert g["nvml"]["readings"]["power_w"] is not None
