@@ -125,7 +125,8 @@ class Source:
 class SamplerStats:
     ticks: dict[str, int] = field(default_factory=dict)
     missed_ticks: dict[str, int] = field(default_factory=dict)
-    read_time_s: dict[str, float] = field(default_factory=dict)
+    read_time_s: dict[str, float] = field(default_factory=dict)  # wall time in reads, GIL waits included
+    thread_cpu_s: float = 0.0  # CPU time the sampler thread used (what it can take from other threads)
 
 
 class Sampler:
@@ -219,11 +220,15 @@ class Sampler:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            nxt = self.tick()
-            delay = nxt - self.clock()
-            if delay > 0 and self._stop.wait(delay):
-                break
+        cpu0 = time.thread_time()
+        try:
+            while not self._stop.is_set():
+                nxt = self.tick()
+                delay = nxt - self.clock()
+                if delay > 0 and self._stop.wait(delay):
+                    break
+        finally:
+            self.stats.thread_cpu_s += time.thread_time() - cpu0
 
     def stop(self, *, final_sample: bool = True) -> None:
         if self._thread is None:
