@@ -95,8 +95,8 @@ def run_case(name, model, kw, dev):
     if s["vae_tiling"]:
         vae.enable_tiling()
     z = lat.to(dt[s["vae_dtype"]])
-    if spec.kind == "image" and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
-        z = z[:, :, 0]
+    if spec.kind == "image" and z.dim() == 5 and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
+        z = z[:, :, 0]  # a 5-D latent for a 2-D image VAE: drop the frame axis
     vd = _measure(lambda: vae.decode(z, return_dict=False)[0])
     for phase, m in (("text_encode", te), ("denoise", dn), ("vae_decode", vd)):
         p = est.phase(phase).to_dict()
@@ -141,6 +141,13 @@ def main() -> None:
             r = run_case(name, model, kw, dev)
         except torch.OutOfMemoryError as exc:
             r = {"case": name, "model": model, "error": f"OutOfMemoryError: {str(exc).splitlines()[0]}"}
+            gc.collect()
+            torch.cuda.empty_cache()
+        except Exception as exc:  # noqa: BLE001 - one broken case must not lose the others
+            import traceback
+
+            r = {"case": name, "model": model, "error": f"{type(exc).__name__}: {str(exc)[:300]}",
+                 "traceback": traceback.format_exc()[-1500:]}
             gc.collect()
             torch.cuda.empty_cache()
         results.append(r)
