@@ -101,7 +101,8 @@ def attributed(prof: Profiler, loop_s: float, per_span_s: float) -> dict[str, fl
     NVML calls release it); live: the live view's drawing time.
     """
     n = len(prof.run.spans)
-    samp = prof._sampler.stats.thread_cpu_s if prof._sampler is not None else 0.0
+    share = prof._sampler.cpu_share() if prof._sampler is not None else None
+    samp = (share or 0.0) * loop_s
     live = 0.0
     if prof._live is not None:
         from genprof.render.live import render_cost

@@ -91,8 +91,11 @@ def main() -> None:
     meds = sorted(statistics.median(rng.choices(losses, k=len(losses))) for _ in range(4000))
     res["gil_loss_pct_median"] = statistics.median(losses)
     res["gil_loss_pct_ci95"] = [meds[100], meds[3899]]
-    res["sampler_cpu_s_per_s"] = (prof._sampler.stats.thread_cpu_s / (prof.run.duration_s or 1)
-                                  if prof._sampler else None)
+    long = Profiler("gil-steady", handle_sigterm=False)
+    long.start()
+    spin(3.0)
+    long.stop()
+    res["sampler_cpu_s_per_s"] = long._sampler.cpu_share() if long._sampler else None
     print(f"host-bound thread slowed by the sampler: median {res['gil_loss_pct_median']:+.3f}% "
           f"(95% CI {res['gil_loss_pct_ci95'][0]:+.3f}..{res['gil_loss_pct_ci95'][1]:+.3f}%), "
           f"sampler thread CPU {res['sampler_cpu_s_per_s']} s/s")

@@ -356,6 +356,9 @@ class Profiler:
             missed = self._sampler.missed()
             if missed:
                 self.run.metadata["sampler_missed_ticks"] = missed
+            share = self._sampler.cpu_share()
+            if share is not None:
+                self.run.metadata["sampler_cpu_share"] = share  # its own cost, so reports can state it
         if self._timer is not None:
             try:
                 self._timer.resolve_all()

@@ -126,7 +126,8 @@ class SamplerStats:
     ticks: dict[str, int] = field(default_factory=dict)
     missed_ticks: dict[str, int] = field(default_factory=dict)
     read_time_s: dict[str, float] = field(default_factory=dict)  # wall time in reads, GIL waits included
-    thread_cpu_s: float = 0.0  # CPU time the sampler thread used (what it can take from other threads)
+    thread_cpu_s: float = 0.0  # CPU time the sampler thread used after its first tick
+    steady_wall_s: float = 0.0  # wall time over which thread_cpu_s was used
 
 
 class Sampler:
@@ -220,15 +221,26 @@ class Sampler:
         self._thread.start()
 
     def _loop(self) -> None:
-        cpu0 = time.thread_time()
+        first = True
+        cpu0 = wall0 = 0.0
         try:
             while not self._stop.is_set():
                 nxt = self.tick()
+                if first:  # steady state starts after the first tick (thread start, probe warm-up)
+                    first = False
+                    cpu0, wall0 = time.thread_time(), time.perf_counter()
                 delay = nxt - self.clock()
                 if delay > 0 and self._stop.wait(delay):
                     break
         finally:
-            self.stats.thread_cpu_s += time.thread_time() - cpu0
+            if not first:
+                self.stats.thread_cpu_s += time.thread_time() - cpu0
+                self.stats.steady_wall_s += time.perf_counter() - wall0
+
+    def cpu_share(self) -> float | None:
+        """CPU seconds the sampler thread used per second of wall time, in steady state."""
+        w = self.stats.steady_wall_s
+        return self.stats.thread_cpu_s / w if w > 0 else None
 
     def stop(self, *, final_sample: bool = True) -> None:
         if self._thread is None:
