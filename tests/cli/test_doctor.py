@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes import FakeAllocator, FakeNvml, install_fake_cuda
 
+from fakes import FakeAllocator, FakeNvml, install_fake_cuda
 from genprof.cli import doctor
 from genprof.cli.main import main
 

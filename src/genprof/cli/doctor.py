@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         gt.add_column("value")
         gt.add_column("detail", overflow="fold")
         gt.add_row("memory", format_bytes(g["total_memory_bytes"]), f"compute capability {g['compute_capability']}")
-        rg = next((x for x in r["gpus"] if x["index"] == g["torch_index"]), {})
+        rg: dict[str, Any] = next((x for x in r["gpus"] if x["index"] == g["torch_index"]), {})
         if rg:
             gt.add_row("free now", format_bytes(rg.get("free_memory_bytes")),
                        f"bf16 {rg.get('bf16_supported')}, fp8 {rg.get('fp8_supported')}")
