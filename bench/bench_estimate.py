@@ -2,8 +2,12 @@
 
 Run on a GPU machine with torch + diffusers + transformers:
     python bench/bench_estimate.py --out est.json [--cases sd1.5-512,wan-480p-81]
-Each case builds every component from genprof's configs with random weights on the GPU
-(all resident, offload "none"), then per phase: empty the cache, reset the peak counters, run
+Each case builds every component from genprof's configs with random weights on the CPU in the
+run dtype and moves it with ``.to("cuda")``, tensor by tensor in module order, as
+``from_pretrained`` + ``pipe.to("cuda")`` places loaded weights (``--build gpu``: the old way,
+fp32 random init on the GPU then a cast, which leaves the weights' segments partly empty and
+inflates reserved by up to 9 GiB; kept to reproduce estimate_h100_uncalibrated.json). All
+components stay resident (offload "none"); then per phase: empty the cache, reset the peak counters, run
 the module once (text encoder; one denoiser call per CFG pass as the pipeline runs it; the VAE
 decode) and read max_memory_allocated / max_memory_reserved. It calls the modules directly
 (no tokenizer, no scheduler), so the estimator's "kept tensors" are allocated here the same
@@ -68,16 +72,21 @@ def _measure(fn):
     return a, r, dt
 
 
-def run_case(name, model, kw, dev):
+def run_case(name, model, kw, dev, build="cpu"):
     est = estimate(model, **kw)
     spec = get_config(model)
     s = est.settings
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     mods = {}
     for c in spec.components:
-        with torch.device(dev):
-            mods[c.name] = build_component(c, device=str(dev), dtype=dt[s["vae_dtype"] if c.role == "vae" else s["dtype"]])
-    res = {"case": name, "model": model, "settings": s, "predicted": est.to_dict(), "phases": {}}
+        cdt = dt[s["vae_dtype"] if c.role == "vae" else s["dtype"]]
+        if build == "gpu":
+            with torch.device(dev):
+                mods[c.name] = build_component(c, device=str(dev), dtype=cdt)
+        else:
+            mods[c.name] = build_component(c, device="cpu", dtype=cdt).to(dev)
+            gc.collect()
+    res = {"case": name, "model": model, "build": build, "settings": s, "predicted": est.to_dict(), "phases": {}}
     b = s["batch_size"]
     # kept tensors, as the pipeline holds them
     lat = torch.randn(s["latent_shape"], device=dev, dtype=torch.float32)
@@ -132,13 +141,16 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
     ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--build", choices=("cpu", "gpu"), default="cpu",
+                    help="cpu: random weights on the CPU, then .to('cuda') like loaded weights (default); "
+                         "gpu: fp32 init on the GPU then cast (the old, fragmenting way)")
     args = ap.parse_args()
     dev = torch.device("cuda")
     results = []
     for name in args.cases.split(","):
         model, kw = CASES[name]
         try:
-            r = run_case(name, model, kw, dev)
+            r = run_case(name, model, kw, dev, args.build)
         except torch.OutOfMemoryError as exc:
             r = {"case": name, "model": model, "error": f"OutOfMemoryError: {str(exc).splitlines()[0]}"}
             gc.collect()
@@ -160,7 +172,7 @@ def main() -> None:
             for ph, v in r["phases"].items():
                 print(f"    {ph:12s} reserved err {v['error_reserved_pct']:+6.1f}%  allocated err {v['error_allocated_pct']:+6.1f}%")
         with open(args.out, "w") as fh:
-            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "cases": results,
+            json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "build": args.build, "cases": results,
                        "refit_calibration": fit_calibration([c for c in results if "phases" in c])}, fh, indent=1)
 
 
