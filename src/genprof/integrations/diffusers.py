@@ -66,10 +66,12 @@ def _state() -> _CallState | None:
 @dataclass
 class _Step:
     span: Any
-    forwards: int
-    batches: list[int | None]
-    specs: list[tuple[str, int]]  # (denoiser name, index into _CallState.specs)
+    specs: list[tuple[str, int]]  # one per denoiser forward: (denoiser name, index into _CallState.specs)
     offload_s: float
+
+    @property
+    def forwards(self) -> int:
+        return len(self.specs)
 
 
 @dataclass
@@ -80,13 +82,12 @@ class _CallState:
     denoise_o: Any = None
     step_o: Any = None
     text_o: Any = None
-    step_forwards: int = 0
-    step_batches: list[int | None] = field(default_factory=list)
     step_specs: list[tuple[str, int]] = field(default_factory=list)
     step_offload_s: float = 0.0
     steps: list[_Step] = field(default_factory=list)
-    specs: list[tuple[Any, Any]] = field(default_factory=list)
+    specs: list[tuple[Any, Any]] = field(default_factory=list)  # distinct forward inputs (fast_spec form)
     spec_index: dict[Any, int] = field(default_factory=dict)
+    unscoped: list[tuple[str, int]] = field(default_factory=list)  # forwards outside step spans
     forwards_by_module: dict[str, int] = field(default_factory=dict)
     te_forwards: dict[str, int] = field(default_factory=dict)
     in_phase: dict[str, int] = field(default_factory=dict)
@@ -133,28 +134,28 @@ class _CallState:
         return "other"
 
     # -- events from hooks
-    def on_denoiser(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        self.close_text()
+    def on_denoiser(self, name: str, module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # Runs before every denoiser forward: keep it to span bookkeeping and one cheap input
+        # signature; batch sizes, FLOPs and the step attributes derived from it are worked out
+        # after the call (or when the run stops).
+        if self.text_o is not None:
+            self.close_text()
         if self.step_o is None:
             if self.denoise_o is None and not any(self.in_phase.values()):
                 self.denoise_o = self.phase_open("denoise")
             if self.steps_enabled:
                 self.step_o = self.prof.open_span("step", "step", index=len(self.steps))
-                self.step_forwards = 0
-                self.step_batches = []
                 self.step_specs = []
                 self.step_offload_s = 0.0
-        self.step_forwards += 1
-        self.forwards_by_module[name] = self.forwards_by_module.get(name, 0) + 1
-        shape = facts.first_tensor_shape(args, kwargs, ("hidden_states", "sample", "x"))
-        self.step_batches.append(shape[0] if shape else None)
-        spec = (facts.tensor_spec(args), facts.tensor_spec(kwargs))
+        if name not in self.modules:
+            self.modules[name] = module
+        spec = (facts.fast_spec(args), facts.fast_spec(kwargs))
         idx = self.spec_index.get(spec)
         if idx is None:
             idx = len(self.specs)
             self.specs.append(spec)
             self.spec_index[spec] = idx
-        self.step_specs.append((name, idx))
+        (self.step_specs if self.step_o is not None else self.unscoped).append((name, idx))
 
     def on_step_end(self) -> None:
         if self.step_o is None:
@@ -162,12 +163,21 @@ class _CallState:
         span = self.prof.close_span(self.step_o)
         self.step_o = None
         if span is not None:
-            span.attributes["denoiser_forwards"] = self.step_forwards
-            span.attributes["forward_batch"] = list(self.step_batches)
+            span.attributes["denoiser_forwards"] = len(self.step_specs)
             if self.step_offload_s:
                 span.attributes["offload_s"] = self.step_offload_s
-        self.steps.append(_Step(span, self.step_forwards, list(self.step_batches), list(self.step_specs),
-                                self.step_offload_s))
+        self.steps.append(_Step(span, self.step_specs, self.step_offload_s))
+        self.step_specs = []
+
+    def finish_specs(self) -> tuple[list[tuple[Any, Any]], list[int | None]]:
+        """After the call: distinct inputs in ``tensor_spec`` form and the batch of each; fills
+        each step span's ``forward_batch`` attribute."""
+        norm = [(facts.normalize_spec(a), facts.normalize_spec(k)) for a, k in self.specs]
+        batch = [facts.spec_batch(a, k) for a, k in norm]
+        for s in self.steps:
+            if s.span is not None:
+                s.span.attributes["forward_batch"] = [batch[i] for _, i in s.specs]
+        return norm, batch
 
     def on_offload(self, hook_name: str, dt: float) -> None:
         ph = self.current_phase()
@@ -192,6 +202,7 @@ class InstrumentHandle:
         self._swapped: list[tuple[Any, type]] = []  # (object, its original class)
         self._subscribed: set[int] = set()
         self._facts_cache: tuple[Any, dict[str, Any]] | None = None
+        self._pending_flops: dict[int, list[tuple[dict[str, Any], _FlopWork]]] = {}  # id(profiler) -> work
         self.calls = 0
 
     def remove(self) -> None:
@@ -292,21 +303,16 @@ class InstrumentHandle:
         self._hooks.append(module.register_forward_pre_hook(fn, with_kwargs=True))
 
     def _denoiser_hook(self, name: str) -> Callable[..., None]:
-        handle = self
-
         def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            st = handle._state()
+            st = getattr(_tls, "state", None)
             if st is not None:
-                st.modules.setdefault(name, module)
-                st.on_denoiser(name, args, kwargs)
+                st.on_denoiser(name, module, args, kwargs)
 
         return hook
 
     def _text_hook(self, name: str) -> Callable[..., None]:
-        handle = self
-
         def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            st = handle._state()
+            st = getattr(_tls, "state", None)
             if st is None:
                 return
             st.te_forwards[name] = st.te_forwards.get(name, 0) + 1
@@ -357,10 +363,14 @@ class InstrumentHandle:
         comps = facts.components_of(pipe)
         self._ensure(pipe, comps)
         self._subscribe(prof)
-        try:
-            prof.set_metadata("pipeline", self._facts(pipe, comps))
-        except (RuntimeError, AttributeError, TypeError) as exc:
-            log.warning("genprof: could not read pipeline facts: %s", exc)
+        # pipeline facts walk every module (tens of ms for a full-size pipeline): taken when
+        # instrumenting, and here only if a component, its dtype, device or hooks changed
+        # since, after the call has returned
+        facts_key: tuple[Any, ...] | None = self._facts_key(comps)
+        cached = self._facts_cache
+        if cached is not None and cached[0] == facts_key:
+            prof.set_metadata("pipeline", cached[1])
+            facts_key = None
         st = _CallState(prof, steps_enabled=bool(getattr(prof.config, "profile_inference_steps", True)))
         kwargs = dict(kwargs)
         per_call: list[tuple[Any, str, bool, Any]] = []
@@ -397,20 +407,31 @@ class InstrumentHandle:
             st.close_all(error)
             gen_span = prof.close_span(gen_o, error)
             self._unpatch_all(per_call)
+            if facts_key is not None:
+                try:
+                    prof.set_metadata("pipeline", self._facts(pipe, comps, facts_key))
+                except (RuntimeError, AttributeError, TypeError) as exc:
+                    log.warning("genprof: could not read pipeline facts: %s", exc)
             try:
                 self._record(pipe, st, gen_span, kwargs, error)
             except Exception as exc:  # noqa: BLE001 - recording facts must never break the user's call
                 log.warning("genprof: could not record generation facts: %s: %s", type(exc).__name__, exc)
         return out
 
-    def _facts(self, pipe: Any, comps: dict[str, Any]) -> dict[str, Any]:
-        """Pipeline facts, recomputed only when a component, its dtype, device or hooks changed."""
+    @staticmethod
+    def _facts_key(comps: dict[str, Any]) -> tuple[Any, ...]:
+        """What the pipeline facts depend on, cheap to read: each component, its first parameter's
+        dtype and device, and whether it carries offload hooks."""
         key = []
         for name, c in comps.items():
             p = next(c.parameters(), None) if hasattr(c, "parameters") else None
             key.append((name, id(c), None if p is None else (p.dtype, p.device),
                         hasattr(c, "_hf_hook"), hasattr(c, "_diffusers_hook")))
-        k = tuple(key)
+        return tuple(key)
+
+    def _facts(self, pipe: Any, comps: dict[str, Any], key: tuple[Any, ...] | None = None) -> dict[str, Any]:
+        """Pipeline facts, recomputed only when a component, its dtype, device or hooks changed."""
+        k = self._facts_key(comps) if key is None else key
         if self._facts_cache is None or self._facts_cache[0] != k:
             self._facts_cache = (k, facts.pipeline_facts(pipe, comps))
         return self._facts_cache[1]
@@ -431,6 +452,7 @@ class InstrumentHandle:
 
         def on_event(kind: str, payload: Any) -> None:
             if kind == "run_end":
+                self._count_pending(prof)
                 refresh_utilization(payload)
 
         prof.subscribe(on_event)
@@ -480,8 +502,15 @@ class InstrumentHandle:
         if fps is None and (is_video or num_frames):
             fps = facts.VIDEO_FPS.get(cls_name)
             fps_source = f"default frame rate of {cls_name} in diffusers' examples" if fps else None
+        norm_specs, spec_batches = st.finish_specs()
         per_step = [s.forwards for s in st.steps]
-        batches = [b for s in st.steps for b in s.batches]
+        batches = [spec_batches[i] for s in st.steps for _, i in s.specs]
+        by_module: dict[str, int] = {}
+        for s in st.steps:
+            for name, _ in s.specs:
+                by_module[name] = by_module.get(name, 0) + 1
+        for name, _ in st.unscoped:
+            by_module[name] = by_module.get(name, 0) + 1
         latent_b = decode_facts["dims"].get("B") if decode_facts and decode_facts.get("dims") else None
         cfg = _cfg_mode(per_step, batches, latent_b)
         gen: dict[str, Any] = {
@@ -500,9 +529,9 @@ class InstrumentHandle:
             "fps_source": fps_source,
             "latents": {"decode": decode_facts, "encode": encode_facts},
             "denoiser_forwards": {
-                "total": sum(per_step),
+                "total": sum(by_module.values()),
                 "per_step": per_step,
-                "by_module": dict(st.forwards_by_module),
+                "by_module": by_module,
                 "batch_per_forward": batches,
                 "cfg": cfg,
             },
@@ -513,45 +542,87 @@ class InstrumentHandle:
                 "method": "host time around the offload hooks' pre_forward (weights moved to the GPU)",
             },
         }
-        gen["flops"] = self._flops(st, prof) if self.count_flops else {"counted": False,
-                                                                        "reason": "count_flops=False"}
+        if self.count_flops:
+            gen["flops"] = {"status": "pending", "reason": "counted when the run stops (outside every pipeline call)"}
+            self._pending_flops.setdefault(id(prof), []).append((gen, self._flop_work(st, norm_specs, prof)))
+        else:
+            gen["flops"] = {"counted": False, "reason": "count_flops=False"}
+        st.modules.clear()  # no reference to the user's modules outlives the call
         gens = prof.run.metadata.setdefault("generations", [])
         gens.append(gen)
 
-    def _flops(self, st: _CallState, prof: Profiler) -> dict[str, Any]:
-        per_spec: dict[tuple[str, int], tuple[int | None, str | None]] = {}
-        for s in st.steps:
-            for key in s.specs:
-                if key not in per_spec:
-                    name, idx = key
-                    module = st.modules.get(name)
-                    if module is None:
-                        per_spec[key] = (None, f"denoiser {name} not seen")
-                        continue
-                    a, k = st.specs[idx]
-                    per_spec[key] = flops_mod.count_forward_flops(module, a, k)
-        reasons = sorted({r for _, r in per_spec.values() if r})
-        steps: list[dict[str, Any]] = []
-        for s in st.steps:
-            vals = [per_spec[key][0] for key in s.specs]
-            f = None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
-            steps.append({"span_id": None if s.span is None else s.span.id, "flops": f})
+    @staticmethod
+    def _flop_work(st: _CallState, norm_specs: list[tuple[Any, Any]], prof: Profiler) -> _FlopWork:
+        """What counting this call's FLOPs needs, with no reference to the modules themselves."""
+        recipes: dict[str, Any] = {}
         dtype = None
-        den = next(iter(st.modules.values()), None)
-        if den is not None:
-            p = next(den.parameters(), None)
-            dtype = None if p is None else str(p.dtype).replace("torch.", "")
-        out = {
-            "method": "torch.utils.flop_counter.FlopCounterMode on a meta-device copy built from the config",
-            "per_forward": sorted({v for v, _ in per_spec.values() if v is not None}),
-            "total_flops": None if any(x["flops"] is None for x in steps) else sum(x["flops"] for x in steps),
-            "dtype": dtype,
-            "device_name": prof.run.gpus[0].name if prof.run.gpus else None,
-            "steps": steps,
-            "reason": "; ".join(reasons) if reasons else None,
-        }
-        _fill_utilization(out, {s.id: s for s in prof.run.spans})
-        return out
+        for name, module in st.modules.items():
+            try:
+                recipes[name] = flops_mod.recipe_of(module)
+            except TypeError as exc:
+                recipes[name] = f"FLOPs not counted: {exc}"
+            if dtype is None:
+                p = next(module.parameters(), None)
+                dtype = None if p is None else str(p.dtype).replace("torch.", "")
+        return _FlopWork(
+            steps=[(None if s.span is None else s.span.id, s.specs) for s in st.steps],
+            specs=norm_specs,
+            recipes=recipes,
+            dtype=dtype,
+            device_name=prof.run.gpus[0].name if prof.run.gpus else None,
+        )
+
+    def _count_pending(self, prof: Profiler) -> None:
+        """When the run stops: count the FLOPs of every generation recorded into ``prof``."""
+        for gen, work in self._pending_flops.pop(id(prof), []):
+            try:
+                gen["flops"] = _flops(work, prof)
+            except Exception as exc:  # noqa: BLE001 - FLOP counting must never lose the run
+                log.warning("genprof: FLOPs not counted: %s: %s", type(exc).__name__, exc)
+                gen["flops"] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+
+
+@dataclass
+class _FlopWork:
+    steps: list[tuple[int | None, list[tuple[str, int]]]]  # (step span id, (denoiser, spec index) per forward)
+    specs: list[tuple[Any, Any]]  # distinct forward inputs, tensor_spec form
+    recipes: dict[str, Any]  # denoiser name -> flops.ModuleRecipe, or why there is none
+    dtype: str | None
+    device_name: str | None
+
+
+def _flops(work: _FlopWork, prof: Profiler) -> dict[str, Any]:
+    per_spec: dict[tuple[str, int], tuple[int | None, str | None]] = {}
+    for _, specs in work.steps:
+        for key in specs:
+            if key not in per_spec:
+                name, idx = key
+                recipe = work.recipes.get(name)
+                if recipe is None:
+                    per_spec[key] = (None, f"denoiser {name} not seen")
+                elif isinstance(recipe, str):
+                    per_spec[key] = (None, recipe)
+                else:
+                    a, k = work.specs[idx]
+                    per_spec[key] = flops_mod.count_forward_flops(recipe, a, k)
+    reasons = sorted({r for _, r in per_spec.values() if r})
+    steps: list[dict[str, Any]] = []
+    for span_id, specs in work.steps:
+        vals = [per_spec[key][0] for key in specs]
+        f = None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
+        steps.append({"span_id": span_id, "flops": f})
+    out = {
+        "status": "counted",
+        "method": "torch.utils.flop_counter.FlopCounterMode on a meta-device copy built from the config",
+        "per_forward": sorted({v for v, _ in per_spec.values() if v is not None}),
+        "total_flops": None if any(x["flops"] is None for x in steps) else sum(x["flops"] for x in steps),
+        "dtype": work.dtype,
+        "device_name": work.device_name,
+        "steps": steps,
+        "reason": "; ".join(reasons) if reasons else None,
+    }
+    _fill_utilization(out, {s.id: s for s in prof.run.spans})
+    return out
 
 
 def _cfg_mode(per_step: list[int], batches: list[int | None], latent_b: int | None) -> str | None:
@@ -725,7 +796,12 @@ def instrument(pipe: Any, profiler: Profiler | None = None, *, fps: float | None
     if callable(getattr(type(pipe), "encode_prompt", None)):
         methods["encode_prompt"] = "text_encode"
     handle._swap(pipe, methods)
-    handle._ensure(pipe)
+    comps = facts.components_of(pipe)
+    handle._ensure(pipe, comps)
+    try:  # now rather than inside the first call: it walks every module of every component
+        handle._facts(pipe, comps)
+    except (RuntimeError, AttributeError, TypeError) as exc:
+        log.warning("genprof: could not read pipeline facts: %s", exc)
     return handle
 
 

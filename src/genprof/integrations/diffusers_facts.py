@@ -221,6 +221,86 @@ def tensor_spec(x: Any) -> Any:
     return ("obj", type(x).__name__)
 
 
+_Tensor: Any = None
+_SCALARS = (bool, int, float, str)
+
+
+def _tensor_type() -> Any:
+    global _Tensor
+    if _Tensor is None:
+        import torch
+
+        _Tensor = torch.Tensor
+    return _Tensor
+
+
+def fast_spec(x: Any) -> Any:
+    """What :func:`tensor_spec` describes, built cheaply enough to run on every denoiser forward.
+
+    Tensors become ``("T", torch.Size, torch.dtype)``; containers keep their order (no sorting,
+    no string conversion). Equal inputs give equal, hashable results;
+    :func:`normalize_spec` turns one into the :func:`tensor_spec` form (once per distinct spec).
+    """
+    tensor = _Tensor if _Tensor is not None else _tensor_type()
+    if isinstance(x, tensor):
+        return ("T", x.shape, x.dtype)
+    if x is None or isinstance(x, _SCALARS):
+        return x
+    if isinstance(x, dict):
+        items: list[tuple[Any, Any]] = []
+        for k, v in x.items():  # leaves inline: this runs on every forward
+            if isinstance(v, tensor):
+                items.append((k, ("T", v.shape, v.dtype)))
+            elif v is None or isinstance(v, _SCALARS):
+                items.append((k, v))
+            else:
+                items.append((k, fast_spec(v)))
+        return ("dict", tuple(items))
+    if isinstance(x, (list, tuple)):
+        vals: list[Any] = []
+        for v in x:
+            if isinstance(v, tensor):
+                vals.append(("T", v.shape, v.dtype))
+            elif v is None or isinstance(v, _SCALARS):
+                vals.append(v)
+            else:
+                vals.append(fast_spec(v))
+        return (type(x).__name__, tuple(vals))
+    return ("obj", type(x).__name__)
+
+
+def normalize_spec(spec: Any) -> Any:
+    """The :func:`tensor_spec` form of a :func:`fast_spec` result (shapes as tuples, dtype names, dict keys sorted)."""
+    if isinstance(spec, tuple) and spec:
+        tag = spec[0]
+        if tag == "T":
+            return ("T", tuple(spec[1]), str(spec[2]).replace("torch.", ""))
+        if tag == "dict":
+            return ("dict", tuple(sorted((str(k), normalize_spec(v)) for k, v in spec[1])))
+        if tag in ("list", "tuple") or (isinstance(tag, str) and len(spec) == 2 and isinstance(spec[1], tuple)
+                                        and tag != "obj"):
+            return (tag, tuple(normalize_spec(v) for v in spec[1]))
+    return spec
+
+
+def spec_batch(args_spec: Any, kwargs_spec: Any, names: tuple[str, ...] = ("hidden_states", "sample", "x")) -> int | None:
+    """Batch size (first dimension) of the denoiser input in normalized or fast specs.
+
+    The first of ``names`` passed as a keyword tensor, else the first positional tensor.
+    """
+    if isinstance(kwargs_spec, tuple) and kwargs_spec and kwargs_spec[0] == "dict":
+        by_name = dict(kwargs_spec[1])
+        for n in names:
+            v = by_name.get(n)
+            if isinstance(v, tuple) and v and v[0] == "T":
+                return int(v[1][0]) if len(v[1]) else None
+    if isinstance(args_spec, tuple) and len(args_spec) == 2 and isinstance(args_spec[1], tuple):
+        for v in args_spec[1]:
+            if isinstance(v, tuple) and v and v[0] == "T":
+                return int(v[1][0]) if len(v[1]) else None
+    return None
+
+
 def first_tensor_shape(args: tuple[Any, ...], kwargs: dict[str, Any], names: tuple[str, ...]) -> list[int] | None:
     import torch
 

@@ -25,30 +25,68 @@ from genprof.analysis.devices import peak_tflops
 
 log = logging.getLogger(__name__)
 
-_clone_cache: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_recipes: weakref.WeakKeyDictionary[Any, tuple[Any, ModuleRecipe]] = weakref.WeakKeyDictionary()
+_clone_cache: weakref.WeakKeyDictionary[ModuleRecipe, Any] = weakref.WeakKeyDictionary()
 _flop_cache: dict[Any, tuple[int | None, str | None]] = {}
-_cfg_keys: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
-def _meta_clone(module: Any) -> Any:
+class ModuleRecipe:
+    """What a meta-device copy of a module is built from: class, config, parameter dtypes.
+
+    Taken once per module (and again if its dtype changes), so FLOPs can be counted when the run
+    ends even if the module itself has been freed by then; holds no tensor.
+    """
+
+    __slots__ = ("cls", "config", "dtypes", "cfg_key", "__weakref__")
+
+    def __init__(self, cls: type, config: dict[str, Any], dtypes: dict[str, Any]) -> None:
+        self.cls = cls
+        self.config = config
+        self.dtypes = dtypes
+        try:
+            self.cfg_key = repr(sorted(config.items()))
+        except TypeError:
+            self.cfg_key = f"id:{id(self)}"
+
+
+def _dtype_signature(module: Any) -> Any:
+    p = next(module.parameters(), None) if hasattr(module, "parameters") else None
+    return None if p is None else p.dtype
+
+
+def recipe_of(module: Any) -> ModuleRecipe:
+    """The :class:`ModuleRecipe` of ``module`` (cached per module; retaken if its dtype changed).
+
+    Raises TypeError for a module that cannot be rebuilt from a config (not a diffusers ModelMixin).
+    """
+    if isinstance(module, ModuleRecipe):
+        return module
+    sig = _dtype_signature(module)
+    cached = _recipes.get(module)
+    if cached is not None and cached[0] == sig:
+        return cached[1]
+    cfg = getattr(module, "config", None)
+    if cfg is None or getattr(type(module), "from_config", None) is None:
+        raise TypeError(f"{type(module).__name__} cannot be rebuilt from a config (not a diffusers ModelMixin)")
+    recipe = ModuleRecipe(type(module), dict(cfg), {n: p.dtype for n, p in module.named_parameters()})
+    _recipes[module] = (sig, recipe)
+    return recipe
+
+
+def _meta_clone(recipe: ModuleRecipe) -> Any:
     import torch
 
-    cached = _clone_cache.get(module)
+    cached = _clone_cache.get(recipe)
     if cached is not None:
         return cached
-    cfg = getattr(module, "config", None)
-    from_config = getattr(type(module), "from_config", None)
-    if cfg is None or from_config is None:
-        raise TypeError(f"{type(module).__name__} cannot be rebuilt from a config (not a diffusers ModelMixin)")
     with torch.device("meta"):
-        clone = from_config(dict(cfg))
-    real = dict(module.named_parameters())
+        clone = recipe.cls.from_config(dict(recipe.config))  # type: ignore[attr-defined]
     for name, p in clone.named_parameters():
-        src = real.get(name)
-        if src is not None and p.dtype != src.dtype:
-            p.data = torch.empty(p.shape, dtype=src.dtype, device="meta")
+        dt = recipe.dtypes.get(name)
+        if dt is not None and p.dtype != dt:
+            p.data = torch.empty(p.shape, dtype=dt, device="meta")
     clone.eval()
-    _clone_cache[module] = clone
+    _clone_cache[recipe] = clone
     return clone
 
 
@@ -72,25 +110,23 @@ def _to_meta(spec: Any) -> Any:
 
 
 def count_forward_flops(module: Any, args_spec: Any, kwargs_spec: Any) -> tuple[int | None, str | None]:
-    """FLOPs of one forward of ``module`` with inputs described by ``tensor_spec``; cached.
+    """FLOPs of one forward of ``module`` (or its :class:`ModuleRecipe`) with inputs described by
+    ``tensor_spec``; cached per class, config and input signature.
 
     Returns ``(flops, None)`` or ``(None, reason)``.
     """
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    cfg_key = _cfg_keys.get(module)
-    if cfg_key is None:
-        try:
-            cfg_key = repr(sorted(dict(getattr(module, "config", {}) or {}).items()))
-        except TypeError:
-            cfg_key = str(id(module))
-        _cfg_keys[module] = cfg_key
-    key = (type(module).__name__, cfg_key, args_spec, kwargs_spec)
+    try:
+        recipe = recipe_of(module)
+    except TypeError as exc:
+        return None, f"FLOPs not counted: {exc}"
+    key = (recipe.cls.__name__, recipe.cfg_key, args_spec, kwargs_spec)
     if key in _flop_cache:
         return _flop_cache[key]
     try:
-        clone = _meta_clone(module)
+        clone = _meta_clone(recipe)
         args = _to_meta(args_spec)
         kwargs = _to_meta(kwargs_spec)
         counter = FlopCounterMode(display=False)
@@ -99,7 +135,7 @@ def count_forward_flops(module: Any, args_spec: Any, kwargs_spec: Any) -> tuple[
         result: tuple[int | None, str | None] = (int(counter.get_total_flops()), None)
     except Exception as exc:  # noqa: BLE001 - any failure of the meta run means "not countable", with why
         reason = f"FLOPs not counted on the meta device: {type(exc).__name__}: {str(exc)[:200]}"
-        log.info("%s (%s)", reason, type(module).__name__)
+        log.info("%s (%s)", reason, recipe.cls.__name__)
         result = (None, reason)
     _flop_cache[key] = result
     return result
