@@ -109,12 +109,12 @@ def bench_one(kind: str, *, device: str, size: str, steps: int, rounds: int, see
             cpu[k].append(c)
 
     def per_step_us(a: list[float], b: list[float]) -> dict[str, Any]:
-        d = [(x - y) / steps * 1e6 for x, y in zip(a, b)]
+        d = [(x - y) / steps * 1e6 for x, y in zip(a, b, strict=True)]
         lo, hi = bootstrap_median_ci(d, n_boot, seed)
         return {"median_us": statistics.median(d), "ci95_us": [lo, hi], "paired_us": d}
 
     def ratio_pct(a: list[float], b: list[float]) -> dict[str, Any]:
-        r = [100.0 * (x / y - 1.0) for x, y in zip(a, b)]
+        r = [100.0 * (x / y - 1.0) for x, y in zip(a, b, strict=True)]
         lo, hi = bootstrap_median_ci(r, n_boot, seed)
         return {"median_pct": statistics.median(r), "ci95_pct": [lo, hi]}
 

@@ -10,9 +10,12 @@ times full pipeline calls in interleaved rounds, in a shuffled order each round:
 
 Host wall time of the call is measured with ``torch.cuda.synchronize()`` on both sides (the
 pipelines return numpy arrays, so the call itself ends synchronised). One warm-up call of each
-kind runs first (the FLOP count of the first instrumented call, on the meta device, happens
-there). Overhead is ``median(instrumented) / median(plain) - 1``; the spread is min..max of
-each kind.
+kind runs first. Overhead is reported two ways: ``median(instrumented) / median(plain) - 1``
+(ratio of medians, spread min..max of each kind) and, robust to a noisy host whose speed
+drifts between rounds, the **paired** ratio: per round ``instrumented / plain - 1`` (the calls
+of one round run back to back), its median over rounds with a percentile-bootstrap 95% CI. The
+SD case (35 ms steps on an H100, the most host-sensitive) runs 30 rounds by default. FLOPs are
+counted when each instrumented run stops, outside the timed call.
 
 FLOP utilization comes from the last instrumented call's generation record: per-step FLOPs
 from FlopCounterMode (meta device), divided by each step's GPU time (CUDA events), against the
@@ -38,8 +41,17 @@ from typing import Any
 
 SETTINGS = {
     "wan": {"steps": 10, "rounds": 5, "call": {"height": 480, "width": 832, "num_frames": 33}},
-    "sd": {"steps": 25, "rounds": 10, "call": {"height": 512, "width": 512}},
+    "sd": {"steps": 25, "rounds": 30, "call": {"height": 512, "width": 512}},
 }
+
+
+def bootstrap_median_ci(xs: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap 95% CI of the median of ``xs``."""
+    if len(xs) < 2:
+        return (xs[0], xs[0]) if xs else (float("nan"), float("nan"))
+    rng = random.Random(seed)
+    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n_boot))
+    return meds[int(0.025 * n_boot)], meds[min(n_boot - 1, int(0.975 * n_boot))]
 
 
 def _time_call(torch: Any, pipe: Any, kwargs: dict[str, Any]) -> float:
@@ -118,6 +130,12 @@ def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False
     res["overhead_instrumented_vs_plain_pct"] = 100.0 * (med["instrumented"] / med["plain"] - 1.0)
     res["overhead_instrumented_vs_profiler_pct"] = 100.0 * (med["instrumented"] / med["profiler"] - 1.0)
     res["overhead_profiler_vs_plain_pct"] = 100.0 * (med["profiler"] / med["plain"] - 1.0)
+    for a, b in (("instrumented", "plain"), ("instrumented", "profiler"), ("profiler", "plain")):
+        paired = [100.0 * (x / y - 1.0) for x, y in zip(times[a], times[b], strict=True)]
+        lo, hi = bootstrap_median_ci(paired, seed=seed)
+        res[f"paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi], "per_round": paired}
+    res["per_step_cost_instrumented_vs_plain_us"] = 1e6 * statistics.median(
+        [x - y for x, y in zip(times["instrumented"], times["plain"], strict=True)]) / steps
     gen = last_run.metadata["generations"][-1]
     fl = gen["flops"]
     steps_fl = fl.get("steps", [])
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file for the results")
     ap.add_argument("--pipelines", default="wan,sd", help="comma-separated: wan, sd")
-    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default: wan 5, sd 10)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default: wan 5, sd 30)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: wan 10, sd 25)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true",
@@ -187,15 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.out).write_text(json.dumps(out, indent=2, default=str), encoding="utf-8")
     print(f"\ndevice: {out['device']}  torch {out['torch']}  diffusers {out['diffusers']}")
     print(f"{'pipeline':10} {'plain s (min..max)':>24} {'instr s (min..max)':>24} {'ovh %':>7} "
-          f"{'TFLOP/s':>8} {'MFU %':>6}")
+          f"{'paired % (95% CI)':>24} {'TFLOP/s':>8} {'MFU %':>6}")
     for kind, r in out["pipelines"].items():
         sp, si = r["summary"]["plain"], r["summary"]["instrumented"]
         f = r["flops"]
+        pr = r["paired_instrumented_vs_plain_pct"]
         tf = "n/a" if f["mean_achieved_tflops"] is None else f"{f['mean_achieved_tflops']:.1f}"
         mfu = "n/a" if f["mean_mfu"] is None else f"{100 * f['mean_mfu']:.1f}"
         print(f"{kind:10} {sp['median_s']:8.3f} ({sp['min_s']:.3f}..{sp['max_s']:.3f}) "
               f"{si['median_s']:8.3f} ({si['min_s']:.3f}..{si['max_s']:.3f}) "
-              f"{r['overhead_instrumented_vs_plain_pct']:7.2f} {tf:>8} {mfu:>6}")
+              f"{r['overhead_instrumented_vs_plain_pct']:7.2f} "
+              f"{pr['median']:7.2f} ({pr['ci95'][0]:6.2f}..{pr['ci95'][1]:6.2f}) {tf:>8} {mfu:>6}")
     print(f"wrote {args.out}")
     return 0
 
