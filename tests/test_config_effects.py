@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeAllocator, FakeNvml, install_fake_cuda
 
+from fakes import FakeAllocator, FakeNvml, install_fake_cuda
 from genprof.profiler import Profiler
 
 BASE = {"handle_sigterm": False, "gpu_monitor_interval": 0.01, "cpu_monitor_interval": 0.01}

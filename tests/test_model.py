@@ -76,6 +76,17 @@ def test_bad_files_give_one_clear_error_naming_the_file(tmp_path: Path, content:
     assert message in str(ei.value)
 
 
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_finite_numbers_are_refused(constant: str) -> None:
+    text = make_run().to_json().replace('"duration_s": 12.5', f'"duration_s": {constant}')
+    with pytest.raises(RunFileError, match=constant):
+        loads_run(text, source="x.json")
+    d = make_run().to_dict()
+    d["duration_s"] = float("inf")
+    with pytest.raises(RunFileError, match="finite"):
+        Run.from_dict(d, source="x.json")
+
+
 def test_missing_file_and_folder(tmp_path: Path) -> None:
     with pytest.raises(RunFileError, match="no such file"):
         load_run(tmp_path / "nope.json")

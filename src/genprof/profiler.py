@@ -580,8 +580,8 @@ class Profiler:
         tname = self._thread_names.get(tid)
         if tname is None:
             tname = self._thread_names[tid] = threading.current_thread().name
-        span = o.span = Span(next(self._ids), o._name, kind, 0.0, stack[-1].span.id if stack else None, o._index,
-                             thread=tname, attributes=o._attrs)
+        span = o.span = Span._fast(next(self._ids), o._name, kind, stack[-1].span.id if stack else None, o._index,
+                                   tname, o._attrs)
         self._abort_path = None
         if self._cuda_index is not None:
             span.device_index = self._cuda_index
