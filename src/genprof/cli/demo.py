@@ -33,6 +33,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be >= 1, got {args.steps}")
+    try:
+        import transformers
+
+        # transformers warns about optional image backends (torchvision) the demo never uses
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass  # build_pipeline names the missing package
     kinds = ["wan", "sd"] if args.pipeline == "all" else [args.pipeline]
     out = Path(args.out)
     demos = []
