@@ -230,6 +230,7 @@ def test_log_file_in_output_dir(tmp_path: Path) -> None:
             pass
     text = (tmp_path / "genprof.log").read_text()
     assert "started" in text and "usage:" in text and "run file written" in text
+    assert "phase 'load' ended (ok) after" in text and "RSS" in text
 
 
 def test_rss_is_measured_per_span() -> None:

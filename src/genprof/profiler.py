@@ -640,6 +640,8 @@ class Profiler:
         if self._listeners:
             for cb in self._listeners:
                 self._notify_one(cb, "span_end", span)
+        if kind in _LOGGED_KINDS and log.isEnabledFor(logging.INFO):
+            _log_span(span)
         return span
 
     def _span_failed(self, span: Span, exc: BaseException) -> None:
@@ -1084,6 +1086,22 @@ def _detect_distributed(torch: Any | None) -> DistributedInfo | None:
         return DistributedInfo(rank=int(r), world_size=int(w), local_rank=int(lr) if lr and lr.isdigit() else None,
                                source="environment (RANK, WORLD_SIZE)")
     return None
+
+
+_LOGGED_KINDS = frozenset(("phase", "generation"))
+
+
+def _log_span(span: Span) -> None:
+    """Seed 000's log line: a stage's time and the memory after it."""
+    from genprof.units import format_bytes, format_seconds
+
+    parts = [f"{span.kind} {span.name!r} ended ({span.status}) after {format_seconds(span.duration_s)}"]
+    if span.allocated_end_bytes is not None:
+        parts.append(f"allocated {format_bytes(span.allocated_end_bytes)}, reserved "
+                     f"{format_bytes(span.reserved_end_bytes)}, peak {format_bytes(span.peak_allocated_bytes)}")
+    if span.rss_end_bytes is not None:
+        parts.append(f"RSS {format_bytes(span.rss_end_bytes)}")
+    log.info("; ".join(parts))
 
 
 def _job_id() -> tuple[str | None, str | None]:
