@@ -134,3 +134,28 @@ def test_explain_oom_proposes_a_plan_for_the_device():
     out = explain_oom(_oom_run(pipeline={"model": "sd1.5"}, generations=[{"height": 512, "width": 512}]))
     fit = out["what_would_fit"]
     assert fit["fits"] and fit["predicted_peak_reserved_bytes"] <= 8 * GiB
+
+
+def test_match_model_from_recorded_classes_and_parameter_counts():
+    from genprof.planning.oom import match_model
+
+    assert match_model({"components": {"unet": {"class": "UNet2DConditionModel", "parameters": 859_520_964}}}) == "sd1.5"
+    assert match_model({"components": {"unet": {"class": "UNet2DConditionModel", "parameters": 18_464}}}) is None
+    assert match_model({"class": "StableDiffusionPipeline"}) is None
+
+
+@pytest.mark.slow
+def test_report_and_summary_of_an_oom_run_say_what_would_fit(tmp_path, capsys):
+    from genprof.cli.main import main
+
+    run = _oom_run(pipeline={"class": "StableDiffusionPipeline",
+                             "components": {"unet": {"class": "UNet2DConditionModel", "parameters": 859_520_964}}},
+                   generations=[{"height": 512, "width": 512}])
+    run.end.oom["largest_tensors"] = [{"shape": [1, 4, 64, 64], "dtype": "float16", "bytes": 32768}]
+    path = run.save(tmp_path / "oom.json")
+    assert main(["report", str(path), "--html", str(tmp_path / "r.html")]) == 0
+    html = (tmp_path / "r.html").read_text()
+    assert 'id="oom-advice"' in html and "What would have fit" in html
+    assert main(["summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "What would have fit" in out and "expandable_segments" in out

@@ -63,7 +63,12 @@ def run(args: argparse.Namespace) -> int:
     written: list[Path] = []
     if html:
         comparison = _comparison(args.compare, the_run) if args.compare else None
-        written.append(write_html(the_run, html, comparison=comparison))
+        advice = None
+        if the_run.end.status == "oom":
+            from genprof.planning.oom import explain_oom
+
+            advice = explain_oom(the_run)
+        written.append(write_html(the_run, html, comparison=comparison, oom_advice=advice))
     if trace:
         written.append(write_trace(the_run, trace))
     if json_report:

@@ -27,5 +27,12 @@ def run(args: argparse.Namespace) -> int:
     if args.width is not None and args.width < 40:
         raise UsageError(f"--width must be at least 40 columns, got {args.width}")
     the_run = load_run(args.run_file)
-    print_summary(the_run, console=Console(width=args.width) if args.width else Console())
+    con = Console(width=args.width) if args.width else Console()
+    print_summary(the_run, console=con)
+    if the_run.end.status == "oom":
+        from genprof.planning.oom import explain_oom
+        from genprof.render.html import oom_advice_lines
+
+        for line in oom_advice_lines(explain_oom(the_run)) or []:
+            con.print(line, highlight=False, markup=False)
     return 0

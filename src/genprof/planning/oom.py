@@ -1,7 +1,7 @@
 """Out-of-memory forensics: from a run that ended in ``oom``, say what was happening and what would fit.
 
 Reads ``run.end.oom`` (written by the profiler: ``allocated_bytes``, ``reserved_bytes``,
-``largest_free_block_bytes``, ``device_total_bytes``, ``phase``, ``step``, ``biggest_tensors``)
+``largest_free_block_bytes``, ``device_total_bytes``, ``phase``, ``largest_tensors``)
 and the generation settings in ``run.metadata["pipeline"]`` / ``run.metadata["generations"]``
 (written by the diffusers integration: ``model``/``class_name`` and ``height``, ``width``,
 ``num_frames``, ``batch_size``, ``num_inference_steps``, ``guidance_scale``). With those it asks
@@ -33,7 +33,7 @@ def explain_oom(run: Run, *, budget_bytes: int | None = None) -> dict[str, Any] 
         "reserved_bytes": oom.get("reserved_bytes"),
         "largest_free_block_bytes": oom.get("largest_free_block_bytes"),
         "device_total_bytes": oom.get("device_total_bytes"),
-        "biggest_tensors": oom.get("biggest_tensors", []),
+        "biggest_tensors": oom.get("largest_tensors") or oom.get("biggest_tensors") or [],
         "message": run.end.message,
         "fragmentation": None,
         "what_would_fit": None,
@@ -46,7 +46,7 @@ def explain_oom(run: Run, *, budget_bytes: int | None = None) -> dict[str, Any] 
     pipe = run.metadata.get("pipeline") or {}
     gens = run.metadata.get("generations") or []
     gen = dict(gens[-1]) if gens and isinstance(gens[-1], dict) else {}
-    model = pipe.get("model") or pipe.get("name_or_path") or pipe.get("class_name")
+    model = pipe.get("model") or pipe.get("name_or_path") or match_model(pipe)
     if not model:
         out["reason"] = "run.metadata['pipeline'] names no model, so no estimate was made"
         return out
@@ -69,3 +69,34 @@ def explain_oom(run: Run, *, budget_bytes: int | None = None) -> dict[str, Any] 
         "needed": p.needed,
     }
     return out
+
+
+def match_model(pipe_meta: dict[str, Any]) -> str | None:
+    """The shipped config (``genprof.integrations.model_configs``) that a recorded pipeline is.
+
+    Matches the denoiser's class, then the parameter count within 3% (counted on the meta device,
+    only for configs with that class). ``None`` when nothing matches, e.g. for the tiny demo models.
+    """
+    comps = pipe_meta.get("components")
+    if not isinstance(comps, dict):
+        return None
+    try:
+        from genprof.integrations.model_configs import MODEL_NAMES, build_component, get_config
+    except ImportError as exc:  # torch/diffusers missing: no match possible
+        log.info("no model match: %s", exc)
+        return None
+    for name in MODEL_NAMES:
+        spec = get_config(name)
+        den = spec.denoiser
+        rec = comps.get(den.name)
+        if not isinstance(rec, dict) or rec.get("class") != den.class_name or not rec.get("parameters"):
+            continue
+        try:
+            n = sum(p.numel() for p in build_component(den, device="meta").parameters())
+        except (ImportError, TypeError, ValueError) as exc:
+            log.info("cannot count %s parameters: %s", name, exc)
+            continue
+        if abs(n - int(rec["parameters"])) <= 0.03 * n:
+            return name
+    return None
+

@@ -63,6 +63,7 @@ def render_html(
     *,
     findings: Iterable[Finding | Mapping[str, Any]] | None = None,
     comparison: Mapping[str, Any] | None = None,
+    oom_advice: Mapping[str, Any] | None = None,
 ) -> str:
     """The report page as a string (see :func:`write_html`)."""
     found, note = collect_findings(run, findings)
@@ -70,6 +71,7 @@ def render_html(
     env = _jinja_env()
     template = env.get_template("report.html.j2")
     ctx = _context(run, data, found, note, comparison)
+    ctx["oom_advice"] = oom_advice_lines(oom_advice)
     return template.render(
         **ctx,
         data_json=embed_json(data),
@@ -85,15 +87,18 @@ def write_html(
     *,
     findings: Iterable[Finding | Mapping[str, Any]] | None = None,
     comparison: Mapping[str, Any] | None = None,
+    oom_advice: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the self-contained HTML report of ``run`` to ``path`` (atomically); returns the path.
 
     ``findings`` defaults to ``genprof.analysis.rules.run_rules(run)`` when that module exists
     (the page says when no rules ran). ``comparison`` (a dict, e.g. from
-    ``genprof.analysis.compare``) adds a comparison section.
+    ``genprof.analysis.compare``) adds a comparison section. ``oom_advice`` (from
+    ``genprof.planning.oom.explain_oom``, computed by the caller: renderers sit below the planner)
+    says, for a run that ran out of memory, what would have fit.
     """
     p = Path(path)
-    atomic_write_text(p, render_html(run, findings=findings, comparison=comparison))
+    atomic_write_text(p, render_html(run, findings=findings, comparison=comparison, oom_advice=oom_advice))
     log.info("wrote HTML report %s", p)
     return p
 
@@ -515,6 +520,29 @@ def _end_ctx(run: Run) -> dict[str, Any]:
         "open_spans": e.open_spans,
         "oom": oom,
     }
+
+
+def oom_advice_lines(advice: Mapping[str, Any] | None) -> list[str] | None:
+    """Plain sentences from ``explain_oom``'s dict (the template escapes them)."""
+    if not advice:
+        return None
+    lines: list[str] = []
+    frag = advice.get("fragmentation")
+    if isinstance(frag, Mapping) and frag.get("reserved_minus_allocated_bytes") is not None:
+        lines.append(f"Reserved exceeded allocated by {format_bytes(frag['reserved_minus_allocated_bytes'])} at the "
+                     f"failure (x{frag.get('reserved_over_allocated', 0):.2f}); "
+                     "PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True returns such memory.")
+    fit = advice.get("what_would_fit")
+    if isinstance(fit, Mapping):
+        if fit.get("fits") and fit.get("settings"):
+            st = ", ".join(f"{k}={v}" for k, v in sorted(fit["settings"].items()))
+            lines.append(f"What would have fit in {format_bytes(fit.get('budget_bytes'))}: {st} "
+                         f"(predicted peak reserved {format_bytes(fit.get('predicted_peak_reserved_bytes'))}).")
+        else:
+            lines.append(f"Nothing genprof can plan fits in {format_bytes(fit.get('budget_bytes'))}: {fit.get('needed')}")
+    elif advice.get("reason"):
+        lines.append(f"No plan: {advice['reason']}.")
+    return lines or None
 
 
 def _context(
