@@ -16,6 +16,7 @@ from pathlib import Path
 
 import genprof
 from genprof.analysis.throughput import generation_throughput
+from genprof.units import format_bytes
 
 
 def main() -> int:
@@ -73,7 +74,8 @@ def main() -> int:
         print(f"video: {g.duration_s:.3f} s, {g.steps} steps ({g.steps_per_s:.2f} steps/s), "
               f"{g.output_frames} frames -> {g.output_frames_per_s:.2f} output frames/s, real-time factor {rtf}")
     for e in prof.run.metadata.get("load", []):
-        print(f"loaded {e['component']}: rss {e['rss_bytes']} bytes, allocated {e['allocated_bytes']}")
+        print(f"loaded {e['component']}: RSS {format_bytes(e['rss_bytes'])}, "
+              f"GPU allocated {format_bytes(e['allocated_bytes'])}")
     print(f"run file: {prof.run_path}")
     print(f"report:   {prof.run.to_html(Path(args.out) / 'text-to-video.html')}")
     return 0
