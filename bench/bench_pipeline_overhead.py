@@ -54,15 +54,28 @@ def bootstrap_median_ci(xs: list[float], n_boot: int = 2000, seed: int = 0) -> t
     return meds[int(0.025 * n_boot)], meds[min(n_boot - 1, int(0.975 * n_boot))]
 
 
-def _time_call(torch: Any, pipe: Any, kwargs: dict[str, Any]) -> float:
+_CPU: dict[str, list[float]] = {}  # calling-thread CPU seconds per call, by kind (see _time_call)
+
+
+def _time_call(torch: Any, pipe: Any, kwargs: dict[str, Any], kind: str | None = None) -> float:
+    """Wall time of one call, bracketed by synchronize; also records the calling thread's CPU time.
+
+    On a host whose wall times swing by tens of percent (CPU steal on a VM), the CPU time the
+    calling thread used is the steadier measure of what genprof adds to a host-bound call: the
+    synchronize at the end spins for the same GPU time in every mode.
+    """
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()
+    c0 = time.thread_time()
     t0 = time.perf_counter()
     pipe(**kwargs)
     if cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - t0
+    dt = time.perf_counter() - t0
+    if kind is not None:
+        _CPU.setdefault(kind, []).append(time.thread_time() - c0)
+    return dt
 
 
 def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False) -> dict[str, Any]:
@@ -87,14 +100,14 @@ def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False
     def run_kind(k: str, record: bool) -> None:
         nonlocal last_run
         if k == "plain":
-            dt = _time_call(torch, pipe, kwargs)
+            dt = _time_call(torch, pipe, kwargs, k if record else None)
         else:
             prof = genprof.Profiler(f"bench-{kind}-{k}")
             with prof:
                 if k == "instrumented":
                     instrument(pipe, prof, fps=demo.fps)
                 try:
-                    dt = _time_call(torch, pipe, kwargs)
+                    dt = _time_call(torch, pipe, kwargs, k if record else None)
                 finally:
                     if k == "instrumented":
                         uninstrument(pipe)
@@ -134,6 +147,16 @@ def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False
         paired = [100.0 * (x / y - 1.0) for x, y in zip(times[a], times[b], strict=True)]
         lo, hi = bootstrap_median_ci(paired, seed=seed)
         res[f"paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi], "per_round": paired}
+    cpu = {k: _CPU.pop(k, []) for k in times}
+    if all(len(cpu[k]) == len(times[k]) for k in times):
+        for a, b in (("instrumented", "plain"), ("profiler", "plain")):
+            # extra calling-thread CPU time of mode a over plain, as a share of plain's wall time
+            paired = [100.0 * (ca - cb) / wb for ca, cb, wb in zip(cpu[a], cpu[b], times[b], strict=True)]
+            lo, hi = bootstrap_median_ci(paired, seed=seed)
+            res[f"cpu_paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi]}
+        res["cpu_s"] = cpu
+    if last_run is not None:
+        res["sampler_cpu_share"] = last_run.metadata.get("sampler_cpu_share")
     res["per_step_cost_instrumented_vs_plain_us"] = 1e6 * statistics.median(
         [x - y for x, y in zip(times["instrumented"], times["plain"], strict=True)]) / steps
     gen = last_run.metadata["generations"][-1]
@@ -216,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{si['median_s']:8.3f} ({si['min_s']:.3f}..{si['max_s']:.3f}) "
               f"{r['overhead_instrumented_vs_plain_pct']:7.2f} "
               f"{pr['median']:7.2f} ({pr['ci95'][0]:6.2f}..{pr['ci95'][1]:6.2f}) {tf:>8} {mfu:>6}")
+        c = r.get("cpu_paired_instrumented_vs_plain_pct")
+        if c is not None:
+            print(f"{'':10} calling-thread CPU added by instrument: {c['median']:+.3f}% of the plain call "
+                  f"(95% CI {c['ci95'][0]:+.3f}..{c['ci95'][1]:+.3f}); sampler thread CPU share "
+                  f"{r.get('sampler_cpu_share')}")
     print(f"wrote {args.out}")
     return 0
 
