@@ -661,13 +661,17 @@ class Profiler:
 
     def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A phase (``load``, ``text_encode``, ``denoise``, ``vae_decode``...). Phases nest."""
-        if not self._on or not self._phase_enabled(name):
+        if not self._on or not self.phase_enabled(name):
             return _NULL
         return _OpenSpan(self, name, "phase", None, attributes)
 
     def generation(self, name: str = "generation", **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """One generation (one image or video): the unit of usage statistics and throughput."""
         return self.span(name, "generation", **attributes)
+
+    def phase_enabled(self, name: str) -> bool:
+        """Whether :meth:`phase` records a phase of this name (``profile_vae_decode`` / ``profile_text_encoding``)."""
+        return self._phase_enabled(name)
 
     def _phase_enabled(self, name: str) -> bool:
         c = self.config

@@ -99,8 +99,7 @@ class _CallState:
 
     # -- spans opened by hooks
     def phase_open(self, name: str) -> Any:
-        enabled = getattr(self.prof, "_phase_enabled", None)
-        if enabled is not None and not enabled(name):
+        if not self.prof.phase_enabled(name):
             return None
         return self.prof.open_span(name, "phase")
 
