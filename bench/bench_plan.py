@@ -1,141 +1,436 @@
 """Does the chosen plan fit the budget, and how close is it to the fastest plan that fits?
 
-Run on a GPU machine with torch + diffusers + transformers:
-    python bench/bench_plan.py --out plan.json [--budgets 8,12,16,24] [--steps 2]
-For Wan 2.1 1.3B (480x832, 81 frames) and an SDXL-size UNet (1024x1024): for each budget
-(GB, enforced with torch.cuda.set_per_process_memory_fraction), ask genprof.plan, then run the
-chosen plan and the other candidates (offload modes x VAE tiling, bf16; fp8 with --fp8) on a
-fresh pipeline built from genprof's configs with random weights: text encoding (the text
-encoders called directly, through the offload hooks), ``--steps`` denoising steps and the VAE
-decode. Records OOM or time for each, and the chosen plan's time over the fastest that fitted.
-Prompt embeddings are passed in, so no tokenizer is needed.
+Run on a GPU machine with torch + diffusers + transformers (one call per model fits in about
+9 minutes on an H100; see docs/planning.md, "Validating plans"):
+    python bench/bench_plan.py --out plan_wan.json --models wan2.1-1.3b
+    python bench/bench_plan.py --out plan_sdxl.json --models sdxl
+CPU check of the same code path with tiny pipelines (no budget enforcement):
+    python bench/bench_plan.py --out smoke.json --smoke
+
+Per model (Wan 2.1 1.3B at 480x832, 81 frames; SDXL at 1024x1024):
+
+1. The components are built ONCE on the CPU without initialisation (``_no_init`` from
+   bench_estimate: random init of billions of parameters takes minutes on the lent CPU) and
+   kept as a pristine copy. Each candidate gets a fresh pipeline from a structural copy that
+   shares the pristine weight storages (new module and Parameter objects, no data copied;
+   ``.to()``, offload hooks and fp8 casting replace ``param.data``, never write into it), and is
+   torn down completely afterwards (hooks removed, references dropped, ``gc``, ``empty_cache``;
+   what stays allocated is recorded as ``leftover_allocated_bytes``). Weight values are
+   uninitialised memory: dense kernels do not run faster or slower for them.
+2. Every candidate of the planner's exhaustive list (dtype x offload x VAE tiling x fp8) runs
+   once without a budget after one untimed warm-up generation: peak reserved (peaks reset after
+   ``apply``) and time of text encoding + ``--steps`` denoising steps + VAE decode. A candidate
+   over ``--max-candidate-s`` is stopped (a global module forward pre-hook raises) and recorded
+   as ``timed_out``; its siblings (same offload mode, with tiling and/or fp8, which only add
+   time) are then skipped with that reason.
+3. Per budget, ``plan()`` picks a candidate twice: with the time model's assumptions (only the
+   measured host-to-device bandwidth) and with the measured step and VAE decode times of the
+   no-offload candidate. For each: does its MEASURED peak fit the budget, the fastest candidate
+   whose measured peak fits, the chosen/fastest time ratio (target <= 1.15); and the chosen plan
+   runs once more with ``torch.cuda.set_per_process_memory_fraction(budget / total)`` enforced
+   (an OOM is caught and recorded). Predicted vs measured peak per candidate is in the JSON.
+
+Everything is written to --out after every candidate, so a timeout keeps what was measured.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
+import os
+import sys
+import threading
 import time
+from typing import Any
 
 import torch
 
-from genprof.integrations.model_configs import build_component, get_config
-from genprof.planning.plan import TimeModel, apply, plan
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from bench_estimate import _no_init  # noqa: E402
+
+from genprof.planning.plan import Plan, TimeModel, apply, plan  # noqa: E402
 
 MODELS = {
     "wan2.1-1.3b": dict(height=480, width=832, num_frames=81),
     "sdxl": dict(height=1024, width=1024),
 }
+SMOKE_MODELS = ("wan", "sdxl")  # genprof.integrations.demo tiny pipelines
+SLOWER_OPTIONS = ("vae_tiling", "layerwise_fp8", "vae_slicing")
 
 
-def _pipe(model):
-    import diffusers
-
-    spec = get_config(model)
-    parts = {c.name: build_component(c, device="cpu", dtype=torch.bfloat16) for c in spec.components}
-    if model.startswith("wan"):
-        sched = diffusers.UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-        return diffusers.WanPipeline(tokenizer=None, scheduler=sched, **parts)
-    sched = diffusers.EulerDiscreteScheduler()
-    return diffusers.StableDiffusionXLPipeline(tokenizer=None, tokenizer_2=None, scheduler=sched, **parts)
+class CandidateTimeout(Exception):
+    """Raised by the forward pre-hook once a candidate has used its time."""
 
 
-def _generate(pipe, model, kw, steps):
-    dev = torch.device("cuda")
+class Deadline:
+    """A global module forward pre-hook that stops a candidate after ``limit_s`` seconds."""
+
+    def __init__(self) -> None:
+        self.at: float | None = None
+        self.handle = torch.nn.modules.module.register_module_forward_pre_hook(self._check)
+
+    def _check(self, module: Any, args: Any) -> None:
+        if self.at is not None and time.perf_counter() > self.at:
+            self.at = None  # raise once; teardown may call modules
+            raise CandidateTimeout(type(module).__name__)
+
+    def arm(self, limit_s: float) -> None:
+        self.at = time.perf_counter() + limit_s
+
+    def disarm(self) -> None:
+        self.at = None
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+# ---------------------------------------------------------------- building
+
+
+class Model:
+    """Pristine CPU components, and a fresh pipeline from them on demand."""
+
+    def __init__(self, name: str, smoke: bool) -> None:
+        import diffusers
+
+        self.name = name
+        self.smoke = smoke
+        if smoke:
+            from genprof.integrations.demo import build_pipeline
+
+            demo = build_pipeline(name, "tiny", device="cpu")
+            self.pipe_cls = type(demo.pipe)
+            self.components = dict(demo.pipe.components)
+            self.extra: dict[str, Any] = {}
+            self.generation = {k: demo.call_kwargs[k] for k in ("height", "width", "num_frames") if k in demo.call_kwargs}
+            self.seq_len = 16
+            self.plan_target: Any = demo.pipe
+        else:
+            from genprof.integrations.model_configs import build_component, get_config
+
+            spec = get_config(name)
+            comps: dict[str, Any] = {}
+            for c in spec.components:
+                with _no_init():  # bf16 like the plans (apply() casts the whole pipeline to their dtype)
+                    comps[c.name] = build_component(c, device="cpu", dtype=torch.bfloat16)
+                gc.collect()
+            if name.startswith("wan"):
+                comps["scheduler"] = diffusers.UniPCMultistepScheduler(
+                    prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+                comps["tokenizer"] = None
+                self.pipe_cls = diffusers.WanPipeline
+            else:
+                comps["scheduler"] = diffusers.EulerDiscreteScheduler(steps_offset=1)
+                comps["tokenizer"] = comps["tokenizer_2"] = None
+                self.pipe_cls = diffusers.StableDiffusionXLPipeline
+            self.components = comps
+            self.extra = {}
+            self.generation = dict(MODELS[name])
+            self.seq_len = (spec.text_encoders[0].seq_len or 77) if name.startswith("wan") else 77
+            self.plan_target = name
+
+    def fresh(self) -> Any:
+        comps = {}
+        for k, v in self.components.items():
+            if isinstance(v, torch.nn.Module):
+                comps[k] = structural_copy(v)
+            elif k == "scheduler":
+                comps[k] = type(v).from_config(v.config)
+            else:
+                comps[k] = v
+        pipe = self.pipe_cls(**comps, **self.extra)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+
+def structural_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A new module tree whose parameters and buffers share the original storages."""
+    memo: dict[int, Any] = {}
+    for p in module.parameters():
+        memo[id(p)] = torch.nn.Parameter(p.detach(), requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = b.detach()
+    return copy.deepcopy(module, memo)
+
+
+# ---------------------------------------------------------------- running
+
+
+def _sync(dev: str) -> None:
+    if dev == "cuda":
+        torch.cuda.synchronize()
+
+
+def generate(pipe: Any, model: Model, steps: int, dev: str) -> dict[str, float]:
+    """Text encoding (called directly, through any offload hooks), ``steps`` steps, VAE decode."""
+    marks: dict[str, float] = {}
+    t0 = time.perf_counter()
     with torch.no_grad():
-        if model.startswith("wan"):
-            ids = torch.zeros(1, 512, dtype=torch.long, device=dev)
+        ids = torch.zeros(1, model.seq_len, dtype=torch.long, device=dev)
+        if model.pipe_cls.__name__.startswith("Wan"):
             emb = pipe.text_encoder(ids).last_hidden_state
-            return pipe(prompt_embeds=emb, negative_prompt_embeds=emb.clone(), num_inference_steps=steps,
-                        output_type="pt", **kw)
-        ids = torch.zeros(1, 77, dtype=torch.long, device=dev)
-        h1 = pipe.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
-        o2 = pipe.text_encoder_2(ids, output_hidden_states=True)
-        emb = torch.cat([h1, o2.hidden_states[-2]], dim=-1)
-        pooled = o2.text_embeds
-        return pipe(prompt_embeds=emb, negative_prompt_embeds=emb.clone(), pooled_prompt_embeds=pooled,
-                    negative_pooled_prompt_embeds=pooled.clone(), num_inference_steps=steps, output_type="pt", **kw)
+            kw: dict[str, Any] = dict(prompt_embeds=emb, negative_prompt_embeds=emb.clone())
+        else:
+            h1 = pipe.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+            o2 = pipe.text_encoder_2(ids, output_hidden_states=True)
+            emb = torch.cat([h1, o2.hidden_states[-2]], dim=-1)
+            pooled = o2.text_embeds
+            kw = dict(prompt_embeds=emb, negative_prompt_embeds=emb.clone(), pooled_prompt_embeds=pooled,
+                      negative_pooled_prompt_embeds=pooled.clone())
+        _sync(dev)
+        marks["text_encode_s"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+
+        def on_step(p: Any, i: int, t: Any, cb: dict[str, Any]) -> dict[str, Any]:
+            if i == steps - 1:
+                _sync(dev)  # once, at the last step: separates denoising from the VAE decode
+                marks["denoise_s"] = time.perf_counter() - t1
+            return cb
+
+        out = pipe(num_inference_steps=steps, output_type="pt", guidance_scale=5.0, callback_on_step_end=on_step,
+                   **kw, **model.generation)
+        _sync(dev)
+        del out
+    t2 = time.perf_counter()
+    marks["vae_decode_s"] = t2 - t1 - marks.get("denoise_s", 0.0)
+    marks["time_s"] = t2 - t0
+    return marks
 
 
-def run_one(model, kw, settings, budget, steps):
-    gc.collect()
-    torch.cuda.empty_cache()
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total))
-    pipe = _pipe(model)
-    rec = {"settings": settings}
-    try:
-        rec["applied"] = apply(pipe, settings)
-        _generate(pipe, model, kw, 1)  # warm-up: kernels, cuBLAS workspaces
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        _generate(pipe, model, kw, steps)
-        torch.cuda.synchronize()
-        rec.update(ok=True, time_s=time.perf_counter() - t0, peak_reserved_bytes=torch.cuda.max_memory_reserved(),
-                   peak_allocated_bytes=torch.cuda.max_memory_allocated())
-    except torch.OutOfMemoryError as exc:
-        rec.update(ok=False, oom=True, error=str(exc).splitlines()[0])
-    finally:
-        if hasattr(pipe, "remove_all_hooks"):
-            pipe.remove_all_hooks()
-        del pipe
+def run_candidate(model: Model, settings: dict[str, Any], steps: int, dev: str, deadline: Deadline,
+                  limit_s: float | None, budget: int | None = None) -> dict[str, Any]:
+    """Build, apply, run once, tear down. Never raises for OOM, timeout or a failing candidate."""
+    cuda = dev == "cuda"
+    rec: dict[str, Any] = {}
+    if cuda:
         gc.collect()
         torch.cuda.empty_cache()
-        torch.cuda.set_per_process_memory_fraction(1.0)
+        if budget is not None:
+            total = torch.cuda.get_device_properties(0).total_memory
+            torch.cuda.set_per_process_memory_fraction(min(1.0, budget / total))
+            rec["memory_fraction"] = min(1.0, budget / total)
+    holder = [None]
+    t0 = time.perf_counter()
+    try:
+        holder[0] = model.fresh()
+        if limit_s is not None:
+            deadline.arm(limit_s)
+        rec["applied"] = apply(holder[0], settings, device=dev)
+        rec["setup_s"] = time.perf_counter() - t0
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        rec.update(generate(holder[0], model, steps, dev))
+        rec["ok"] = True
+        if cuda:
+            rec["peak_reserved_bytes"] = torch.cuda.max_memory_reserved()
+            rec["peak_allocated_bytes"] = torch.cuda.max_memory_allocated()
+    except CandidateTimeout as exc:
+        rec.update(ok=False, timed_out=True, error=f"over {limit_s:g} s (stopped in {exc})")
+    except torch.OutOfMemoryError as exc:
+        rec.update(ok=False, oom=True, error=str(exc).splitlines()[0])
+    except Exception as exc:  # noqa: BLE001 - one broken candidate must not lose the others
+        rec.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:300]}")
+    finally:
+        deadline.disarm()
+        rec["wall_s"] = time.perf_counter() - t0
+        pipe = holder[0]
+        holder[0] = None
+        if pipe is not None and hasattr(pipe, "remove_all_hooks"):
+            try:
+                pipe.remove_all_hooks()
+            except Exception as exc:  # noqa: BLE001 - recorded; the copy is dropped anyway
+                rec["teardown_error"] = f"{type(exc).__name__}: {exc}"
+        del pipe
+        gc.collect()
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            rec["leftover_allocated_bytes"] = torch.cuda.memory_allocated()
+            torch.cuda.set_per_process_memory_fraction(1.0)
     return rec
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--budgets", default="8,12,16,24", help="GB (10**9 bytes)")
-    ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--models", default=",".join(MODELS))
-    ap.add_argument("--fp8", action="store_true", help="also try layerwise fp8 candidates")
-    args = ap.parse_args()
-    from genprof.planning.resources import measure_h2d_bandwidth
+def _key(settings: dict[str, Any]) -> str:
+    s = settings
+    parts = [s["dtype"], s["offload"]] + [o for o in SLOWER_OPTIONS if s.get(o)] + [s["attention_backend"]]
+    return "/".join(parts)
 
-    bw = measure_h2d_bandwidth(0)
-    results = []
-    for model in args.models.split(","):
-        kw = MODELS[model]
-        for gb in [float(x) for x in args.budgets.split(",")]:
-            budget = int(gb * 1e9)
-            p = plan(model, budget, time_model=TimeModel(h2d_bandwidth_bytes_per_s=bw), allow_fp8=args.fp8,
-                     num_inference_steps=args.steps, **kw)
-            pd = p.to_dict()
-            pd["estimate"] = None
-            entry = {"model": model, "budget_bytes": budget, "plan": pd, "runs": []}
-            if p.chosen is None:
-                print(f"{model} {gb:g} GB: nothing fits: {p.needed}")
-                results.append(entry)
-                continue
-            seen = set()
-            for c in sorted(p.candidates, key=lambda c: c.time_s):
-                key = (c.settings["offload"], c.settings["vae_tiling"], c.settings["layerwise_fp8"])
-                if key in seen:
+
+def _base(settings: dict[str, Any]) -> tuple[Any, ...]:
+    return (settings["dtype"], settings["offload"], settings["attention_backend"])
+
+
+# ---------------------------------------------------------------- per budget
+
+
+def judge(p: Plan, measured: dict[str, dict[str, Any]], budget: int, cuda: bool) -> dict[str, Any]:
+    """Chosen plan vs the fastest candidate whose MEASURED peak fits ``budget``."""
+    out: dict[str, Any] = {"fits_predicted": p.fits, "needed": p.needed}
+    ok = {k: r for k, r in measured.items() if r.get("ok")}
+    fitting = {k: r for k, r in ok.items() if not cuda or r["peak_reserved_bytes"] <= budget}
+    fastest = min(fitting, key=lambda k: fitting[k]["time_s"]) if fitting else None
+    out["fastest_fitting"] = fastest
+    out["fastest_fitting_time_s"] = fitting[fastest]["time_s"] if fastest else None
+    if p.chosen is None:
+        return out
+    ck = _key(p.chosen.settings)
+    r = measured.get(ck, {})
+    out.update(chosen=ck, chosen_predicted_peak_reserved_bytes=p.chosen.peak_reserved_bytes,
+               chosen_predicted_time_s=p.chosen.time_s, chosen_measured=bool(r.get("ok")))
+    if r.get("ok"):
+        out["chosen_time_s"] = r["time_s"]
+        out["chosen_measured_peak_reserved_bytes"] = r.get("peak_reserved_bytes")
+        out["chosen_fits_measured"] = (r["peak_reserved_bytes"] <= budget) if cuda else None
+        if fastest:
+            out["chosen_over_fastest"] = r["time_s"] / fitting[fastest]["time_s"]
+    elif r.get("timed_out") or r.get("skipped"):
+        out["chosen_time_s_at_least"] = r.get("wall_s")
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+
+def _write(path: str, doc: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as fh:
+        json.dump(doc, fh, indent=1, default=str)
+    os.replace(tmp, path)
+
+
+def bench_model(name: str, args: argparse.Namespace, doc: dict[str, Any], out: dict[str, Any], deadline: Deadline) -> None:
+    dev = "cpu" if args.smoke else "cuda"
+    cuda = dev == "cuda"
+    bw = doc.get("h2d_bandwidth_bytes_per_s")
+    budgets = [int(float(x) * 1e9) for x in args.budgets.split(",")]
+    plan_kw = dict(allow_fp8=not args.no_fp8, num_inference_steps=args.steps)
+    t0 = time.perf_counter()
+    if args.smoke:
+        model = Model(name, smoke=True)
+    else:
+        model = None  # built while the estimator's traces are warmed in a thread
+
+    # warm the estimator's caches (the first plan of a model traces every candidate: ~50 s of CPU;
+    # later plans of the same generation take ~1 s) while the components are built
+    first: dict[str, Any] = {}
+    target = model.plan_target if model is not None else name
+    gen = model.generation if model is not None else MODELS[name]
+
+    def warm() -> None:
+        try:
+            first["plan"] = plan(target, budgets[0], time_model=TimeModel(h2d_bandwidth_bytes_per_s=bw), **plan_kw, **gen)
+        except Exception as exc:  # noqa: BLE001 - re-raised in the main thread
+            first["error"] = exc
+
+    th = threading.Thread(target=warm, daemon=True)
+    th.start()
+    if model is None:
+        model = Model(name, smoke=False)
+    out["build_s"] = time.perf_counter() - t0
+    th.join()
+    if "error" in first:
+        raise first["error"]
+    out["plan_warm_s"] = time.perf_counter() - t0
+    candidates = first["plan"].candidates
+    # the no-offload candidate first (its step and VAE times inform the measured time model),
+    # then by offload mode with the options that only add time after their base
+    order = sorted(candidates, key=lambda c: (c.settings["offload"] != "none", c.settings["offload"],
+                                              [bool(c.settings.get(o)) for o in SLOWER_OPTIONS]))
+    measured: dict[str, dict[str, Any]] = {}
+    out["candidates"] = measured
+    out["warmup"] = run_candidate(model, order[0].settings, 1, dev, deadline, args.max_candidate_s)
+    timed_out: set[tuple[Any, ...]] = set()
+    for c in order:
+        k = _key(c.settings)
+        if _base(c.settings) in timed_out:
+            r: dict[str, Any] = {"ok": False, "skipped": True,
+                                 "error": f"skipped: {'/'.join(map(str, _base(c.settings)))} without tiling/fp8 was over the time limit"}
+        else:
+            r = run_candidate(model, c.settings, args.steps, dev, deadline, args.max_candidate_s)
+            if r.get("timed_out"):
+                timed_out.add(_base(c.settings))
+        r.update(settings=c.settings, predicted_peak_reserved_bytes=c.peak_reserved_bytes,
+                 predicted_time_s_assumed=c.time_s)
+        if r.get("peak_reserved_bytes"):
+            r["peak_error_pct"] = 100.0 * (c.peak_reserved_bytes - r["peak_reserved_bytes"]) / r["peak_reserved_bytes"]
+        measured[k] = r
+        state = f"{r['time_s']:7.2f} s  peak {r.get('peak_reserved_bytes', 0) / 2**30:6.2f} GiB" if r.get("ok") else r.get("error", "")
+        print(f"{name} {k:45s} {state}  pred {c.peak_reserved_bytes / 2**30:6.2f} GiB", flush=True)
+        _write(args.out, doc)
+    base = measured.get(_key(order[0].settings), {})
+    tms = {"assumed": TimeModel(h2d_bandwidth_bytes_per_s=bw)}
+    if base.get("ok") and base.get("denoise_s"):
+        tms["measured"] = TimeModel(h2d_bandwidth_bytes_per_s=bw, step_time_s=base["denoise_s"] / args.steps,
+                                    vae_decode_s=base["vae_decode_s"])
+    out["time_models"] = {k: v.to_dict() for k, v in tms.items()}
+    out["budgets"] = []
+    for budget in budgets:
+        entry: dict[str, Any] = {"budget_bytes": budget}
+        enforced: dict[str, dict[str, Any]] = {}
+        for tm_name, tm in tms.items():
+            p = plan(model.plan_target, budget, time_model=tm, **plan_kw, **model.generation)
+            j = judge(p, measured, budget, cuda)
+            ck = j.get("chosen")
+            if ck is not None and ck not in enforced:
+                enforced[ck] = run_candidate(model, p.chosen.settings, args.steps, dev, deadline,
+                                             2 * args.max_candidate_s, budget=budget if cuda else None)
+            if ck is not None:
+                e = enforced[ck]
+                j["enforced_run"] = {k: e.get(k) for k in ("ok", "oom", "timed_out", "error", "time_s", "peak_reserved_bytes",
+                                                            "memory_fraction", "leftover_allocated_bytes")}
+            entry[tm_name] = j
+        out["budgets"].append(entry)
+        _write(args.out, doc)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--models", default=None, help=f"comma-separated; default {','.join(MODELS)} ({','.join(SMOKE_MODELS)} with --smoke)")
+    ap.add_argument("--budgets", default=None, help="GB (10**9 bytes); default 8,12,16,24 (0.0002,0.001,1 with --smoke)")
+    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--max-candidate-s", type=float, default=60.0, help="per candidate; the enforced-budget rerun gets twice this")
+    ap.add_argument("--no-fp8", action="store_true", help="leave layerwise fp8 out of the plans and the candidates")
+    ap.add_argument("--smoke", action="store_true", help="tiny demo pipelines on the CPU, no budget enforcement")
+    args = ap.parse_args(argv)
+    if not args.smoke and not torch.cuda.is_available():
+        ap.error("needs a CUDA GPU (use --smoke for the CPU check)")
+    args.models = args.models or ",".join(SMOKE_MODELS if args.smoke else MODELS)
+    args.budgets = args.budgets or ("0.0002,0.001,1" if args.smoke else "8,12,16,24")
+    doc: dict[str, Any] = {"smoke": args.smoke, "torch": torch.__version__, "steps": args.steps,
+                           "max_candidate_s": args.max_candidate_s, "models": {}}
+    if not args.smoke:
+        from genprof.planning.resources import measure_h2d_bandwidth
+
+        doc["device"] = torch.cuda.get_device_name()
+        doc["total_memory_bytes"] = torch.cuda.get_device_properties(0).total_memory
+        doc["h2d_bandwidth_bytes_per_s"] = measure_h2d_bandwidth(0)
+    deadline = Deadline()
+    try:
+        for name in args.models.split(","):
+            out: dict[str, Any] = {}
+            doc["models"][name] = out
+            bench_model(name, args, doc, out, deadline)
+            _write(args.out, doc)
+    finally:
+        deadline.close()
+    print(f"\n{'model':12s} {'budget':>7s} {'time model':10s} {'chosen':40s} {'fits':>5s} {'OOM':>4s} {'/fastest':>8s}  fastest fitting")
+    for name, m in doc["models"].items():
+        for e in m.get("budgets", []):
+            for tm_name in ("assumed", "measured"):
+                j = e.get(tm_name)
+                if j is None:
                     continue
-                seen.add(key)
-                r = run_one(model, kw, c.settings, budget, args.steps)
-                r.update(predicted_time_s=c.time_s, predicted_peak_reserved_bytes=c.peak_reserved_bytes,
-                         predicted_fits=c.fits, chosen=c is p.chosen)
-                entry["runs"].append(r)
-                status = f"ok {r['time_s']:.2f}s" if r.get("ok") else "OOM"
-                print(f"{model} {gb:g} GB {key}: {status}{'  <- chosen' if c is p.chosen else ''}")
-            ok = [r for r in entry["runs"] if r.get("ok")]
-            chosen = next(r for r in entry["runs"] if r["chosen"])
-            if ok and chosen.get("ok"):
-                entry["chosen_over_fastest"] = chosen["time_s"] / min(r["time_s"] for r in ok)
-            entry["chosen_oom"] = not chosen.get("ok")
-            results.append(entry)
-            with open(args.out, "w") as fh:
-                json.dump({"device": torch.cuda.get_device_name(), "h2d_bandwidth_bytes_per_s": bw,
-                           "results": results}, fh, indent=1)
-    print("\nmodel          budget  chosen-OOM  chosen/fastest")
-    for e in results:
-        print(f"{e['model']:14s} {e['budget_bytes'] / 1e9:5.0f}GB  {e.get('chosen_oom')!s:10s}  {e.get('chosen_over_fastest')}")
+                er = j.get("enforced_run") or {}
+                ratio = j.get("chosen_over_fastest")
+                print(f"{name:12s} {e['budget_bytes'] / 1e9:6.3g}G {tm_name:10s} {str(j.get('chosen', 'nothing fits')):40s} "
+                      f"{str(j.get('chosen_fits_measured', '-')):>5s} {str(er.get('oom', False) if er else '-'):>4s} "
+                      f"{'-' if ratio is None else f'{ratio:.3f}':>8s}  {j.get('fastest_fitting')}")
+    return doc
 
 
 if __name__ == "__main__":
