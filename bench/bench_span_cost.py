@@ -4,7 +4,7 @@
 
 Modes: disabled (enabled: false); host-only (no GPU timing, no allocator or RSS reads,
 no energy); gpu-timing (CUDA events only); default (events + allocator peaks with reset +
-RSS). Step spans, empty bodies, median of 7 repeats. On a machine without CUDA the GPU
+RSS). Step spans, empty bodies, median of 7 repeats, each in a fresh profiler. On a machine without CUDA the GPU
 modes are skipped and say so.
 """
 
@@ -53,9 +53,11 @@ def main() -> None:
             results["modes"][mode] = {"skipped": "no CUDA"}  # type: ignore[index]
             continue
         samples = []
-        with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **kw) as prof:
-            one(prof, 1000)
-            for _ in range(a.repeats):
+        for _ in range(a.repeats):
+            # a fresh profiler per repeat: a run of n spans, as a real run holds thousands, not
+            # hundreds of thousands (the garbage collector's work grows with the spans kept)
+            with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **kw) as prof:
+                one(prof, 500)
                 samples.append(one(prof, a.n))
         med = statistics.median(samples) * 1e6
         results["modes"][mode] = {  # type: ignore[index]
