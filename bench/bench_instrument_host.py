@@ -39,18 +39,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genprof.analysis.summary import bootstrap_median_ci
+
 KINDS = ("plain", "profiler", "instrumented")
-
-
-def bootstrap_median_ci(xs: list[float], n_boot: int = 2000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """Percentile-bootstrap CI of the median of ``xs``."""
-    if len(xs) < 2:
-        return (xs[0], xs[0]) if xs else (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n_boot))
-    lo = meds[int(alpha / 2 * n_boot)]
-    hi = meds[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
-    return lo, hi
 
 
 def _timed_call(torch: Any, pipe: Any, kwargs: dict[str, Any], cuda: bool) -> tuple[float, float]:

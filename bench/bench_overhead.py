@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from genprof.analysis.summary import bootstrap_median_ci
 from genprof.profiler import Profiler
 
 WAN_1_3B = dict(
@@ -137,15 +138,6 @@ def run_mode(mode: str, model: Any, x: dict[str, Any], steps: int,
     return dt, start_cost + stop_cost, attr
 
 
-def bootstrap_ci(xs: list[float], n: int = 4000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median of paired per-round overheads."""
-    import random
-
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n))
-    return meds[int(0.025 * n)], meds[int(0.975 * n) - 1]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=0, help="override each case's round count")
@@ -180,7 +172,7 @@ def main() -> None:
             if m == "plain":
                 continue
             per_round = [(t - b) / b * 100.0 for t, b in zip(times[m], base, strict=True)]
-            lo, hi = bootstrap_ci(per_round)
+            lo, hi = bootstrap_median_ci(per_round)
             res[m] = {
                 "overhead_pct_median": round(statistics.median(per_round), 3),
                 "overhead_pct_ci95": [round(lo, 3), round(hi, 3)],

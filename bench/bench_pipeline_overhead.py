@@ -39,19 +39,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from genprof.analysis.summary import bootstrap_median_ci
+
 SETTINGS = {
     "wan": {"steps": 10, "rounds": 5, "call": {"height": 480, "width": 832, "num_frames": 33}},
     "sd": {"steps": 25, "rounds": 30, "call": {"height": 512, "width": 512}},
 }
-
-
-def bootstrap_median_ci(xs: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap 95% CI of the median of ``xs``."""
-    if len(xs) < 2:
-        return (xs[0], xs[0]) if xs else (float("nan"), float("nan"))
-    rng = random.Random(seed)
-    meds = sorted(statistics.median(rng.choices(xs, k=len(xs))) for _ in range(n_boot))
-    return meds[int(0.025 * n_boot)], meds[min(n_boot - 1, int(0.975 * n_boot))]
 
 
 _CPU: dict[str, list[float]] = {}  # calling-thread CPU seconds per call, by kind (see _time_call)

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 from typing import Any
 
+from genprof.analysis.summary import bootstrap_median_ci
 from genprof.profiler import Profiler
 
 
@@ -87,10 +87,8 @@ def main() -> None:
             else:
                 got[mode] = spin(a.window)
         losses.append((got["off"] - got["on"]) / got["off"] * 100.0)
-    rng = random.Random(0)
-    meds = sorted(statistics.median(rng.choices(losses, k=len(losses))) for _ in range(4000))
     res["gil_loss_pct_median"] = statistics.median(losses)
-    res["gil_loss_pct_ci95"] = [meds[100], meds[3899]]
+    res["gil_loss_pct_ci95"] = list(bootstrap_median_ci(losses) or (None, None))
     long = Profiler("gil-steady", handle_sigterm=False)
     long.start()
     spin(3.0)

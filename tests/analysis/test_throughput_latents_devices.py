@@ -138,3 +138,22 @@ def test_peak_table() -> None:
     assert peak_tflops(None, "bf16")[0] is None
     assert normalize_dtype("torch.float16") == "fp16"
     assert all(row.source for row in GPU_PEAKS)
+
+
+def test_bootstrap_median_ci_contains_the_median_and_narrows_with_data() -> None:
+    import random
+
+    from genprof.analysis.summary import bootstrap_median_ci, percentile
+
+    assert bootstrap_median_ci([]) is None
+    assert bootstrap_median_ci([3.0]) == (3.0, 3.0)
+    assert bootstrap_median_ci([2.0] * 20) == (2.0, 2.0)
+    rng = random.Random(1)
+    small = [rng.gauss(10, 2) for _ in range(20)]
+    big = [rng.gauss(10, 2) for _ in range(400)]
+    lo_s, hi_s = bootstrap_median_ci(small) or (0, 0)
+    lo_b, hi_b = bootstrap_median_ci(big) or (0, 0)
+    assert lo_s <= (percentile(small, 50) or 0) <= hi_s
+    assert lo_b <= 10.0 <= hi_b
+    assert hi_b - lo_b < hi_s - lo_s  # more data, narrower interval
+    assert bootstrap_median_ci(small, seed=7) == bootstrap_median_ci(small, seed=7)  # seeded

@@ -28,6 +28,24 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
 
 
+def bootstrap_median_ci(xs: Sequence[float], n_boot: int = 2000, seed: int = 0,
+                        alpha: float = 0.05) -> tuple[float, float] | None:
+    """Percentile-bootstrap ``1 - alpha`` interval of the median of ``xs`` (seeded: deterministic).
+
+    ``None`` for an empty sample; a single value gives a zero-width interval.
+    """
+    import random
+
+    if not xs:
+        return None
+    if len(xs) == 1:
+        return float(xs[0]), float(xs[0])
+    rng = random.Random(seed)
+    k = len(xs)
+    meds = sorted(percentile(rng.choices(xs, k=k), 50) or 0.0 for _ in range(n_boot))
+    return meds[int(alpha / 2 * n_boot)], meds[min(n_boot - 1, int((1 - alpha / 2) * n_boot))]
+
+
 @dataclass
 class Stats:
     """Descriptive statistics of a list of durations (seconds)."""
