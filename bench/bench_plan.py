@@ -302,6 +302,27 @@ def _write(path: str, doc: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _preimport(name: str) -> None:
+    """Import, in this thread, every lazily imported class the build and the planner's thread use.
+
+    diffusers and transformers import their modules lazily; the build (main thread) and the first
+    ``plan()`` (warm thread) importing them at the same time failed on the H100 with
+    ``ImportError: cannot import name 'AutoModel' from 'transformers'`` (a partially initialised
+    module handed to one thread). Resolving the classes and building each component on ``meta``
+    here, before the thread starts, leaves nothing of that for the two threads to import at once.
+    """
+    import diffusers
+    import diffusers.hooks  # noqa: F401 - layerwise casting / group offloading (plan, apply)
+    import transformers  # noqa: F401
+
+    from genprof.integrations.model_configs import build_component, get_config
+
+    for c in get_config(name).components:
+        build_component(c, device="meta", dtype=torch.bfloat16)
+    for cls in ("WanPipeline", "StableDiffusionXLPipeline", "UniPCMultistepScheduler", "EulerDiscreteScheduler"):
+        getattr(diffusers, cls)
+
+
 def bench_model(name: str, args: argparse.Namespace, doc: dict[str, Any], out: dict[str, Any], deadline: Deadline) -> None:
     dev = "cpu" if args.smoke else "cuda"
     cuda = dev == "cuda"
@@ -326,14 +347,24 @@ def bench_model(name: str, args: argparse.Namespace, doc: dict[str, Any], out: d
         except Exception as exc:  # noqa: BLE001 - re-raised in the main thread
             first["error"] = exc
 
+    if model is None:
+        _preimport(name)
     th = threading.Thread(target=warm, daemon=True)
     th.start()
     if model is None:
-        model = Model(name, smoke=False)
+        try:
+            model = Model(name, smoke=False)
+        except (ImportError, RuntimeError) as exc:  # the same race seen from this side: again, alone
+            out["build_error"] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            th.join()
+            model = Model(name, smoke=False)
     out["build_s"] = time.perf_counter() - t0
     th.join()
-    if "error" in first:
-        raise first["error"]
+    if "error" in first:  # once more, alone: a lazy import racing the build is not the planner's fault
+        out["plan_warm_error"] = f"{type(first['error']).__name__}: {str(first['error'])[:300]}"
+        warm()
+        if "plan" not in first:
+            raise first["error"]
     out["plan_warm_s"] = time.perf_counter() - t0
     candidates = first["plan"].candidates
     # the no-offload candidate first (its step and VAE times inform the measured time model),
