@@ -185,6 +185,44 @@ def test_disabled_profiler_records_nothing_and_costs_nothing() -> None:
     assert prof.run.unavailable["profiling"].startswith("disabled")
 
 
+def test_disabled_span_yields_none_and_lets_exceptions_through() -> None:
+    # the no-op context manager's __enter__/__exit__ are C functions; check the with protocol
+    with Profiler("off", enabled=False) as prof:
+        with prof.span("s", "call", index=1) as got:
+            assert got is None
+        with pytest.raises(KeyError, match="boom"), prof.phase("load"):
+            raise KeyError("boom")
+        with pytest.raises(ZeroDivisionError):
+            for _ in prof.steps(range(2)):
+                1 / 0  # noqa: B018
+
+
+def test_span_closed_from_another_thread_leaves_its_opening_stack() -> None:
+    # a hook may close a span on a different thread than the one that opened it
+    with Profiler("xthread", **QUIET) as prof:
+        o = prof.open_span("transfer", "call")
+        t = threading.Thread(target=prof.close_span, args=(o,), name="closer")
+        t.start()
+        t.join()
+        with prof.span("after", "call") as after:
+            assert after is not None
+    by_name = {s.name: s for s in prof.run.spans}
+    assert by_name["after"].parent_id is None  # not parented to the span closed elsewhere
+    assert by_name["transfer"].thread == threading.current_thread().name  # the opening thread
+    assert by_name["transfer"].duration_s is not None and by_name["transfer"].duration_s >= 0
+
+
+def test_close_span_status_and_exception() -> None:
+    with Profiler("close", **QUIET) as prof:
+        a = prof.open_span("a", "call")
+        assert prof.close_span(a, status="open_at_end") is not None
+        b = prof.open_span("b", "call")
+        sp = prof.close_span(b, ValueError("bad input"))
+        assert prof.close_span(None) is None
+    assert sp is not None and sp.status == "error" and sp.attributes["error"] == "ValueError: bad input"
+    assert [s.status for s in prof.run.spans] == ["open_at_end", "error"]
+
+
 def test_profile_switches_change_what_is_recorded() -> None:
     with Profiler("sw", profile_inference_steps=False, profile_text_encoding=False, profile_vae_decode=False,
                   **QUIET) as prof:

@@ -59,7 +59,6 @@ log = logging.getLogger("genprof")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_get_ident = threading.get_ident
 _current: ContextVar[Profiler | None] = ContextVar("genprof_current_profiler", default=None)
 _active: list[Profiler] = []  # started and not stopped, in start order (process-wide fallback)
 _active_lock = threading.Lock()
@@ -90,14 +89,36 @@ def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None
     return unregister
 
 
+class _Stack(list["_OpenSpan"]):
+    """One thread's open spans, innermost last, with the thread's name (read once per thread)."""
+
+    __slots__ = ("thread",)
+
+    def __init__(self, thread: str) -> None:
+        super().__init__()
+        self.thread = thread
+
+
 class _OpenSpan:
     """A span while it is open, and its ``with`` context manager (one object: less allocation and GC work).
 
     The Span it fills stays plain data; the CUDA events, energy reading and running peaks live here.
+    Opening is inlined in ``__enter__`` and closing in ``__exit__`` (the hot path: no further
+    Python call when the span is host-only); allocator, RSS, energy and NVTX work sits behind one
+    flag, ``extra``, and happens in :meth:`Profiler._open_extra` / :meth:`Profiler._close_extra`.
     """
 
-    __slots__ = ("_p", "_name", "_kind", "_index", "_attrs", "span", "gpu_start", "energy_start_j",
-                 "peak_alloc", "peak_res", "nvtx", "mem")
+    __slots__ = ("_p", "_name", "_kind", "_index", "_attrs", "span", "stack", "gpu_start", "extra",
+                 "energy_start_j", "peak_alloc", "peak_res", "nvtx", "mem")
+    span: Span
+    stack: _Stack
+    gpu_start: Any
+    extra: bool
+    energy_start_j: float | None  # set by the energy reader's thread
+    peak_alloc: int | None  # running peaks, set by Profiler._mem_start
+    peak_res: int | None
+    nvtx: bool  # set by Profiler._open_extra
+    mem: bool
 
     def __init__(self, p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> None:
         self._p = p
@@ -105,37 +126,92 @@ class _OpenSpan:
         self._kind = kind
         self._index = index
         self._attrs = attrs
-        self.span: Span = None  # type: ignore[assignment]  # set by Profiler._open
-        self.gpu_start: Any = None
-        self.energy_start_j: float | None = None
-        self.peak_alloc: int | None = None
-        self.peak_res: int | None = None
-        self.nvtx = False
-        self.mem = False
 
-    def __enter__(self) -> Span | None:
-        return self._p._open(self).span
+    def __enter__(self) -> Span:
+        p = self._p
+        try:
+            stack: _Stack = p._tls.stack
+        except AttributeError:
+            stack = p._stack()
+        self.stack = stack
+        kind = self._kind
+        span = _new_span(Span)
+        span.id = next(p._ids)
+        span.name = self._name
+        span.kind = kind
+        span.parent_id = stack[-1].span.id if stack else None
+        span.index = self._index
+        span.thread = stack.thread
+        span.attributes = self._attrs
+        self.span = span
+        p._abort_path = None
+        self.extra = p._extras and p._open_extra(self, span, kind)
+        span.start_s = _perf_counter() - p._t0
+        self.gpu_start = None if p._timer is None else p._timer.start()
+        stack.append(self)
+        if kind == "phase":
+            p._progress["phase"] = self._name
+        return span
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if et is None:
-            self._p.close_span(self)
-        elif et is GeneratorExit:
-            # a generator holding this span was closed early (a step loop left by break or an error)
-            self._p.close_span(self, status="aborted")
-        else:
-            self._p.close_span(self, ev)
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None,
+                 status: str | None = None) -> None:
+        # also the body of Profiler.close_span, which passes ``status``; returns None so that a
+        # ``with`` block never swallows an exception
+        span = self.span
+        p = self._p
+        if self.gpu_start is not None:
+            p._timer.stop(span, self.gpu_start)  # type: ignore[union-attr]
+        t_end = _perf_counter() - p._t0
+        span.duration_s = t_end - span.start_s
+        kind = span.kind
+        if self.extra:
+            p._close_extra(self, span, kind)
+        if et is not None:
+            if et is GeneratorExit:
+                # a generator holding this span was closed early (a step loop left by break or an error)
+                span.status = "aborted"
+            else:
+                p._span_failed(span, et, ev)
+        elif status is not None:
+            span.status = status
+        # the stack it was opened on (a hook may close it from another thread)
+        stack = self.stack
+        if stack and stack[-1] is self:
+            stack.pop()
+        elif self in stack:
+            stack.remove(self)
+        p.run.spans.append(span)
+        if kind == "step":
+            prog = p._progress
+            prog["steps_done"] += 1
+            prog["last_step_end_s"] = t_end
+        elif kind == "phase" and p._progress["phase"] == span.name:
+            outer = [x.span.name for x in stack if x.span.kind == "phase"]
+            p._progress["phase"] = outer[-1] if outer else None
+        if p._listeners:
+            for cb in p._listeners:
+                p._notify_one(cb, "span_end", span)
+        if kind in _LOGGED_KINDS and log.isEnabledFor(logging.INFO):
+            _log_span(span)
+
+
+_new_span = object.__new__
+_perf_counter = time.perf_counter
 
 
 class _NullCM:
-    """The shared no-op context manager returned when profiling is off."""
+    """The shared no-op context manager returned when profiling is off.
+
+    ``__enter__`` and ``__exit__`` are C functions, not Python methods: a ``with`` statement
+    looks them up on the type, and built-in methods do not bind to the instance, so entering
+    calls ``{}.clear()`` (returns None: ``with ... as x`` gives None) and leaving calls
+    ``"".format(exc_type, exc, tb)`` (returns "", false: an exception propagates). Neither
+    runs a Python frame, which halves the cost of a disabled span.
+    """
 
     __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
+    __enter__ = {}.clear
+    __exit__ = "".format
 
 
 _NULL: Any = _NullCM()
@@ -232,9 +308,9 @@ class Profiler:
         self._energy_kinds: frozenset[str] = frozenset(
             _ENERGY_KINDS[self.config.energy_spans] if self.config.monitor_gpu_power else ())
         self._on = False  # running and enabled: the one flag the hot path reads
-        self._thread_names: dict[int, str] = {}
         self._mem_kinds: frozenset[str] = frozenset()
         self._rss_kinds: frozenset[str] = frozenset()
+        self._extras = False
         self._failure_paths: list[str] = []
         self._abort_path: list[str] | None = None
         self._oom_state: dict[str, Any] | None = None
@@ -309,6 +385,8 @@ class Profiler:
             self._mem_kinds = frozenset(_MEMORY_KINDS)
         if self._rss is not None:
             self._rss_kinds = frozenset(_MEMORY_KINDS)
+        # whether opening a span does more than host timing (read on every span open)
+        self._extras = self._cuda_index is not None or bool(self._rss_kinds) or bool(self._energy_kinds)
         self._on = True
         self._setup_sampler()
         if self.config.handle_sigterm:
@@ -447,6 +525,8 @@ class Profiler:
                 self._energy = _EnergyReader(lambda: nvml.energy_j(dev))
         elif not self.config.monitor_gpu_power:
             run.unavailable["gpu_energy"] = "GPU power monitoring turned off by config (monitor_gpu_power: false)"
+        if self._energy is None:
+            self._energy_kinds = frozenset()  # the hot path reads only this set
         if self.config.track_rss:
             self._rss = host_probe.RssReader()
         run.distributed = _detect_distributed(torch)
@@ -550,12 +630,12 @@ class Profiler:
             log.warning("genprof listener %r failed on %s: %s: %s", cb, kind, type(exc).__name__, exc)
 
     # ----------------------------------------------------------------- spans
-    def _stack(self) -> list[_OpenSpan]:
+    def _stack(self) -> _Stack:
         try:
-            stack: list[_OpenSpan] = self._tls.stack
+            stack: _Stack = self._tls.stack
             return stack
         except AttributeError:
-            st: list[_OpenSpan] = []
+            st = _Stack(threading.current_thread().name)
             self._tls.stack = st
             with self._lock:
                 self._all_stacks.append(st)
@@ -568,21 +648,16 @@ class Profiler:
         """
         if not self._on:
             return None
-        return self._open(_OpenSpan(self, name, kind, index, attributes))
+        o = _OpenSpan(self, name, kind, index, attributes)
+        o.__enter__()
+        return o
 
-    def _open(self, o: _OpenSpan) -> _OpenSpan:
-        try:
-            stack: list[_OpenSpan] = self._tls.stack
-        except AttributeError:
-            stack = self._stack()
-        kind = o._kind
-        tid = _get_ident()
-        tname = self._thread_names.get(tid)
-        if tname is None:
-            tname = self._thread_names[tid] = threading.current_thread().name
-        span = o.span = Span._fast(next(self._ids), o._name, kind, stack[-1].span.id if stack else None, o._index,
-                                   tname, o._attrs)
-        self._abort_path = None
+    def _open_extra(self, o: _OpenSpan, span: Span, kind: str) -> bool:
+        """Opening work beyond host timing: device, NVTX range, allocator state, RSS, energy.
+
+        Returns whether the span needs :meth:`_close_extra`.
+        """
+        o.nvtx = o.mem = False
         if self._cuda_index is not None:
             span.device_index = self._cuda_index
             if self._nvtx is not None:
@@ -592,64 +667,36 @@ class Profiler:
                 self._mem_start(o)
         if kind in self._rss_kinds:
             span.rss_start_bytes = self._rss.read_bytes()  # type: ignore[union-attr]
-        if kind in self._energy_kinds and self._energy is not None:
-            self._energy.request_start(o)
-        span.start_s = time.perf_counter() - self._t0
-        if self._timer is not None:
-            o.gpu_start = self._timer.start()
-        stack.append(o)
-        if kind == "phase":
-            self._progress["phase"] = o._name
-        return o
+        if kind in self._energy_kinds:
+            self._energy.request_start(o)  # type: ignore[union-attr]
+        return True
 
-    def close_span(self, o: _OpenSpan | None, exc: BaseException | None = None, *, status: str | None = None) -> Span | None:
-        """Close a span opened with :meth:`open_span`. ``exc`` marks it failed."""
-        if o is None:
-            return None
-        span = o.span
-        if o.gpu_start is not None:
-            self._timer.stop(span, o.gpu_start)  # type: ignore[union-attr]
-        t_end = time.perf_counter() - self._t0
-        span.duration_s = t_end - span.start_s
-        kind = span.kind
+    def _close_extra(self, o: _OpenSpan, span: Span, kind: str) -> None:
         if o.mem:
             self._mem_end(o)
         if span.rss_start_bytes is not None and self._rss is not None:
             span.rss_end_bytes = self._rss.read_bytes()
-        if kind in self._energy_kinds and self._energy is not None:
-            self._energy.request_end(o)
+        if kind in self._energy_kinds:
+            self._energy.request_end(o)  # type: ignore[union-attr]
         if o.nvtx and self._nvtx is not None:
             self._nvtx.pop()
-        if exc is not None:
-            self._span_failed(span, exc)
-        elif status is not None:
-            span.status = status
-        stack = self._stack()
-        if stack and stack[-1] is o:
-            stack.pop()
-        elif o in stack:
-            stack.remove(o)
-        self.run.spans.append(span)
-        if kind == "step":
-            p = self._progress
-            p["steps_done"] += 1
-            p["last_step_end_s"] = t_end
-        elif kind == "phase" and self._progress["phase"] == span.name:
-            outer = [x.span.name for x in stack if x.span.kind == "phase"]
-            self._progress["phase"] = outer[-1] if outer else None
-        if self._listeners:
-            for cb in self._listeners:
-                self._notify_one(cb, "span_end", span)
-        if kind in _LOGGED_KINDS and log.isEnabledFor(logging.INFO):
-            _log_span(span)
-        return span
 
-    def _span_failed(self, span: Span, exc: BaseException) -> None:
+    def close_span(self, o: _OpenSpan | None, exc: BaseException | None = None, *, status: str | None = None) -> Span | None:
+        """Close a span opened with :meth:`open_span`. ``exc`` marks it failed; ``status`` sets its status."""
+        if o is None:
+            return None
+        if exc is None:
+            o.__exit__(None, None, None, status)
+        else:
+            o.__exit__(type(exc), exc, exc.__traceback__)
+        return o.span
+
+    def _span_failed(self, span: Span, et: type[BaseException], exc: BaseException | None) -> None:
         span.status = "error"
-        span.attributes.setdefault("error", f"{type(exc).__name__}: {exc}"[:500])
+        span.attributes.setdefault("error", f"{et.__name__}: {'' if exc is None else exc}"[:500])
         if not self._failure_paths:
             self._failure_paths = _stack_paths(self._stack()) or [span.name]
-            if self._torch is not None and self._oom_state is None and torch_cuda.is_oom_error(self._torch, exc):
+            if self._torch is not None and self._oom_state is None and exc is not None and torch_cuda.is_oom_error(self._torch, exc):
                 self._oom_state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
 
     def span(self, name: str, kind: str = "call", *, index: int | None = None,
