@@ -42,8 +42,8 @@ from typing import Any
 from genprof.analysis.summary import bootstrap_median_ci
 
 SETTINGS = {
-    "wan": {"steps": 10, "rounds": 5, "call": {"height": 480, "width": 832, "num_frames": 33}},
-    "sd": {"steps": 25, "rounds": 30, "call": {"height": 512, "width": 512}},
+    "wan": {"steps": 10, "rounds": 5, "attribution_calls": 3, "call": {"height": 480, "width": 832, "num_frames": 33}},
+    "sd": {"steps": 25, "rounds": 30, "attribution_calls": 10, "call": {"height": 512, "width": 512}},
 }
 
 
@@ -71,7 +71,158 @@ def _time_call(torch: Any, pipe: Any, kwargs: dict[str, Any], kind: str | None =
     return dt
 
 
-def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False) -> dict[str, Any]:
+class SelfTime:
+    """Exclusive time spent in genprof code on the calling thread, by region transitions.
+
+    genprof code is entered from the pipeline at a few places (the pipeline call, the forward
+    pre-hooks, the step callback, the phase methods) and calls back into the user's code at
+    two (the original ``__call__`` and the original phase method). Each of those is wrapped;
+    a stack of region kinds (genprof or not) charges the time between two transitions to the
+    region on top. The wrappers' own cost lands partly in genprof's share, so the figure is an
+    upper bound.
+    """
+
+    def __init__(self) -> None:
+        self.stack: list[bool] = []
+        self.last = 0.0
+        self.genprof_s = 0.0
+        self.entries = 0
+
+    def push(self, genprof_region: bool) -> None:
+        t = time.perf_counter()
+        if self.stack and self.stack[-1]:
+            self.genprof_s += t - self.last
+        self.last = t
+        self.stack.append(genprof_region)
+        self.entries += genprof_region
+
+    def pop(self) -> None:
+        t = time.perf_counter()
+        if self.stack.pop():
+            self.genprof_s += t - self.last
+        self.last = t
+
+    def wrap(self, fn: Any, genprof_region: bool) -> Any:
+        def w(*a: Any, **k: Any) -> Any:
+            self.push(genprof_region)
+            try:
+                return fn(*a, **k)
+            finally:
+                self.pop()
+
+        return w
+
+
+def _patch_for_self_time(st: SelfTime) -> Any:
+    """Wrap genprof's entry points into the pipeline and its calls back out; returns an undo."""
+    from genprof.integrations import diffusers as gd
+
+    h = gd.InstrumentHandle
+    orig = {"call": h.call, "dh": h._denoiser_hook, "th": h._text_hook,
+            "run_phase": gd._run_phase, "chain": gd._chain_callback}
+
+    def call(self: Any, orig_call: Any, pipe: Any, args: Any, kwargs: Any) -> Any:
+        return st.wrap(orig["call"], True)(self, st.wrap(orig_call, False), pipe, args, kwargs)
+
+    def run_phase(phase: str, func: Any, obj: Any, args: Any, kwargs: Any) -> Any:
+        return st.wrap(orig["run_phase"], True)(phase, st.wrap(func, False), obj, args, kwargs)
+
+    def chain(user: Any, state: Any) -> Any:
+        assert user is None, "the bench passes no callback of its own"
+        return st.wrap(orig["chain"](user, state), True)
+
+    h.call = call  # type: ignore[method-assign]
+    h._denoiser_hook = lambda self, name: st.wrap(orig["dh"](self, name), True)  # type: ignore[method-assign]
+    h._text_hook = lambda self, name: st.wrap(orig["th"](self, name), True)  # type: ignore[method-assign]
+    gd._run_phase = run_phase
+    gd._chain_callback = chain
+
+    def undo() -> None:
+        h.call, h._denoiser_hook, h._text_hook = orig["call"], orig["dh"], orig["th"]  # type: ignore[method-assign]
+        gd._run_phase, gd._chain_callback = orig["run_phase"], orig["chain"]
+
+    return undo
+
+
+def _hook_dispatch_cost_s(torch: Any, n: int = 20000) -> float:
+    """Extra time torch spends calling a module that has one (empty) forward pre-hook.
+
+    A hooked module leaves ``Module.__call__``'s fast path; that cost is PyTorch's code, not
+    genprof's, so SelfTime does not see it. Measured on a tiny module, median of 7 repeats.
+    """
+    m = torch.nn.Linear(1, 1)
+    x = torch.zeros(1, 1)
+
+    def per_call() -> float:
+        t = time.perf_counter()
+        for _ in range(n):
+            m(x)
+        return (time.perf_counter() - t) / n
+
+    def hook(module: Any, args: Any, kwargs: Any) -> None:
+        return None
+
+    with torch.no_grad():
+        plain = statistics.median(per_call() for _ in range(7))
+        handle = m.register_forward_pre_hook(hook, with_kwargs=True)
+        hooked = statistics.median(per_call() for _ in range(7))
+        handle.remove()
+    return max(0.0, hooked - plain)
+
+
+def attribute(kind: str, pipe: Any, kwargs: dict[str, Any], fps: float | None, calls: int) -> dict[str, Any]:
+    """genprof's share of instrumented calls by attribution (see SelfTime), per call."""
+    import torch
+
+    import genprof
+    from genprof.integrations.diffusers import instrument, uninstrument
+
+    per_call: list[dict[str, float]] = []
+    sampler: list[float] = []
+    forwards = 0
+    for i in range(calls + 1):  # the first is a warm-up
+        st = SelfTime()
+        undo = _patch_for_self_time(st)
+        try:
+            prof = genprof.Profiler(f"bench-{kind}-attribution")
+            with prof:
+                instrument(pipe, prof)
+                try:
+                    wall = _time_call(torch, pipe, kwargs)
+                finally:
+                    uninstrument(pipe)
+        finally:
+            undo()
+        gen = prof.run.metadata["generations"][-1]
+        forwards = sum(gen["denoiser_forwards"]["per_step"]) + sum(
+            (gen.get("text_encoder_forwards") or {}).values())
+        if i == 0:
+            continue
+        per_call.append({"wall_s": wall, "genprof_s": st.genprof_s, "entries": st.entries})
+        share = prof.run.metadata.get("sampler_cpu_share")
+        if share is not None:
+            sampler.append(share)
+    dispatch = _hook_dispatch_cost_s(torch)
+    shares = [100.0 * c["genprof_s"] / c["wall_s"] for c in per_call]
+    dispatch_pct = [100.0 * forwards * dispatch / c["wall_s"] for c in per_call]
+    sampler_pct = 100.0 * max(sampler) if sampler else None
+    total = [a + b + (sampler_pct or 0.0) for a, b in zip(shares, dispatch_pct, strict=True)]
+    return {
+        "calls": per_call,
+        "genprof_thread_pct": {"median": statistics.median(shares), "max": max(shares)},
+        "hooked_forwards_per_call": forwards,
+        "hook_dispatch_s": dispatch,
+        "hook_dispatch_pct": {"median": statistics.median(dispatch_pct), "max": max(dispatch_pct)},
+        "sampler_cpu_pct_max": sampler_pct,
+        "total_upper_bound_pct": {"median": statistics.median(total), "max": max(total)},
+        "note": "genprof's exclusive time on the calling thread (wrappers included) + torch's extra "
+                "dispatch for hooked modules + the sampler thread's CPU share (an upper bound on what "
+                "it can take from the calling thread through the GIL; NVML releases the GIL)",
+    }
+
+
+def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False,
+              attribution_calls: int = 0) -> dict[str, Any]:
     import torch
 
     import genprof
@@ -109,19 +260,6 @@ def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False
         if record:
             times[k].append(dt)
 
-    for k in times:  # warm-up: cuDNN autotune, allocator, FLOP count cache
-        run_kind(k, record=False)
-    rng = random.Random(seed)
-    for _ in range(rounds):
-        order = list(times)
-        rng.shuffle(order)
-        for k in order:
-            run_kind(k, record=True)
-
-    def summ(xs: list[float]) -> dict[str, float]:
-        return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs),
-                "mean_s": statistics.fmean(xs), "stdev_s": statistics.stdev(xs) if len(xs) > 1 else 0.0}
-
     res: dict[str, Any] = {
         "pipeline": type(pipe).__name__,
         "description": demo.description,
@@ -129,52 +267,68 @@ def bench_one(kind: str, rounds: int, steps: int, seed: int, smoke: bool = False
         "dtype": str(next((getattr(pipe, "transformer", None) or pipe.unet).parameters()).dtype),
         "build_s": build_s,
         "rounds": rounds,
-        "times": times,
-        "summary": {k: summ(v) for k, v in times.items()},
     }
-    med = {k: res["summary"][k]["median_s"] for k in times}
-    res["overhead_instrumented_vs_plain_pct"] = 100.0 * (med["instrumented"] / med["plain"] - 1.0)
-    res["overhead_instrumented_vs_profiler_pct"] = 100.0 * (med["instrumented"] / med["profiler"] - 1.0)
-    res["overhead_profiler_vs_plain_pct"] = 100.0 * (med["profiler"] / med["plain"] - 1.0)
-    for a, b in (("instrumented", "plain"), ("instrumented", "profiler"), ("profiler", "plain")):
-        paired = [100.0 * (x / y - 1.0) for x, y in zip(times[a], times[b], strict=True)]
-        lo, hi = bootstrap_median_ci(paired, seed=seed)
-        res[f"paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi], "per_round": paired}
-    cpu = {k: _CPU.pop(k, []) for k in times}
-    if all(len(cpu[k]) == len(times[k]) for k in times):
-        for a, b in (("instrumented", "plain"), ("profiler", "plain")):
-            # extra calling-thread CPU time of mode a over plain, as a share of plain's wall time
-            paired = [100.0 * (ca - cb) / wb for ca, cb, wb in zip(cpu[a], cpu[b], times[b], strict=True)]
+    if rounds > 0:
+        for k in times:  # warm-up: cuDNN autotune, allocator, FLOP count cache
+            run_kind(k, record=False)
+        rng = random.Random(seed)
+        for _ in range(rounds):
+            order = list(times)
+            rng.shuffle(order)
+            for k in order:
+                run_kind(k, record=True)
+
+        def summ(xs: list[float]) -> dict[str, float]:
+            return {"median_s": statistics.median(xs), "min_s": min(xs), "max_s": max(xs),
+                    "mean_s": statistics.fmean(xs), "stdev_s": statistics.stdev(xs) if len(xs) > 1 else 0.0}
+
+        res["times"] = times
+        res["summary"] = {k: summ(v) for k, v in times.items()}
+        med = {k: res["summary"][k]["median_s"] for k in times}
+        res["overhead_instrumented_vs_plain_pct"] = 100.0 * (med["instrumented"] / med["plain"] - 1.0)
+        res["overhead_instrumented_vs_profiler_pct"] = 100.0 * (med["instrumented"] / med["profiler"] - 1.0)
+        res["overhead_profiler_vs_plain_pct"] = 100.0 * (med["profiler"] / med["plain"] - 1.0)
+        for a, b in (("instrumented", "plain"), ("instrumented", "profiler"), ("profiler", "plain")):
+            paired = [100.0 * (x / y - 1.0) for x, y in zip(times[a], times[b], strict=True)]
             lo, hi = bootstrap_median_ci(paired, seed=seed)
-            res[f"cpu_paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi]}
-        res["cpu_s"] = cpu
-    if last_run is not None:
-        res["sampler_cpu_share"] = last_run.metadata.get("sampler_cpu_share")
-    res["per_step_cost_instrumented_vs_plain_us"] = 1e6 * statistics.median(
-        [x - y for x, y in zip(times["instrumented"], times["plain"], strict=True)]) / steps
-    gen = last_run.metadata["generations"][-1]
-    fl = gen["flops"]
-    steps_fl = fl.get("steps", [])
-    res["flops"] = {
-        "method": fl.get("method"),
-        "reason": fl.get("reason"),
-        "per_forward": fl.get("per_forward"),
-        "per_step": [s.get("flops") for s in steps_fl],
-        "step_gpu_time_s": [s.get("time_s") for s in steps_fl],
-        "time_source": sorted({str(s.get("time_source")) for s in steps_fl}),
-        "achieved_tflops": [s.get("achieved_tflops") for s in steps_fl],
-        "mfu": [s.get("mfu") for s in steps_fl],
-        "mean_achieved_tflops": fl.get("mean_achieved_tflops"),
-        "mean_mfu": fl.get("mean_mfu"),
-        "peak_tflops": steps_fl[0].get("peak_tflops") if steps_fl else None,
-        "dtype": fl.get("dtype"),
-        "device_name": fl.get("device_name"),
-    }
-    res["denoiser_forwards_per_step"] = gen["denoiser_forwards"]["per_step"]
-    res["cfg"] = gen["denoiser_forwards"]["cfg"]
-    res["phases"] = {
-        s.name: s.duration_s for s in last_run.spans if s.kind == "phase" and s.name != "denoise"
-    } | {"denoise": sum(s.duration_s or 0 for s in last_run.spans if s.name == "denoise")}
+            res[f"paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi], "per_round": paired}
+        cpu = {k: _CPU.pop(k, []) for k in times}
+        if all(len(cpu[k]) == len(times[k]) for k in times):
+            for a, b in (("instrumented", "plain"), ("profiler", "plain")):
+                # extra calling-thread CPU time of mode a over plain, as a share of plain's wall time
+                paired = [100.0 * (ca - cb) / wb for ca, cb, wb in zip(cpu[a], cpu[b], times[b], strict=True)]
+                lo, hi = bootstrap_median_ci(paired, seed=seed)
+                res[f"cpu_paired_{a}_vs_{b}_pct"] = {"median": statistics.median(paired), "ci95": [lo, hi]}
+            res["cpu_s"] = cpu
+        if last_run is not None:
+            res["sampler_cpu_share"] = last_run.metadata.get("sampler_cpu_share")
+        res["per_step_cost_instrumented_vs_plain_us"] = 1e6 * statistics.median(
+            [x - y for x, y in zip(times["instrumented"], times["plain"], strict=True)]) / steps
+        gen = last_run.metadata["generations"][-1]
+        fl = gen["flops"]
+        steps_fl = fl.get("steps", [])
+        res["flops"] = {
+            "method": fl.get("method"),
+            "reason": fl.get("reason"),
+            "per_forward": fl.get("per_forward"),
+            "per_step": [s.get("flops") for s in steps_fl],
+            "step_gpu_time_s": [s.get("time_s") for s in steps_fl],
+            "time_source": sorted({str(s.get("time_source")) for s in steps_fl}),
+            "achieved_tflops": [s.get("achieved_tflops") for s in steps_fl],
+            "mfu": [s.get("mfu") for s in steps_fl],
+            "mean_achieved_tflops": fl.get("mean_achieved_tflops"),
+            "mean_mfu": fl.get("mean_mfu"),
+            "peak_tflops": steps_fl[0].get("peak_tflops") if steps_fl else None,
+            "dtype": fl.get("dtype"),
+            "device_name": fl.get("device_name"),
+        }
+        res["denoiser_forwards_per_step"] = gen["denoiser_forwards"]["per_step"]
+        res["cfg"] = gen["denoiser_forwards"]["cfg"]
+        res["phases"] = {
+            s.name: s.duration_s for s in last_run.spans if s.kind == "phase" and s.name != "denoise"
+        } | {"denoise": sum(s.duration_s or 0 for s in last_run.spans if s.name == "denoise")}
+    if attribution_calls > 0:
+        res["attribution"] = attribute(kind, pipe, kwargs, demo.fps, attribution_calls)
     return res
 
 
@@ -182,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", required=True, help="JSON file for the results")
     ap.add_argument("--pipelines", default="wan,sd", help="comma-separated: wan, sd")
-    ap.add_argument("--rounds", type=int, default=None, help="timed rounds (default: wan 5, sd 30)")
+    ap.add_argument("--rounds", type=int, default=None, help="timed A/B rounds (default: wan 5, sd 30; 0: none)")
+    ap.add_argument("--attribution-calls", type=int, default=None,
+                    help="instrumented calls measured by attribution (default: wan 3, sd 10; 0: none)")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps (default: wan 10, sd 25)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--smoke", action="store_true",
@@ -211,10 +367,12 @@ def main(argv: list[str] | None = None) -> int:
         if kind not in SETTINGS:
             print(f"unknown pipeline {kind!r}; choose from {', '.join(SETTINGS)}", file=sys.stderr)
             return 2
-        rounds = args.rounds or SETTINGS[kind]["rounds"]
+        rounds = SETTINGS[kind]["rounds"] if args.rounds is None else args.rounds
+        attr_calls = SETTINGS[kind]["attribution_calls"] if args.attribution_calls is None else args.attribution_calls
         steps = args.steps or SETTINGS[kind]["steps"]
         print(f"[{kind}] building and running {rounds} rounds of {steps} steps ...", flush=True)
-        out["pipelines"][kind] = bench_one(kind, rounds, steps, args.seed, smoke=args.smoke)
+        out["pipelines"][kind] = bench_one(kind, rounds, steps, args.seed, smoke=args.smoke,
+                                            attribution_calls=attr_calls)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
@@ -223,6 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'pipeline':10} {'plain s (min..max)':>24} {'instr s (min..max)':>24} {'ovh %':>7} "
           f"{'paired % (95% CI)':>24} {'TFLOP/s':>8} {'MFU %':>6}")
     for kind, r in out["pipelines"].items():
+        a = r.get("attribution")
+        if a is not None:
+            print(f"{kind:10} by attribution: genprof on the calling thread {a['genprof_thread_pct']['median']:.3f}% "
+                  f"(max {a['genprof_thread_pct']['max']:.3f}%), hook dispatch {a['hook_dispatch_pct']['median']:.4f}%, "
+                  f"sampler CPU <= {a['sampler_cpu_pct_max']}%; total upper bound "
+                  f"{a['total_upper_bound_pct']['median']:.3f}% (max {a['total_upper_bound_pct']['max']:.3f}%)")
+        if "summary" not in r:
+            continue
         sp, si = r["summary"]["plain"], r["summary"]["instrumented"]
         f = r["flops"]
         pr = r["paired_instrumented_vs_plain_pct"]
