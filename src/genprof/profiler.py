@@ -108,8 +108,9 @@ class _OpenSpan:
     flag, ``extra``, and happens in :meth:`Profiler._open_extra` / :meth:`Profiler._close_extra`.
     """
 
-    __slots__ = ("_p", "_name", "_kind", "_index", "_attrs", "span", "stack", "gpu_start", "extra",
+    __slots__ = ("_p", "span", "stack", "gpu_start", "extra",
                  "energy_start_j", "peak_alloc", "peak_res", "nvtx", "mem")
+    _p: Profiler
     span: Span
     stack: _Stack
     gpu_start: Any
@@ -120,13 +121,6 @@ class _OpenSpan:
     nvtx: bool  # set by Profiler._open_extra
     mem: bool
 
-    def __init__(self, p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> None:
-        self._p = p
-        self._name = name
-        self._kind = kind
-        self._index = index
-        self._attrs = attrs
-
     def __enter__(self) -> Span:
         p = self._p
         try:
@@ -134,23 +128,18 @@ class _OpenSpan:
         except AttributeError:
             stack = p._stack()
         self.stack = stack
-        kind = self._kind
-        span = _new_span(Span)
+        span = self.span
         span.id = next(p._ids)
-        span.name = self._name
-        span.kind = kind
         span.parent_id = stack[-1].span.id if stack else None
-        span.index = self._index
         span.thread = stack.thread
-        span.attributes = self._attrs
-        self.span = span
         p._abort_path = None
+        kind = span.kind
         self.extra = p._extras and p._open_extra(self, span, kind)
         span.start_s = _perf_counter() - p._t0
         self.gpu_start = None if p._timer is None else p._timer.start()
         stack.append(self)
         if kind == "phase":
-            p._progress["phase"] = self._name
+            p._progress["phase"] = span.name
         return span
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None,
@@ -180,7 +169,7 @@ class _OpenSpan:
             stack.pop()
         elif self in stack:
             stack.remove(self)
-        p.run.spans.append(span)
+        p._append_span(span)
         if kind == "step":
             prog = p._progress
             prog["steps_done"] += 1
@@ -195,8 +184,24 @@ class _OpenSpan:
             _log_span(span)
 
 
-_new_span = object.__new__
+_new = object.__new__
 _perf_counter = time.perf_counter
+
+
+def _make_open(p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> _OpenSpan:
+    """A new, not yet entered span (no ``__init__`` frames: the hot path sets the fields itself).
+
+    The Span gets its id, parent, thread and start time when it is entered.
+    """
+    span = _new(Span)
+    span.name = name
+    span.kind = kind
+    span.index = index
+    span.attributes = attrs
+    o: _OpenSpan = _new(_OpenSpan)
+    o._p = p
+    o.span = span
+    return o
 
 
 class _NullCM:
@@ -333,6 +338,7 @@ class Profiler:
             tags=tags_all,
             config=self.config.to_dict(),
         )
+        self._append_span = self.run.spans.append  # the hot path's one call to record a closed span
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -648,7 +654,7 @@ class Profiler:
         """
         if not self._on:
             return None
-        o = _OpenSpan(self, name, kind, index, attributes)
+        o = _make_open(self, name, kind, index, attributes)
         o.__enter__()
         return o
 
@@ -661,7 +667,7 @@ class Profiler:
         if self._cuda_index is not None:
             span.device_index = self._cuda_index
             if self._nvtx is not None:
-                self._nvtx.push(o._name if o._index is None else f"{o._name} {o._index}")
+                self._nvtx.push(span.name if span.index is None else f"{span.name} {span.index}")
                 o.nvtx = True
             if kind in self._mem_kinds:
                 self._mem_start(o)
@@ -704,13 +710,13 @@ class Profiler:
         """A span of any kind around a ``with`` block; yields the open Span (None when disabled)."""
         if not self._on:
             return _NULL
-        return _OpenSpan(self, name, kind, index, attributes)
+        return _make_open(self, name, kind, index, attributes)
 
     def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A phase (``load``, ``text_encode``, ``denoise``, ``vae_decode``...). Phases nest."""
         if not self._on or not self.phase_enabled(name):
             return _NULL
-        return _OpenSpan(self, name, "phase", None, attributes)
+        return _make_open(self, name, "phase", None, attributes)
 
     def generation(self, name: str = "generation", **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """One generation (one image or video): the unit of usage statistics and throughput."""
