@@ -171,9 +171,8 @@ class _OpenSpan:
             stack.remove(self)
         p._append_span(span)
         if kind == "step":
-            prog = p._progress
-            prog["steps_done"] += 1
-            prog["last_step_end_s"] = t_end
+            p._steps_done += 1
+            p._last_step_end_s = t_end
         elif kind == "phase" and p._progress["phase"] == span.name:
             outer = [x.span.name for x in stack if x.span.kind == "phase"]
             p._progress["phase"] = outer[-1] if outer else None
@@ -323,8 +322,9 @@ class Profiler:
         self._log_handler: logging.Handler | None = None
         self._prev_sigterm: Any = None
         self._token: Any = None
-        self._progress: dict[str, Any] = {"phase": None, "step_index": None, "steps_done": 0, "steps_total": None,
-                                          "first_step_s": None, "last_step_end_s": None}
+        self._progress: dict[str, Any] = {"phase": None, "step_index": None, "steps_total": None, "first_step_s": None}
+        self._steps_done = 0  # step spans closed since the last step loop started (the hot path updates these two)
+        self._last_step_end_s: float | None = None
         self._run_energy_start: float | None = None
         self._saved_path: Path | None = None
         tags_all = dict(self.config.session_tags)
@@ -710,7 +710,16 @@ class Profiler:
         """A span of any kind around a ``with`` block; yields the open Span (None when disabled)."""
         if not self._on:
             return _NULL
-        return _make_open(self, name, kind, index, attributes)
+        # _make_open inlined: this is the hot path of hand-written loops
+        span = _new(Span)
+        span.name = name
+        span.kind = kind
+        span.index = index
+        span.attributes = attributes
+        o: _OpenSpan = _new(_OpenSpan)
+        o._p = self
+        o.span = span
+        return o
 
     def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
         """A phase (``load``, ``text_encode``, ``denoise``, ``vae_decode``...). Phases nest."""
@@ -762,7 +771,7 @@ class Profiler:
                 total = len(iterable)  # type: ignore[arg-type]
         if kind == "step":
             self._progress["steps_total"] = total
-            self._progress["steps_done"] = 0
+            self._steps_done = 0
             self._progress["first_step_s"] = self.now()
         outer = self.phase(phase, total=total) if phase else contextlib.nullcontext()
         with outer:
@@ -1047,12 +1056,13 @@ class Profiler:
         latest = self._sampler.latest() if self._sampler is not None else {}
         g = f"gpu{self._cuda_index}" if self._cuda_index is not None else "gpu"
         rate = eta = None
-        if p["steps_done"] and p["first_step_s"] is not None and p["last_step_end_s"] is not None:
-            dt = p["last_step_end_s"] - p["first_step_s"]
+        done, last_end = self._steps_done, self._last_step_end_s
+        if done and p["first_step_s"] is not None and last_end is not None:
+            dt = last_end - p["first_step_s"]
             if dt > 0:
-                rate = p["steps_done"] / dt
+                rate = done / dt
                 if p["steps_total"]:
-                    eta = max(0, p["steps_total"] - p["steps_done"]) / rate
+                    eta = max(0, p["steps_total"] - done) / rate
         gpu = None
         if self.run.gpus:
             gi = self.run.gpus[0]
@@ -1069,7 +1079,7 @@ class Profiler:
             "elapsed_s": self.now(),
             "phase": p["phase"],
             "step_index": p["step_index"],
-            "steps_done": p["steps_done"],
+            "steps_done": done,
             "steps_total": p["steps_total"],
             "step_rate_per_s": rate,
             "eta_s": eta,
