@@ -839,13 +839,19 @@ class Profiler:
         span.allocated_end_bytes = alloc
         span.reserved_end_bytes = res
         with self._lock:
-            span.peak_allocated_bytes = max(o.peak_alloc or 0, peak_a)
-            span.peak_reserved_bytes = max(o.peak_res or 0, peak_r)
-            with contextlib.suppress(ValueError):
-                self._mem_open.remove(o)
-            for other in self._mem_open:
-                other.peak_alloc = max(other.peak_alloc or 0, peak_a)
-                other.peak_res = max(other.peak_res or 0, peak_r)
+            pa, pr = o.peak_alloc, o.peak_res
+            span.peak_allocated_bytes = peak_a if pa is None or pa < peak_a else pa
+            span.peak_reserved_bytes = peak_r if pr is None or pr < peak_r else pr
+            mem_open = self._mem_open
+            if mem_open and mem_open[-1] is o:
+                mem_open.pop()
+            elif o in mem_open:
+                mem_open.remove(o)
+            for other in mem_open:  # fold this span's peak into the spans still open around it
+                if other.peak_alloc is None or other.peak_alloc < peak_a:
+                    other.peak_alloc = peak_a
+                if other.peak_res is None or other.peak_res < peak_r:
+                    other.peak_res = peak_r
 
     def _final_memory(self) -> None:
         if self._stats_fn is None or self._cuda_index is None:
