@@ -44,26 +44,20 @@ def span(i: int) -> Span:
     return Span(id=i, name="step", kind="step", start_s=0.0)
 
 
-def test_completed_pairs_are_recycled_before_new_events_are_created() -> None:
+def test_periodic_poll_resolves_completed_pairs_and_recycles_their_events() -> None:
     CountingEvent.created = 0
-    timer = GpuTimer(fake_torch(), poll_every=10_000)  # no periodic polling: only the pool path
-    spans = [span(i) for i in range(3)]
-    pairs = []
-    for s in spans:
-        start = timer.start()
-        CountingEvent.clock_ms[0] += 5.0
-        timer.stop(s, start)
-        pairs.append(start)
-    assert CountingEvent.created == 6 and timer.pending == 3
+    timer = GpuTimer(fake_torch(), poll_every=2, poll_per_close=4)
+    spans = [span(i) for i in range(2)]
+    start = timer.start()
+    CountingEvent.clock_ms[0] += 5.0
+    timer.stop(spans[0], start)
     for _, a, b in list(timer._pending):  # the GPU catches up
         a.done = b.done = True
-    more = span(9)
-    start = timer.start()  # pool empty: resolves completed pairs and reuses their events
-    timer.stop(more, start)
-    assert CountingEvent.created == 6
-    assert [s.gpu_time_s for s in spans[:2]] == [0.005, 0.005]
-    timer.resolve_all()
-    assert all(s.gpu_time_s == 0.005 for s in spans) and more.gpu_time_s == 0.0
+    start = timer.start()
+    timer.stop(spans[1], start)  # second close: polls, resolves the first pair
+    assert spans[0].gpu_time_s == 0.005 and spans[1].gpu_time_s is None and timer.pending == 1
+    timer.start()  # takes an event back from the pool instead of creating one
+    assert CountingEvent.created == 4
 
 
 def test_pending_pairs_not_complete_are_left_alone() -> None:

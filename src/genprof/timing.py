@@ -44,19 +44,7 @@ class GpuTimer:
         try:
             return self._pool.pop()  # list.pop is atomic
         except IndexError:
-            pass
-        # Pool empty: first give back the events of pairs that have completed (a GPU-busy loop
-        # leaves many pending; creating an event costs a driver call, recycling one does not).
-        if self._pending and self._lock.acquire(blocking=False):
-            try:
-                self._poll(self._poll_per_close)
-            finally:
-                self._lock.release()
-            try:
-                return self._pool.pop()
-            except IndexError:
-                pass
-        return self._event_cls(enable_timing=True)
+            return self._event_cls(enable_timing=True)
 
     def _current_stream(self) -> Any:
         if self._get_stream_id is None:
