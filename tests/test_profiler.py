@@ -10,6 +10,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -432,3 +433,64 @@ def test_import_genprof_does_not_import_optional_dependencies() -> None:
     code = "import sys, genprof; genprof.Profiler; bad=[m for m in ('torch','diffusers','plotly','prometheus_client','transformers') if m in sys.modules]; print(bad)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ}, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_step_loop_shares_boundaries_between_steps(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive steps meet at one boundary: one clock, event, allocator and RSS reading."""
+    alloc = FakeAllocator()
+    install_fake_cuda(monkeypatch, alloc)
+    reads = []
+    orig_stats = alloc.stats
+
+    def counting_stats(idx: int) -> tuple[int, int, int, int]:
+        reads.append(idx)
+        return orig_stats(idx)
+
+    alloc.stats = counting_stats  # type: ignore[method-assign]
+    GiB = 2**30
+    FakeEvent.gpu_clock[0] = 0.0
+    with Profiler("loop", energy_spans="none", **QUIET) as prof:
+        alloc.set(1 * GiB)
+        reads.clear()
+        for i in prof.steps(range(3), phase=None):
+            FakeEvent.gpu_clock[0] += 10.0 * (i + 1)  # step i runs (i + 1) x 10 ms on the GPU
+            alloc.set((2 + i) * GiB)  # a peak inside step i
+            alloc.set((1 + i) * GiB)  # and what it leaves allocated
+        n_reads = len(reads)
+    steps = [s for s in prof.run.spans if s.kind == "step"]
+    assert [s.index for s in steps] == [0, 1, 2]
+    assert n_reads == 4  # first open, two shared boundaries, last close (not 6)
+    for a, b in zip(steps, steps[1:], strict=False):
+        assert a.start_s + a.duration_s == pytest.approx(b.start_s, abs=1e-9)  # no gap, no overlap
+        assert a.allocated_end_bytes == b.allocated_start_bytes
+        assert a.rss_end_bytes == b.rss_start_bytes
+        assert a.parent_id == b.parent_id and a.thread == b.thread
+    assert [s.peak_allocated_bytes for s in steps] == [2 * GiB, 3 * GiB, 4 * GiB]
+    assert [s.allocated_end_bytes for s in steps] == [1 * GiB, 2 * GiB, 3 * GiB]
+    assert [s.gpu_time_s for s in steps] == pytest.approx([0.01, 0.02, 0.03])
+    assert len({s.id for s in prof.run.spans}) == len(prof.run.spans)
+
+
+def test_next_span_falls_back_when_the_span_is_not_innermost() -> None:
+    with Profiler("fallback", **QUIET) as prof:
+        first = prof.open_span("step", "step", index=0)
+        inner = prof.open_span("call", "call")
+        second = prof.next_span(first, index=1)  # a call is still open inside: close + open
+        prof.close_span(inner)
+        prof.close_span(second)
+        assert prof.next_span(None) is None
+    by = {(s.name, s.index): s for s in prof.run.spans}
+    assert by[("step", 0)].duration_s is not None and by[("step", 1)].index == 1
+    assert by[("step", 1)].start_s >= by[("step", 0)].start_s + by[("step", 0)].duration_s
+
+
+def test_a_failing_iterable_closes_the_open_step() -> None:
+    def items() -> Iterator[int]:
+        yield 0
+        raise ValueError("no more data")
+
+    with pytest.raises(ValueError), Profiler("iterfail", **QUIET) as prof:
+        for _ in prof.steps(items()):
+            pass
+    (step,) = [s for s in prof.run.spans if s.kind == "step"]
+    assert step.status == "error" and "no more data" in step.attributes["error"]

@@ -658,6 +658,101 @@ class Profiler:
         o.__enter__()
         return o
 
+    def next_span(self, o: _OpenSpan | None, *, index: int | None = None, **attributes: Any) -> _OpenSpan | None:
+        """Close ``o`` and open the next span of the same name and kind at the same instant.
+
+        For step and block loops: the two spans share their boundary, so it is measured once
+        (one clock read, one CUDA event, one allocator read and peak reset, one RSS read), and
+        the next span's start values are exactly the previous span's end values. Falls back to
+        :meth:`close_span` plus :meth:`open_span` when ``o`` is not the innermost open span of
+        the calling thread. Returns the new open span (None when profiling is off).
+        """
+        if o is None:
+            return None
+        stack = o.stack
+        try:
+            mine = self._tls.stack is stack
+        except AttributeError:
+            mine = False
+        if not self._on or not mine or not stack or stack[-1] is not o:
+            span = o.span
+            self.close_span(o)
+            return self.open_span(span.name, span.kind, index=index, **attributes)
+        span = o.span
+        kind = span.kind
+        n = _make_open(self, span.name, kind, index, attributes)
+        ns = n.span
+        ns.id = next(self._ids)
+        ns.parent_id = span.parent_id
+        ns.thread = span.thread
+        n.stack = stack
+        n.gpu_start = None
+        if o.gpu_start is not None:
+            n.gpu_start = self._timer.stop_shared(span, o.gpu_start)  # type: ignore[union-attr]
+        t = _perf_counter() - self._t0
+        span.duration_s = t - span.start_s
+        ns.start_s = t
+        n.extra = o.extra
+        if o.extra:
+            self._boundary_extra(o, n, span, ns, kind)
+        stack[-1] = n
+        self._abort_path = None
+        self._append_span(span)
+        if kind == "step":
+            self._steps_done += 1
+            self._last_step_end_s = t
+        if self._listeners:
+            for cb in self._listeners:
+                self._notify_one(cb, "span_end", span)
+        if kind in _LOGGED_KINDS and log.isEnabledFor(logging.INFO):
+            _log_span(span)
+        return n
+
+    def _boundary_extra(self, o: _OpenSpan, n: _OpenSpan, span: Span, ns: Span, kind: str) -> None:
+        """:meth:`next_span`'s allocator, RSS, energy and NVTX work: each read once for both spans."""
+        n.nvtx = n.mem = False
+        ns.device_index = span.device_index
+        if o.mem:
+            assert self._stats_fn is not None
+            idx = self._cuda_index or 0
+            alloc, peak_a, res, peak_r = self._stats_fn(idx)
+            span.allocated_end_bytes = ns.allocated_start_bytes = alloc
+            span.reserved_end_bytes = ns.reserved_start_bytes = res
+            with self._lock:
+                pa, pr = o.peak_alloc, o.peak_res
+                span.peak_allocated_bytes = peak_a if pa is None or pa < peak_a else pa
+                span.peak_reserved_bytes = peak_r if pr is None or pr < peak_r else pr
+                mem_open = self._mem_open
+                if mem_open and mem_open[-1] is o:
+                    mem_open[-1] = n
+                else:
+                    if o in mem_open:
+                        mem_open.remove(o)
+                    mem_open.append(n)
+                for other in mem_open:
+                    if other is n:
+                        continue
+                    if other.peak_alloc is None or other.peak_alloc < peak_a:
+                        other.peak_alloc = peak_a
+                    if other.peak_res is None or other.peak_res < peak_r:
+                        other.peak_res = peak_r
+                if self.config.reset_peak_memory and self._reset_fn is not None:
+                    self._reset_fn(idx)
+                    n.peak_alloc, n.peak_res = alloc, res
+                else:
+                    n.peak_alloc = n.peak_res = None
+            ns.peak_source = span.peak_source
+            n.mem = True
+        if span.rss_start_bytes is not None and self._rss is not None:
+            span.rss_end_bytes = ns.rss_start_bytes = self._rss.read_bytes()
+        if kind in self._energy_kinds:
+            self._energy.request_end(o)  # type: ignore[union-attr]
+            self._energy.request_start(n)  # type: ignore[union-attr]
+        if o.nvtx and self._nvtx is not None:
+            self._nvtx.pop()
+            self._nvtx.push(ns.name if ns.index is None else f"{ns.name} {ns.index}")
+            n.nvtx = True
+
     def _open_extra(self, o: _OpenSpan, span: Span, kind: str) -> bool:
         """Opening work beyond host timing: device, NVTX range, allocator state, RSS, energy.
 
@@ -775,22 +870,35 @@ class Profiler:
             self._progress["first_step_s"] = self.now()
         outer = self.phase(phase, total=total) if phase else contextlib.nullcontext()
         with outer:
-            for i, item in enumerate(iterable):
-                o = self.open_span(name, kind, index=i, **attributes) if per_item else None
-                if kind == "step":
-                    self._progress["step_index"] = i
-                try:
-                    yield item
-                except GeneratorExit:
-                    # the loop was left early: break, return, or an exception in its body
-                    if o is not None and not self._failure_paths:
-                        self._abort_path = _stack_paths(self._stack())
-                    self.close_span(o, status="aborted")
-                    raise
-                except BaseException as exc:
+            o: _OpenSpan | None = None
+            try:
+                for i, item in enumerate(iterable):
+                    if per_item:
+                        # one boundary between consecutive items: the previous span ends where
+                        # this one starts (producing the next item counts in the previous one)
+                        o = self.open_span(name, kind, index=i, **attributes) if o is None else \
+                            self.next_span(o, index=i, **attributes)
+                    if kind == "step":
+                        self._progress["step_index"] = i
+                    try:
+                        yield item
+                    except GeneratorExit:
+                        # the loop was left early: break, return, or an exception in its body
+                        if o is not None and not self._failure_paths:
+                            self._abort_path = _stack_paths(self._stack())
+                        self.close_span(o, status="aborted")
+                        o = None
+                        raise
+                    except BaseException as exc:
+                        self.close_span(o, exc)
+                        o = None
+                        raise
+            except BaseException as exc:
+                if o is not None:  # the iterable itself failed while producing the next item
                     self.close_span(o, exc)
-                    raise
-                self.close_span(o)
+                    o = None
+                raise
+            self.close_span(o)
 
     def event(self, name: str, **attributes: Any) -> Event | None:
         """Record a point in time (``checkpoint_loaded``, ``offload``...), inside the current span."""

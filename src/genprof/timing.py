@@ -38,6 +38,7 @@ class GpuTimer:
         self._poll_per_close = poll_per_close
         self._poll_every = poll_every
         self._closes = 0
+        self._shared: set[int] = set()  # ids of end events that also start the next span
         self._event_cls: Callable[..., Any] = torch.cuda.Event
 
     def _event(self) -> Any:
@@ -72,6 +73,22 @@ class GpuTimer:
             with self._lock:
                 self._poll(self._poll_per_close)
 
+    def stop_shared(self, span: Span, start_event: Any) -> Any:
+        """Like :meth:`stop`, and return the end event to serve as the next span's start event.
+
+        One event marks a boundary between two spans (a step ending where the next begins);
+        it goes back to the pool only when the pair that starts with it is resolved.
+        """
+        end = self._event()
+        end.record(self._current_stream())
+        self._shared.add(id(end))
+        self._pending.append((span, start_event, end))
+        self._closes += 1
+        if self._closes % self._poll_every == 0:
+            with self._lock:
+                self._poll(self._poll_per_close)
+        return end
+
     def _poll(self, limit: int) -> None:
         # Called with the lock held. Events on one stream complete in order, so checking the
         # oldest pairs first resolves most of them; pairs from other streams wait their turn.
@@ -91,7 +108,10 @@ class GpuTimer:
             span.gpu_time_s = None
             span.gpu_time_reason = f"CUDA event timing failed: {exc}"
         self._pool.append(a)
-        self._pool.append(b)
+        if id(b) in self._shared:
+            self._shared.discard(id(b))  # still the start of the next span's pair
+        else:
+            self._pool.append(b)
 
     @property
     def pending(self) -> int:

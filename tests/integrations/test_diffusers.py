@@ -81,6 +81,12 @@ def test_tiny_pipeline_phases_steps_forwards_latents(kind: str) -> None:
     assert sum(s.attributes["denoiser_forwards"] for s in steps) == len(calls)
     assert all(s.attributes["denoiser_forwards"] == per_step for s in steps)
     assert all(b == batch for s in steps for b in s.attributes["forward_batch"])
+    # consecutive steps share their boundary (opened at the previous step's callback), and the
+    # last one closes at its own callback: none is left aborted or open
+    assert all(s.status == "ok" for s in steps)
+    for a, b in zip(steps, steps[1:], strict=False):
+        assert a.start_s + a.duration_s == pytest.approx(b.start_s, abs=1e-9)
+    assert steps[-1].start_s + steps[-1].duration_s <= denoise.start_s + denoise.duration_s
 
     (g,) = run.metadata["generations"]
     assert g["span_id"] == gen.id

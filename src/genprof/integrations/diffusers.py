@@ -156,17 +156,25 @@ class _CallState:
             self.spec_index[spec] = idx
         (self.step_specs if self.step_o is not None else self.unscoped).append((name, idx))
 
-    def on_step_end(self) -> None:
-        if self.step_o is None:
+    def on_step_end(self, more: bool = False) -> None:
+        """The step ended. ``more``: the pipeline says another step follows, so the next step
+        span opens here, at the same boundary (measured once; see ``Profiler.next_span``)."""
+        o = self.step_o
+        if o is None:
             return
-        span = self.prof.close_span(self.step_o)
-        self.step_o = None
+        if more:
+            self.step_o = self.prof.next_span(o, index=len(self.steps) + 1)
+            span: Any = o.span
+        else:
+            span = self.prof.close_span(o)
+            self.step_o = None
         if span is not None:
             span.attributes["denoiser_forwards"] = len(self.step_specs)
             if self.step_offload_s:
                 span.attributes["offload_s"] = self.step_offload_s
         self.steps.append(_Step(span, self.step_specs, self.step_offload_s))
         self.step_specs = []
+        self.step_offload_s = 0.0
 
     def finish_specs(self) -> tuple[list[tuple[Any, Any]], list[int | None]]:
         """After the call: distinct inputs in ``tensor_spec`` form and the batch of each; fills
@@ -663,6 +671,19 @@ def refresh_utilization(run: Any) -> None:
 
 
 # ---------------------------------------------------------------------- callbacks
+def _more_steps(pipeline: Any, step_index: Any) -> bool:
+    """Whether the denoising loop runs another step after ``step_index``.
+
+    diffusers pipelines set ``_num_timesteps`` (``len(timesteps)``) before their loop and call
+    ``callback_on_step_end`` once per iteration; a pipeline without it gives False (each step
+    then opens at its first denoiser forward).
+    """
+    n = getattr(pipeline, "_num_timesteps", None)
+    if getattr(pipeline, "_interrupt", False):
+        return False
+    return isinstance(n, int) and isinstance(step_index, int) and step_index + 1 < n
+
+
 def _chain_callback(user: Any, st: _CallState) -> Any:
     """A ``callback_on_step_end`` that runs the user's callback, then ends the step span."""
     try:
@@ -684,14 +705,14 @@ def _chain_callback(user: Any, st: _CallState) -> Any:
 
             def __call__(self, pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> Any:
                 out = user(pipeline, step_index, timestep, callback_kwargs)
-                st.on_step_end()
+                st.on_step_end(_more_steps(pipeline, step_index))
                 return out
 
         return _Chained()
 
     def chained(pipeline: Any, step_index: int, timestep: Any, callback_kwargs: dict[str, Any]) -> Any:
         out = callback_kwargs if user is None else user(pipeline, step_index, timestep, callback_kwargs)
-        st.on_step_end()
+        st.on_step_end(_more_steps(pipeline, step_index))
         return out
 
     chained.__genprof_user_callback__ = user  # type: ignore[attr-defined]
