@@ -425,6 +425,7 @@ def _modes() -> tuple[type, type]:
             self.backend = backend
             self.calls = 0
             self.max_tokens = 0
+            self.flops = 0.0  # QK^T and PV matmuls of every attention call: 4 * B*H * Lq * Lk * D
 
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
@@ -437,6 +438,7 @@ def _modes() -> tuple[type, type]:
             self.max_tokens = max(self.max_tokens, lq, lk)
             bh = q.numel() // max(1, q.shape[-1] * lq)
             esize = q.element_size()
+            self.flops += 4.0 * bh * lq * lk * int(q.shape[-1])
             if self.backend == "math":
                 # scores and softmax(scores), both Lq x Lk per head, alive together
                 extra = 2 * _round_alloc(bh * lq * lk * esize)
@@ -704,10 +706,15 @@ def _trace_denoiser(model: str, gen: Generation, batch: int) -> tuple[int, int, 
         with trace_live_bytes(gen.attention_backend) as (counter, attn):
             out = m(**inputs)
             del out
+        _ATTN_FLOPS[(model, gen, batch)] = attn.flops
         return counter.peak, attn.max_tokens, counter.ops, None
     except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
         log.warning("tracing %s on the meta device failed: %s", spec.denoiser.class_name, exc)
         return 0, 0, 0, f"{type(exc).__name__}: {exc}"
+
+
+_ATTN_FLOPS: dict[tuple[str, Generation, int], float] = {}
+"""Attention FLOPs of one denoiser call, by the :func:`_trace_denoiser` key (filled by the trace)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -1022,6 +1029,8 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
                 "tokens": tokens,
                 "traced_ops": ops,
                 "input_bytes": inputs,
+                "attention_flops_per_call": _ATTN_FLOPS.get((spec.name, den_key, call_batch), 0.0),
+                "latent_frames": lf,
             },
             cal["weights_reserved_factor"],
         )
