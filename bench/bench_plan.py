@@ -268,13 +268,23 @@ def _base(settings: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def judge(p: Plan, measured: dict[str, dict[str, Any]], budget: int, cuda: bool) -> dict[str, Any]:
-    """Chosen plan vs the fastest candidate whose MEASURED peak fits ``budget``."""
-    out: dict[str, Any] = {"fits_predicted": p.fits, "needed": p.needed}
+    """Chosen plan vs the fastest candidate whose MEASURED peak fits ``budget``, and ``budget`` less the margin.
+
+    ``fastest_fitting`` uses the raw budget (what the enforced run allows); ``fastest_fitting_margin``
+    uses ``budget * (1 - p.safety_margin)``, the space the planner itself may fill, so the ratio to it
+    says how far the choice is from the best the planner could have made with a perfect estimate.
+    """
+    out: dict[str, Any] = {"fits_predicted": p.fits, "needed": p.needed, "safety_margin": p.safety_margin}
     ok = {k: r for k, r in measured.items() if r.get("ok")}
     fitting = {k: r for k, r in ok.items() if not cuda or r["peak_reserved_bytes"] <= budget}
     fastest = min(fitting, key=lambda k: fitting[k]["time_s"]) if fitting else None
     out["fastest_fitting"] = fastest
     out["fastest_fitting_time_s"] = fitting[fastest]["time_s"] if fastest else None
+    usable = budget * (1 - p.safety_margin)
+    fit_m = {k: r for k, r in ok.items() if not cuda or r["peak_reserved_bytes"] <= usable}
+    fastest_m = min(fit_m, key=lambda k: fit_m[k]["time_s"]) if fit_m else None
+    out["fastest_fitting_margin"] = fastest_m
+    out["fastest_fitting_margin_time_s"] = fit_m[fastest_m]["time_s"] if fastest_m else None
     if p.chosen is None:
         return out
     ck = _key(p.chosen.settings)
@@ -287,6 +297,8 @@ def judge(p: Plan, measured: dict[str, dict[str, Any]], budget: int, cuda: bool)
         out["chosen_fits_measured"] = (r["peak_reserved_bytes"] <= budget) if cuda else None
         if fastest:
             out["chosen_over_fastest"] = r["time_s"] / fitting[fastest]["time_s"]
+        if fastest_m:
+            out["chosen_over_fastest_margin"] = r["time_s"] / fit_m[fastest_m]["time_s"]
     elif r.get("timed_out") or r.get("skipped"):
         out["chosen_time_s_at_least"] = r.get("wall_s")
     return out
@@ -396,7 +408,7 @@ def bench_model(name: str, args: argparse.Namespace, doc: dict[str, Any], out: d
     tms = {"assumed": TimeModel(h2d_bandwidth_bytes_per_s=bw)}
     if base.get("ok") and base.get("denoise_s"):
         tms["measured"] = TimeModel(h2d_bandwidth_bytes_per_s=bw, step_time_s=base["denoise_s"] / args.steps,
-                                    vae_decode_s=base["vae_decode_s"])
+                                    vae_decode_s=base["vae_decode_s"], text_encode_s=base.get("text_encode_s"))
     out["time_models"] = {k: v.to_dict() for k, v in tms.items()}
     out["budgets"] = []
     for budget in budgets:
@@ -418,6 +430,67 @@ def bench_model(name: str, args: argparse.Namespace, doc: dict[str, Any], out: d
         _write(args.out, doc)
 
 
+def replan(path: str, out_path: str, budgets_arg: str | None) -> dict[str, Any]:
+    """Re-judge the CURRENT planner's choices against the per-candidate measurements of an earlier run.
+
+    No GPU: the candidates' measured times and peaks come from ``path`` (a ``bench_plan.py`` JSON);
+    ``plan()`` runs again per budget with the same generation, steps and bandwidth, once with the
+    assumed time model and once with the measured one (the no-offload candidate's step, VAE and
+    text-encoding times). A choice the earlier run did not measure is reported as such.
+    """
+    with open(path) as fh:
+        old = json.load(fh)
+    steps = int(old.get("steps", 2))
+    bw = old.get("h2d_bandwidth_bytes_per_s")
+    cuda = not old.get("smoke", False)
+    doc: dict[str, Any] = {"replan_of": path, "steps": steps, "h2d_bandwidth_bytes_per_s": bw, "models": {}}
+    for name, m in old.get("models", {}).items():
+        measured = m.get("candidates", {})
+        gen = dict(MODELS.get(name, {}))
+        budgets = ([int(float(x) * 1e9) for x in budgets_arg.split(",")] if budgets_arg
+                   else [int(e["budget_bytes"]) for e in m.get("budgets", [])])
+        any_fp8 = any(r.get("settings", {}).get("layerwise_fp8") for r in measured.values())
+        plan_kw: dict[str, Any] = dict(allow_fp8=any_fp8, num_inference_steps=steps)
+        base = next((r for r in measured.values() if r.get("ok") and r["settings"]["offload"] == "none"
+                     and not r["settings"].get("vae_tiling") and not r["settings"].get("layerwise_fp8")), None)
+        tms = {"assumed": TimeModel(h2d_bandwidth_bytes_per_s=bw)}
+        if base is not None and base.get("denoise_s"):
+            tms["measured"] = TimeModel(h2d_bandwidth_bytes_per_s=bw, step_time_s=base["denoise_s"] / steps,
+                                        vae_decode_s=base["vae_decode_s"], text_encode_s=base.get("text_encode_s"))
+        out: dict[str, Any] = {"time_models": {k: v.to_dict() for k, v in tms.items()}, "budgets": [], "candidates": {}}
+        for budget in budgets:
+            entry: dict[str, Any] = {"budget_bytes": budget}
+            for tm_name, tm in tms.items():
+                p = plan(name, budget, time_model=tm, **plan_kw, **gen)
+                entry[tm_name] = judge(p, measured, budget, cuda)
+                for c in p.candidates:
+                    k = _key(c.settings)
+                    r = measured.get(k, {})
+                    row = out["candidates"].setdefault(k, {"measured_time_s": r.get("time_s"),
+                                                           "measured_peak_reserved_bytes": r.get("peak_reserved_bytes"),
+                                                           "predicted_peak_reserved_bytes": c.peak_reserved_bytes})
+                    row[f"predicted_time_s_{tm_name}"] = c.time_s
+            out["budgets"].append(entry)
+        doc["models"][name] = out
+    _write(out_path, doc)
+    _print_verdicts(doc)
+    return doc
+
+
+def _print_verdicts(doc: dict[str, Any]) -> None:
+    print(f"\n{'model':12s} {'budget':>7s} {'time model':10s} {'chosen':40s} {'fits':>5s} {'/fastest':>8s} {'/margin':>8s}  fastest fitting | with margin")
+    for name, m in doc["models"].items():
+        for e in m.get("budgets", []):
+            for tm_name in ("assumed", "measured"):
+                j = e.get(tm_name)
+                if j is None:
+                    continue
+                ratio, ratio_m = j.get("chosen_over_fastest"), j.get("chosen_over_fastest_margin")
+                print(f"{name:12s} {e['budget_bytes'] / 1e9:6.3g}G {tm_name:10s} {str(j.get('chosen', 'nothing fits')):40s} "
+                      f"{str(j.get('chosen_fits_measured', '-')):>5s} {'-' if ratio is None else f'{ratio:.3f}':>8s} "
+                      f"{'-' if ratio_m is None else f'{ratio_m:.3f}':>8s}  {j.get('fastest_fitting')} | {j.get('fastest_fitting_margin')}")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -427,7 +500,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-candidate-s", type=float, default=60.0, help="per candidate; the enforced-budget rerun gets twice this")
     ap.add_argument("--no-fp8", action="store_true", help="leave layerwise fp8 out of the plans and the candidates")
     ap.add_argument("--smoke", action="store_true", help="tiny demo pipelines on the CPU, no budget enforcement")
+    ap.add_argument("--replan", metavar="FILE", default=None,
+                    help="no GPU: re-judge the current planner's choices against the candidates measured in FILE")
     args = ap.parse_args(argv)
+    if args.replan:
+        return replan(args.replan, args.out, args.budgets)
     if not args.smoke and not torch.cuda.is_available():
         ap.error("needs a CUDA GPU (use --smoke for the CPU check)")
     args.models = args.models or ",".join(SMOKE_MODELS if args.smoke else MODELS)

@@ -81,3 +81,28 @@ def test_time_limit_stops_candidates_and_skips_their_siblings(tmp_path):
     assert not any(c.get("ok") for c in cands.values())
     j = doc["models"]["sdxl"]["budgets"][0]["assumed"]
     assert j["fastest_fitting"] is None and "chosen_over_fastest" not in j
+
+
+def test_replan_rejudges_with_margin_from_stored_measurements(tmp_path):
+    """--replan: no GPU; the verdicts come from the stored per-candidate measurements."""
+    src = Path(__file__).resolve().parents[2] / "bench" / "results" / "plan_sdxl_h100.json"
+    old = json.loads(src.read_text())
+    measured = old["models"]["sdxl"]["candidates"]
+    out = tmp_path / "replan.json"
+    bench_plan = _bench()
+    doc = bench_plan.main(["--replan", str(src), "--out", str(out), "--budgets", "8,24"])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(doc, default=str))
+    budgets = doc["models"]["sdxl"]["budgets"]
+    assert [b["budget_bytes"] for b in budgets] == [8_000_000_000, 24_000_000_000]
+    for b in budgets:
+        for tm in ("assumed", "measured"):
+            j = b[tm]
+            usable = b["budget_bytes"] * (1 - j["safety_margin"])
+            fit_m = {k: r["time_s"] for k, r in measured.items() if r.get("ok") and r["peak_reserved_bytes"] <= usable}
+            best = min(fit_m, key=fit_m.__getitem__)
+            assert j["fastest_fitting_margin"] == best
+            chosen_t = measured[j["chosen"]]["time_s"]
+            assert j["chosen_over_fastest_margin"] == pytest.approx(chosen_t / fit_m[best])
+            assert j["chosen_over_fastest"] <= j["chosen_over_fastest_margin"] + 1e-12
+    # at 24 GB no offload (12.22e9 bytes measured) fits even with the margin and is the fastest measured
+    assert budgets[1]["measured"]["fastest_fitting_margin"] == "bf16/none/flash"

@@ -106,6 +106,21 @@ CALIBRATION: dict[str, float] = {
     "workspace_bytes": 64 * MiB,  # assumption (PyTorch's default cuBLAS workspace on sm90 is 32 MiB/stream)
     # cuDNN convolution workspace while the VAE decodes (bytes).
     "vae_conv_workspace_bytes": 256 * MiB,  # assumption
+    # Block-level group offloading runs a component without top-level block lists (UMT5, CLIP: the
+    # whole encoder is diffusers' "unmatched group") as one group, and never calls empty_cache
+    # (accelerate's model offload does, after each offload). The freed weights' segments (one per
+    # tensor: 32/80 MiB for UMT5-XXL) stay reserved, and later phases reuse only the part whose
+    # free blocks are large enough for their tensors. Fraction of those freed bytes that later
+    # phases do NOT reuse: fitted on bench/results/plan_wan_h100.json (group_block and
+    # group_block_stream without VAE tiling: 13.87 / 14.18 GiB measured), 2026-11-22, H100.
+    "group_freed_unreused_fraction": 0.6,
+    # Group offloading of a UNet (skip connections kept across the whole forward) left about
+    # 1.3-1.9 GiB more reserved than the same allocations under accelerate's sequential offload in
+    # every group mode (bench/results/plan_sdxl_h100.json: group_leaf 4.37 GiB vs sequential 2.54 GiB
+    # with the same 2.42 GiB allocated peak). Mechanism not identified (allocator fragmentation from
+    # weight churn interleaved with long-lived skip tensors is the suspect); fitted as a fraction of
+    # the UNet's weight bytes on the four SDXL group modes of that file (one UNet model: a fit, not a law).
+    "group_unet_extra_fraction": 0.33,
 }
 
 _CAL_ENV = "GENPROF_CALIBRATION"
@@ -153,6 +168,7 @@ class ComponentWeights:
     largest_leaf_bytes: int
     fp8_bytes: int  # weight bytes with layerwise fp8 storage (only where applied)
     dtype: str
+    second_leaf_bytes: int = 0  # the next largest leaf (tied parameters counted once): stream prefetch
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -409,6 +425,7 @@ def _modes() -> tuple[type, type]:
             self.backend = backend
             self.calls = 0
             self.max_tokens = 0
+            self.flops = 0.0  # QK^T and PV matmuls of every attention call: 4 * B*H * Lq * Lk * D
 
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
@@ -421,6 +438,7 @@ def _modes() -> tuple[type, type]:
             self.max_tokens = max(self.max_tokens, lq, lk)
             bh = q.numel() // max(1, q.shape[-1] * lq)
             esize = q.element_size()
+            self.flops += 4.0 * bh * lq * lk * int(q.shape[-1])
             if self.backend == "math":
                 # scores and softmax(scores), both Lq x Lk per head, alive together
                 extra = 2 * _round_alloc(bh * lq * lk * esize)
@@ -514,11 +532,16 @@ def component_weights(spec: ModelSpec, comp: ComponentSpec, dtype: str) -> Compo
         else:
             outside += sum(sizes.values())
     outside += sum(v for k, v in nbytes.items() if "." not in k)
-    leaves = [
-        sum(p.numel() * p.element_size() for p in sub.parameters(recurse=False))
-        for sub in m.modules()
-        if not list(sub.children())
-    ]
+    # leaf modules' own parameters; a tied parameter (UMT5's shared / embed_tokens) counts once
+    seen: set[int] = set()
+    leaves: list[int] = []
+    for sub in m.modules():
+        if list(sub.children()):
+            continue
+        own = [p for p in sub.parameters(recurse=False) if id(p) not in seen]
+        seen.update(id(p) for p in own)
+        leaves.append(sum(p.numel() * p.element_size() for p in own))
+    leaves.sort(reverse=True)
     fp8_names = _fp8_eligible(m) if comp.role == "denoiser" else set()
     fp8 = sum((tensors[n].numel() if n in fp8_names else nbytes[n]) for n in nbytes)
     return ComponentWeights(
@@ -530,9 +553,10 @@ def component_weights(spec: ModelSpec, comp: ComponentSpec, dtype: str) -> Compo
         reserved_bytes=int(reserved),
         outside_blocks_bytes=int(outside),
         largest_block_bytes=int(max(blocks) if blocks else 0),
-        largest_leaf_bytes=int(max(leaves) if leaves else 0),
+        largest_leaf_bytes=int(leaves[0] if leaves else 0),
         fp8_bytes=int(fp8),
         dtype=dtype,
+        second_leaf_bytes=int(leaves[1] if len(leaves) > 1 else 0),
     )
 
 
@@ -682,10 +706,15 @@ def _trace_denoiser(model: str, gen: Generation, batch: int) -> tuple[int, int, 
         with trace_live_bytes(gen.attention_backend) as (counter, attn):
             out = m(**inputs)
             del out
+        _ATTN_FLOPS[(model, gen, batch)] = attn.flops
         return counter.peak, attn.max_tokens, counter.ops, None
     except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
         log.warning("tracing %s on the meta device failed: %s", spec.denoiser.class_name, exc)
         return 0, 0, 0, f"{type(exc).__name__}: {exc}"
+
+
+_ATTN_FLOPS: dict[tuple[str, Generation, int], float] = {}
+"""Attention FLOPs of one denoiser call, by the :func:`_trace_denoiser` key (filled by the trace)."""
 
 
 @functools.lru_cache(maxsize=256)
@@ -765,21 +794,46 @@ def _vae_modes(vae: Any, tiling: bool, slicing: bool) -> Iterator[None]:
 
 
 def _resident(cw: ComponentWeights, offload: str, fp8: bool) -> tuple[int, int]:
-    """(allocated, reserved) weight bytes of ``cw`` on the GPU while it runs."""
+    """(allocated, reserved) weight bytes of ``cw`` in the default stream's pool while it runs.
+
+    With ``use_stream=True`` diffusers copies the prefetched groups inside ``with stream:``, so
+    their blocks belong to the side stream's pool (see :func:`_side_pool`), which activations on
+    the default stream never reuse; only the unmatched group (``stream=None`` in diffusers) of a
+    block-level component stays in the default pool.
+    """
     full = cw.fp8_bytes if (fp8 and cw.role == "denoiser") else cw.weight_bytes
     scale = full / cw.weight_bytes if cw.weight_bytes else 1.0
     res_full = int(cw.reserved_bytes * scale)
     if offload in ("none", "model"):
         return full, res_full
-    if offload.startswith("group_block"):
-        n = 2 if offload.endswith("stream") else 1
-        b = int((cw.outside_blocks_bytes + n * cw.largest_block_bytes) * scale)
-        b = min(b, full)
+    if offload == "group_block":
+        b = min(int((cw.outside_blocks_bytes + cw.largest_block_bytes) * scale), full)
         return b, min(_round_reserved(b) + 16 * MiB, res_full)
-    # leaf-level group offloading and sequential offload keep one (two with a stream) leaf
-    n = 2 if offload.endswith("stream") else 1
-    b = min(full, int(n * cw.largest_leaf_bytes * scale))
+    if offload == "group_block_stream":
+        b = min(int(cw.outside_blocks_bytes * scale), full)
+        return b, min(_round_reserved(b) + 16 * MiB, res_full)
+    if offload == "group_leaf_stream":
+        return 0, 0
+    # leaf-level group offloading without streams and sequential offload keep one leaf
+    b = min(full, int(cw.largest_leaf_bytes * scale))
     return b, min(_round_reserved(b) + 16 * MiB, res_full)
+
+
+def _side_pool(cw: ComponentWeights, offload: str, fp8: bool) -> int:
+    """Reserved bytes of the side stream's pool for ``cw`` under streamed group offloading.
+
+    The prefetch keeps the running group and the next one: two blocks (block level) or the two
+    largest leaves (leaf level). The pool keeps its segments for the rest of the run.
+    """
+    full = cw.fp8_bytes if (fp8 and cw.role == "denoiser") else cw.weight_bytes
+    scale = full / cw.weight_bytes if cw.weight_bytes else 1.0
+    if offload == "group_block_stream":
+        b = int(2 * cw.largest_block_bytes * scale)
+    elif offload == "group_leaf_stream":
+        b = int((cw.largest_leaf_bytes + cw.second_leaf_bytes) * scale)
+    else:
+        return 0
+    return _round_reserved(b) + (16 * MiB if b else 0)
 
 
 def _resolve(pipe_or_config: Any) -> ModelSpec:
@@ -975,6 +1029,8 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
                 "tokens": tokens,
                 "traced_ops": ops,
                 "input_bytes": inputs,
+                "attention_flops_per_call": _ATTN_FLOPS.get((spec.name, den_key, call_batch), 0.0),
+                "latent_frames": lf,
             },
             cal["weights_reserved_factor"],
         )
@@ -1006,6 +1062,7 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
             cal["weights_reserved_factor"],
         )
     )
+    _offload_cache(phases, weights, spec, gen, cal)
     if gen.attention_backend == "math":
         notes.append("math attention: the Lq x Lk score matrix is materialised (quadratic in tokens)")
     if gen.offload != "none":
@@ -1029,6 +1086,45 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
         "latent_shape": [b, spec.latent_channels, lf, lh, lw] if spec.kind == "video" else [b, spec.latent_channels, lh, lw],
     }
     return Estimate(model=spec.name, settings=settings, components=weights, phases=phases, calibration=cal, notes=notes)
+
+
+def _offload_cache(phases: list[PhaseEstimate], weights: list[ComponentWeights], spec: ModelSpec, gen: Generation,
+                   cal: Mapping[str, float]) -> None:
+    """Carry the allocator's cache from phase to phase (in place) for offload modes that never empty it.
+
+    Reserved memory only grows during a generation unless someone calls ``empty_cache``; accelerate's
+    model offload does after each offload (``offload="model"``: phases stay independent), diffusers'
+    group offloading and accelerate's sequential offload do not. Three effects, in this order:
+
+    * each phase's peak is at least the previous one's (segments stay reserved);
+    * block-level group offloading frees whole components (the unmatched group) after they ran;
+      a fraction ``group_freed_unreused_fraction`` of their segments is not reusable by later phases;
+    * streamed groups live in the side stream's pool (:func:`_side_pool`), added to every phase;
+    * for a UNet denoiser under group offloading, ``group_unet_extra_fraction`` of its weight bytes
+      from the denoising phase on (fitted; see :data:`CALIBRATION`).
+    """
+    mode = gen.offload
+    if mode in ("none", "model"):
+        return
+    fp8 = gen.layerwise_fp8
+    side = max((_side_pool(cw, mode, fp8) for cw in weights), default=0)
+    den = spec.denoiser
+    unet_extra = 0
+    if mode.startswith("group_") and "UNet" in den.class_name:
+        dw = next(cw for cw in weights if cw.name == den.name)
+        unet_extra = int(cal["group_unet_extra_fraction"] * dw.weight_bytes)
+    freed = 0
+    prev = 0
+    for i, ph in enumerate(phases):
+        carried = int(cal["group_freed_unreused_fraction"] * freed) if mode.startswith("group_block") else 0
+        extra = unet_extra if i > 0 else 0
+        own = ph.peak_reserved_bytes + carried + extra
+        res = max(prev, own)
+        prev = res
+        ph.detail = {**ph.detail, "carried_cache_bytes": carried, "side_stream_pool_bytes": side, "group_unet_extra_bytes": extra}
+        ph.peak_reserved_bytes = int(res + side)
+        ph.peak_allocated_bytes = int(ph.peak_allocated_bytes + side)
+        freed += int(ph.detail.get("resident_weights_reserved_bytes", 0))
 
 
 def _phase(

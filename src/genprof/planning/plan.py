@@ -46,13 +46,28 @@ class TimeModel:
 
     step_time_s: float | None = None
     vae_decode_s: float | None = None
+    text_encode_s: float | None = None
     h2d_bandwidth_bytes_per_s: float | None = None
-    pageable_fraction: float = 0.5
+    pageable_fraction: float = 0.5  # kept for old callers; the copies below have their own measured rates
     assumed_flops: float = 300e12  # effective dense bf16 FLOP/s of an H100-class GPU; assumption
     assumed_bandwidth: float = 20e9  # assumption
+    # pageable host-to-device copies (.to("cuda") of unpinned weights: model offload, sequential offload):
+    # bench/results/plan_wan_h100.json, model offload, text encoding: 11.36 GB of UMT5 in 1.88 s
+    pageable_h2d_bytes_per_s: float = 6.0e9
+    # device-to-host copies into fresh pageable memory (model offload's .to("cpu")): same file, model
+    # offload, denoising 11.25 s = 3.12 s compute + 11.36 GB UMT5 out + 2.84 GB transformer in
+    d2h_pageable_bytes_per_s: float = 1.5e9
+    # group offloading without streams: onload .to(cuda) + offload module.to("cpu") of every group each call,
+    # per byte of weights; geometric mean of UMT5 text encoding and Wan denoising under group_block and
+    # group_leaf (1.40, 2.42, 1.17, 2.24 GB/s) in bench/results/plan_wan_h100.json
+    group_sync_bytes_per_s: float = 1.7e9
     leaf_overhead_s: float = 30e-6  # per leaf module onload (hooks, launches); assumption
     fp8_cast_overhead: float = 0.05  # fraction of step time to upcast fp8 weights; assumption
-    tiling_overhead: float = 0.25  # extra VAE decode time from overlapping tiles; assumption
+    # extra VAE decode time with tiling: video VAEs (temporal + spatial tiles, causal cache per tile):
+    # bench/results/plan_wan_h100.json, no offload: 2.08 s -> 5.01 s (+141%)
+    tiling_overhead_video: float = 1.41
+    # image VAEs: assumption (SDXL at 1024x1024 fits one tile, so plan_sdxl_h100.json measured no overhead)
+    tiling_overhead: float = 0.25
     math_attention_overhead: float = 0.5  # extra step time of math attention vs fused; assumption
 
     def to_dict(self) -> dict[str, Any]:
@@ -118,49 +133,96 @@ class Plan:
 
 
 def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tuple[float, dict[str, float], list[str]]:
+    """Predicted time of one generation: text encoding + denoising + VAE decode, each with its transfers.
+
+    Transfers follow what each offload mode does (diffusers 0.42 / accelerate):
+
+    * ``model``: each component ``.to(cuda)`` once (pageable) and ``.to(cpu)`` when the next runs;
+    * ``sequential``: every leaf copied in (pageable) at each call and dropped (no copy back);
+    * ``group_block`` / ``group_leaf``: every group copied in and ``module.to("cpu")`` back at each call
+      (``group_sync_bytes_per_s`` per byte, the round trip);
+    * ``*_stream``: prefetched groups come from pinned copies at the measured bandwidth, overlapped
+      with compute, and are dropped (no copy back); at block level a component without block lists
+      (UMT5, CLIP: diffusers' unmatched group, ``stream=None``) still goes the synchronous way.
+
+    Video VAEs (Wan) call the decoder once per latent frame, so offloaded VAE weights move that often.
+    """
     s = est.settings
     assumptions: list[str] = []
     den = est.phase("denoise")
     tokens = int(den.detail.get("tokens") or 0)
     passes = int(s.get("cfg_passes", 1)) * int(s.get("batch_size", 1))
+    calls = int(den.detail.get("calls_per_step", 1))
+    attn_flops = float(den.detail.get("attention_flops_per_call") or 0.0) * calls
     if tm.step_time_s is not None:
         step = tm.step_time_s
     else:
-        step = max(1e-3, 2.0 * params * max(tokens, 1) * passes / tm.assumed_flops)
-        assumptions.append(f"step time {step:.3f} s from 2*params*tokens*passes / {tm.assumed_flops:.0e} FLOP/s (pass --step-time)")
+        step = max(1e-3, (2.0 * params * max(tokens, 1) * passes + attn_flops) / tm.assumed_flops)
+        assumptions.append(f"step time {step:.3f} s from (2*params*tokens*passes + attention FLOPs) / {tm.assumed_flops:.0e} FLOP/s (pass --step-time)")
     vae = tm.vae_decode_s if tm.vae_decode_s is not None else step
     if tm.vae_decode_s is None:
         assumptions.append("VAE decode time assumed equal to one step (pass --vae-time)")
     bw = tm.h2d_bandwidth_bytes_per_s or tm.assumed_bandwidth
     if tm.h2d_bandwidth_bytes_per_s is None:
         assumptions.append(f"host-to-device bandwidth assumed {tm.assumed_bandwidth / 1e9:.0f} GB/s (measure with genprof doctor --bandwidth)")
-    pageable = bw * tm.pageable_fraction
     steps = int(s["num_inference_steps"])
-    calls = int(den.detail.get("calls_per_step", 1))
-    comp_w = {c.name: (c.fp8_bytes if (s["layerwise_fp8"] and c.role == "denoiser") else c.weight_bytes) for c in est.components}
-    den_w = sum(v for k, v in comp_w.items() if k == den.component)
-    other_w = sum(v for k, v in comp_w.items() if k != den.component)
+    fp8 = bool(s["layerwise_fp8"])
+    by_role: dict[str, int] = {"text_encoder": 0, "denoiser": 0, "vae": 0}
+    te_params = 0
+    for c in est.components:
+        by_role[c.role] = by_role.get(c.role, 0) + (c.fp8_bytes if (fp8 and c.role == "denoiser") else c.weight_bytes)
+        if c.role == "text_encoder":
+            te_params += c.params
+    te_w, den_w, vae_w = by_role["text_encoder"], by_role["denoiser"], by_role["vae"]
+    te_outside = sum(c.outside_blocks_bytes for c in est.components if c.role == "text_encoder")
+    den_c = next(c for c in est.components if c.role == "denoiser")
+    den_outside = den_c.outside_blocks_bytes if not fp8 else int(den_c.outside_blocks_bytes * den_w / max(den_c.weight_bytes, 1))
+    video = len(s.get("latent_shape") or ()) == 5
+    vae_calls = int(den.detail.get("latent_frames") or 1) if video else 1  # causal video VAEs decode frame by frame
     step_t = step * (1 + (tm.math_attention_overhead if s["attention_backend"] == "math" else 0.0))
-    if s["layerwise_fp8"]:
+    if fp8:
         step_t *= 1 + tm.fp8_cast_overhead
+    # text encoders: compute is small next to their transfers; 2 * params * tokens FLOPs (77-512 tokens)
+    te_compute = tm.text_encode_s if tm.text_encode_s is not None else 2.0 * te_params * 512 / tm.assumed_flops
+    compute_den = steps * step_t
     mode = s["offload"]
-    transfer = 0.0
-    if mode == "model":
-        transfer = 2 * (den_w + other_w) / pageable  # onload and offload of each component once
-        denoise = steps * step_t
-    elif mode in ("group_block", "group_leaf", "sequential"):
-        per_call = den_w / pageable + (leaves * tm.leaf_overhead_s if mode != "group_block" else 0.0)
-        denoise = steps * (step_t + calls * per_call)
-        transfer = other_w / pageable
-    elif mode in ("group_block_stream", "group_leaf_stream"):
-        per_call = den_w / bw + (leaves * tm.leaf_overhead_s if mode == "group_leaf_stream" else 0.0)
-        denoise = steps * max(step_t, calls * per_call)
-        transfer = other_w / bw
-    else:
-        denoise = steps * step_t
-    vae_t = vae * (1 + (tm.tiling_overhead if s["vae_tiling"] else 0.0))
-    total = denoise + vae_t + transfer
-    return total, {"denoise_s": denoise, "vae_decode_s": vae_t, "transfer_s": transfer}, assumptions
+    ph2d, d2h, rt = tm.pageable_h2d_bytes_per_s, tm.d2h_pageable_bytes_per_s, tm.group_sync_bytes_per_s
+    n_calls = steps * calls
+    leaf_t = leaves * tm.leaf_overhead_s
+    if mode == "none":
+        te_x = den_x = vae_x = 0.0
+        denoise = compute_den
+    elif mode == "model":
+        te_x = te_w / ph2d
+        den_x = te_w / d2h + den_w / ph2d
+        vae_x = den_w / d2h + vae_w / ph2d
+        denoise = compute_den + den_x
+    elif mode == "sequential":
+        te_x = te_w / ph2d
+        den_x = n_calls * (den_w / ph2d + leaf_t)
+        vae_x = vae_calls * vae_w / ph2d
+        denoise = compute_den + den_x
+    elif mode in ("group_block", "group_leaf"):
+        te_x = te_w / rt
+        den_x = n_calls * (den_w / rt + (leaf_t if mode == "group_leaf" else 0.0))
+        vae_x = vae_calls * vae_w / rt
+        denoise = compute_den + den_x
+    else:  # streamed
+        if mode == "group_block_stream":
+            te_x = te_outside / rt + (te_w - te_outside) / bw
+            sync = den_outside / rt
+        else:
+            te_x = te_w / bw
+            sync = n_calls * leaf_t / max(n_calls, 1)
+        den_x = n_calls * (den_w / bw)
+        denoise = max(compute_den, den_x) + n_calls * sync
+        vae_x = vae_calls * vae_w / bw
+    te_t = te_compute + te_x
+    tiling = (tm.tiling_overhead_video if video else tm.tiling_overhead) if s["vae_tiling"] else 0.0
+    vae_t = vae * (1 + tiling) + vae_x
+    total = te_t + denoise + vae_t
+    return total, {"text_encode_s": te_t, "denoise_s": denoise, "vae_decode_s": vae_t,
+                   "transfer_s": te_x + vae_x + (denoise - compute_den)}, assumptions
 
 
 def _host_ram(est: Estimate) -> tuple[int, int]:
