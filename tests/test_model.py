@@ -167,3 +167,17 @@ def test_usage_statistics_from_spans() -> None:
     run.spans.append(Span(id=10, name="generation", kind="generation", start_s=5, duration_s=5.0))
     st_ = run.usage_statistics()
     assert st_["generations"] == 2 and st_["average_inference_time_s"] == 4.0
+
+
+def test_span_fields_left_unset_by_the_hot_path_read_as_their_defaults() -> None:
+    # the profiler builds spans with object.__new__ and sets only what it measured
+    s = object.__new__(Span)
+    s.id, s.name, s.kind, s.start_s = 1, "step", "step", 0.5
+    assert s.gpu_time_s is None and s.status == "ok" and s.parent_id is None
+    s.attributes["k"] = 1  # a default dict is created once and kept
+    assert s.attributes == {"k": 1}
+    assert s == Span(id=1, name="step", kind="step", start_s=0.5, attributes={"k": 1})
+    assert Span.from_dict(s.to_dict()) == s
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        s.nope  # noqa: B018
+    assert not hasattr(s, "__dict__")  # slots: no per-span dict

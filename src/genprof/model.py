@@ -22,7 +22,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,7 @@ def _clean_float(x: float | None) -> float | None:
     return x
 
 
-@dataclass
+@dataclass(slots=True)
 class Span:
     """One timed region: a phase, a denoising step, a block, a function call or a generation.
 
@@ -88,6 +88,16 @@ class Span:
     def end_s(self) -> float | None:
         return None if self.duration_s is None else self.start_s + self.duration_s
 
+    def __getattr__(self, name: str) -> Any:
+        # a field the profiler's hot path left unset reads as its default (and is set)
+        try:
+            default = _SPAN_DEFAULTS[name]
+        except KeyError:
+            raise AttributeError(f"'Span' object has no attribute {name!r}") from None
+        value = {} if default is _DICT else default
+        object.__setattr__(self, name, value)
+        return value
+
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {}
         for f in fields(self):
@@ -106,6 +116,13 @@ class Span:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Span:
         return _build(cls, d, "span")
+
+
+_DICT = object()
+_SPAN_DEFAULTS: dict[str, Any] = {
+    f.name: (_DICT if f.default_factory is not MISSING else f.default)
+    for f in fields(Span) if f.default is not MISSING or f.default_factory is not MISSING
+}
 
 
 @dataclass
