@@ -174,9 +174,11 @@ def _hook_dispatch_cost_s(torch: Any, n: int = 20000) -> float:
 class SamplerGil:
     """CPU time the sampler thread spends holding the GIL, per profiler run (an upper bound).
 
-    The sampler's CPU share counts its NVML calls, which run in C through ctypes with the GIL
-    released, so they cannot delay the calling thread. Each tick on the sampler thread is
-    timed with ``thread_time``, minus the thread's CPU time inside ``NvmlProbe.query``. Every
+    The sampler's CPU share includes its NVML calls, whose C part runs through ctypes with the
+    GIL released, so it cannot delay the calling thread. Each tick on the sampler thread is
+    timed with ``thread_time``, minus the thread's CPU time inside the ctypes calls into the
+    NVML library themselves (pynvml's ``_nvmlGetFunctionPointer`` is wrapped so that each
+    foreign call is timed; pynvml's Python code around it counts as holding the GIL). Every
     tick counts, the first (probe warm-up) too.
     """
 
@@ -188,20 +190,26 @@ class SamplerGil:
         self._undo: Any = None
 
     def install(self) -> None:
-        from genprof.probes.nvml import NvmlProbe
+        import pynvml
+
         from genprof.sampler import Sampler
 
-        orig_q, orig_tick = NvmlProbe.query, Sampler.tick
+        orig_gfp, orig_tick = pynvml._nvmlGetFunctionPointer, Sampler.tick
         tl = self._tl
 
-        def query(probe: Any, *a: Any) -> Any:
+        def get_function_pointer(name: str) -> Any:
+            fn = orig_gfp(name)
             if not getattr(tl, "on", False):
-                return orig_q(probe, *a)
-            c = time.thread_time()
-            try:
-                return orig_q(probe, *a)
-            finally:
-                tl.nvml += time.thread_time() - c
+                return fn
+
+            def timed(*a: Any) -> Any:
+                c = time.thread_time()
+                try:
+                    return fn(*a)
+                finally:
+                    tl.nvml += time.thread_time() - c
+
+            return timed
 
         def tick(sampler: Any, now: float | None = None) -> float:
             if threading.current_thread().name != "genprof-sampler":
@@ -216,10 +224,12 @@ class SamplerGil:
                 self.nvml_s += tl.nvml
                 self.ticks += 1
 
-        NvmlProbe.query, Sampler.tick = query, tick  # type: ignore[method-assign]
+        pynvml._nvmlGetFunctionPointer = get_function_pointer
+        Sampler.tick = tick  # type: ignore[method-assign]
 
         def undo() -> None:
-            NvmlProbe.query, Sampler.tick = orig_q, orig_tick  # type: ignore[method-assign]
+            pynvml._nvmlGetFunctionPointer = orig_gfp
+            Sampler.tick = orig_tick  # type: ignore[method-assign]
 
         self._undo = undo
 
@@ -288,10 +298,10 @@ def attribute(kind: str, pipe: Any, kwargs: dict[str, Any], fps: float | None, c
         "total_upper_bound_pct": {"median": statistics.median(total), "max": max(total)},
         "total_with_sampler_cpu_pct": {"median": statistics.median(total_cpu), "max": max(total_cpu)},
         "note": "genprof's exclusive time on the calling thread (wrappers included) + torch's extra "
-                "dispatch for hooked modules + the sampler thread's CPU time outside NVML calls (an "
-                "upper bound on what it can take from the calling thread through the GIL; NVML calls "
-                "go through ctypes, which releases the GIL). total_with_sampler_cpu_pct counts the "
-                "sampler's whole CPU share instead.",
+                "dispatch for hooked modules + the sampler thread's CPU time outside the ctypes calls "
+                "into the NVML library (an upper bound on what it can take from the calling thread "
+                "through the GIL; ctypes releases the GIL during a foreign call). "
+                "total_with_sampler_cpu_pct counts the sampler's whole CPU share instead.",
     }
 
 
