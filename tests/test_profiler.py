@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -275,9 +276,11 @@ def test_log_file_in_output_dir(tmp_path: Path) -> None:
 def test_rss_is_measured_per_span() -> None:
     with Profiler("rss", **QUIET) as prof:
         with prof.phase("alloc"):
-            blob = bytearray(64 * 2**20)
-            blob[::4096] = b"x" * len(blob[::4096])
-        del blob
+            # fresh anonymous pages (a bytearray may reuse heap memory that is already resident)
+            blob = mmap.mmap(-1, 64 * 2**20)
+            for off in range(0, len(blob), 4096):
+                blob[off] = 1
+        blob.close()
     (s,) = prof.run.spans
     assert s.rss_start_bytes and s.rss_end_bytes and s.rss_peak_bytes
     assert s.rss_end_bytes - s.rss_start_bytes > 32 * 2**20
