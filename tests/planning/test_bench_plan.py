@@ -106,3 +106,20 @@ def test_replan_rejudges_with_margin_from_stored_measurements(tmp_path):
             assert j["chosen_over_fastest"] <= j["chosen_over_fastest_margin"] + 1e-12
     # at 24 GB no offload (12.22e9 bytes measured) fits even with the margin and is the fastest measured
     assert budgets[1]["measured"]["fastest_fitting_margin"] == "bf16/none/flash"
+
+
+@pytest.mark.slow
+def test_retime_judges_chosen_against_fastest_on_medians(tmp_path):
+    b = _bench()
+    doc = b.main(["--smoke", "--out", str(tmp_path / "p.json"), "--models", "sdxl", "--budgets", "1",
+                  "--no-fp8", "--retime", "2"])
+    judged = [j for e in doc["models"]["sdxl"]["budgets"] for j in (e.get("assumed"), e.get("measured")) if j]
+    retimed = [j for j in judged if "retimed_s" in j]
+    for j in judged:
+        differ = len({j.get("chosen"), j.get("fastest_fitting"), j.get("fastest_fitting_margin")} - {None}) > 1
+        assert ("retimed_s" in j) == differ
+    for j in retimed:
+        times = j["retimed_s"]
+        assert all(len(v) == 3 for v in times.values())  # the first run and two more
+        med = {k: sorted(v)[1] for k, v in times.items()}
+        assert j["chosen_over_fastest_retimed"] == pytest.approx(med[j["chosen"]] / med[j["fastest_fitting"]])
