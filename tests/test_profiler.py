@@ -497,3 +497,22 @@ def test_a_failing_iterable_closes_the_open_step() -> None:
             pass
     (step,) = [s for s in prof.run.spans if s.kind == "step"]
     assert step.status == "error" and "no more data" in step.attributes["error"]
+
+
+def test_listeners_get_only_the_kinds_they_ask_for() -> None:
+    ends: list[str] = []
+    alls: list[str] = []
+    with Profiler("kinds", cpu_monitor_interval=0.01, handle_sigterm=False) as prof:
+        prof.subscribe(lambda kind, payload: ends.append(kind), kinds=("run_end",))
+        assert prof._listeners == [] and prof._sample_listeners == []  # nothing per span or per tick
+        assert prof._sampler is not None and prof._sampler._on_samples is None
+        unsub = prof.subscribe(lambda kind, payload: alls.append(kind))
+        assert prof._sampler._on_samples is not None
+        with prof.phase("p"):
+            time.sleep(0.05)
+        unsub()
+        assert prof._sampler._on_samples is None
+        with pytest.raises(genprof.UsageError, match="unknown listener event kind"):
+            prof.subscribe(lambda kind, payload: None, kinds=("spans",))
+    assert ends == ["run_end"]
+    assert "span_end" in alls and "samples" in alls and "run_end" not in alls

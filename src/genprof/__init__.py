@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "GenprofError": "genprof.errors",
     "RunFileError": "genprof.errors",
     "ConfigError": "genprof.errors",
+    "UsageError": "genprof.errors",
     "instrument": "genprof.integrations.diffusers",
     "uninstrument": "genprof.integrations.diffusers",
     "profile_pipeline": "genprof.integrations.diffusers",

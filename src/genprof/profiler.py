@@ -67,6 +67,7 @@ _start_callbacks: list[Callable[[Profiler], None]] = []
 _ENERGY_KINDS = {"phases": ("phase", "generation"), "all": ("phase", "generation", "step", "block", "call"), "none": ()}
 _MEMORY_KINDS = ("phase", "generation", "step", "block")
 _ENERGY_RELIABLE_MIN_S = 0.1
+_EVENT_KINDS = ("span_end", "samples", "run_end")
 
 
 def current_profiler() -> Profiler | None:
@@ -297,7 +298,10 @@ class Profiler:
         self._stopped = False
         self._lock = threading.RLock()
         self._mem_open: list[_OpenSpan] = []  # open spans that track allocator peaks
+        # listeners by event kind; the hot path reads only _listeners (span_end)
         self._listeners: list[Callable[[str, Any], None]] = []
+        self._sample_listeners: list[Callable[[str, Any], None]] = []
+        self._end_listeners: list[Callable[[str, Any], None]] = []
         self._torch: Any = None
         self._cuda_index: int | None = None
         self._timer: GpuTimer | None = None
@@ -455,7 +459,7 @@ class Profiler:
         self._fill_sampled_peaks()
         self.run.unavailable.update({f"nvml.{k}": v for k, v in self._nvml.unavailable.items()})
         self._restore_sigterm()
-        for cb in list(self._listeners):
+        for cb in list(self._end_listeners):
             self._notify_one(cb, "run_end", self.run)
         self._log_usage()
         if self.config.output_dir:
@@ -607,24 +611,40 @@ class Profiler:
         if sources:
             self._sampler = Sampler(
                 sources, t0=self._t0, max_points=cfg.max_data_points, sources_meta=meta,
-                on_samples=self._on_samples if self._listeners else None,
+                on_samples=self._on_samples if self._sample_listeners else None,
             )
             self._sampler.start()
 
     def _on_samples(self, flat: dict[str, float]) -> None:
-        for cb in list(self._listeners):
+        for cb in list(self._sample_listeners):
             self._notify_one(cb, "samples", flat)
 
     # ----------------------------------------------------------- listeners
-    def subscribe(self, callback: Callable[[str, Any], None]) -> Callable[[], None]:
-        """Call ``callback(kind, payload)`` on ``("span_end", Span)``, ``("samples", dict)``, ``("run_end", Run)``."""
-        self._listeners.append(callback)
-        if self._sampler is not None:
+    def subscribe(self, callback: Callable[[str, Any], None],
+                  kinds: Iterable[str] | None = None) -> Callable[[], None]:
+        """Call ``callback(kind, payload)`` on ``("span_end", Span)``, ``("samples", dict)``, ``("run_end", Run)``.
+
+        ``kinds`` limits the calls to those event kinds (default: all three). A listener that
+        does not ask for ``span_end`` costs nothing per span, and without a ``samples`` listener
+        the sampler does not build the per-tick dict of readings.
+        """
+        wanted = _EVENT_KINDS if kinds is None else tuple(kinds)
+        bad = [k for k in wanted if k not in _EVENT_KINDS]
+        if bad:
+            raise UsageError(f"unknown listener event kind(s) {', '.join(map(repr, bad))}; "
+                             f"choose from {', '.join(_EVENT_KINDS)}")
+        lists = {"span_end": self._listeners, "samples": self._sample_listeners, "run_end": self._end_listeners}
+        for k in wanted:
+            lists[k].append(callback)
+        if "samples" in wanted and self._sampler is not None:
             self._sampler._on_samples = self._on_samples
 
         def unsubscribe() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
+            for lst in lists.values():
+                with contextlib.suppress(ValueError):
+                    lst.remove(callback)
+            if not self._sample_listeners and self._sampler is not None:
+                self._sampler._on_samples = None
 
         return unsubscribe
 

@@ -186,7 +186,8 @@ class Sampler:
         return min((s.next_deadline for s in self.sources), default=now + 1.0)
 
     def _record(self, t_rel: float, readings: Readings) -> None:
-        flat: dict[str, float] = {}
+        on_samples = self._on_samples  # None unless someone listens: then no dict is built
+        flat: dict[str, float] | None = {} if on_samples is not None else None
         with self._lock:
             for (device, name), value in readings.items():
                 if value is None:
@@ -198,10 +199,11 @@ class Sampler:
                     self.buffers[(device, name)] = buf
                 fv = float(value)
                 buf.append(t_rel, fv)
-                flat[f"{device}.{name}"] = fv
-        if self._on_samples is not None and flat:
+                if flat is not None:
+                    flat[f"{device}.{name}"] = fv
+        if on_samples is not None and flat:
             try:
-                self._on_samples(flat)
+                on_samples(flat)
             except Exception as exc:  # noqa: BLE001 - a listener must not kill the sampler
                 log.warning("sample listener failed: %s: %s", type(exc).__name__, exc)
 

@@ -462,7 +462,7 @@ class InstrumentHandle:
                 self._count_pending(prof)
                 refresh_utilization(payload)
 
-        prof.subscribe(on_event)
+        prof.subscribe(on_event, kinds=("run_end",))
 
     # -- after the call: the generation dict
     def _record(self, pipe: Any, st: _CallState, gen_span: Any, kwargs: dict[str, Any],
