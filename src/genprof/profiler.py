@@ -749,13 +749,7 @@ class Profiler:
                     if o in mem_open:
                         mem_open.remove(o)
                     mem_open.append(n)
-                for other in mem_open:
-                    if other is n:
-                        continue
-                    if other.peak_alloc is None or other.peak_alloc < peak_a:
-                        other.peak_alloc = peak_a
-                    if other.peak_res is None or other.peak_res < peak_r:
-                        other.peak_res = peak_r
+                self._fold_peaks(peak_a, peak_r, skip=n)
                 if self.config.reset_peak_memory and self._reset_fn is not None:
                     self._reset_fn(idx)
                     n.peak_alloc, n.peak_res = alloc, res
@@ -946,10 +940,7 @@ class Profiler:
         span.reserved_start_bytes = res
         with self._lock:
             if self.config.reset_peak_memory and self._reset_fn is not None:
-                # fold the counter into every open span before resetting it
-                for other in self._mem_open:
-                    other.peak_alloc = max(other.peak_alloc or 0, peak_a)
-                    other.peak_res = max(other.peak_res or 0, peak_r)
+                self._fold_peaks(peak_a, peak_r)  # into every open span, before the reset
                 self._reset_fn(idx)
                 o.peak_alloc, o.peak_res = alloc, res
                 span.peak_source = "allocator peak counter, reset at span start"
@@ -958,6 +949,16 @@ class Profiler:
                 span.peak_source = "allocator peak counter NOT reset (reset_peak_memory: false): peak since the last reset"
             self._mem_open.append(o)
             o.mem = True
+
+    def _fold_peaks(self, peak_a: int, peak_r: int, skip: _OpenSpan | None = None) -> None:
+        """Raise the running peaks of the open memory-tracking spans to the counter's (lock held)."""
+        for other in self._mem_open:
+            if other is skip:
+                continue
+            if other.peak_alloc is None or other.peak_alloc < peak_a:
+                other.peak_alloc = peak_a
+            if other.peak_res is None or other.peak_res < peak_r:
+                other.peak_res = peak_r
 
     def _mem_end(self, o: _OpenSpan) -> None:
         assert self._stats_fn is not None
@@ -975,11 +976,7 @@ class Profiler:
                 mem_open.pop()
             elif o in mem_open:
                 mem_open.remove(o)
-            for other in mem_open:  # fold this span's peak into the spans still open around it
-                if other.peak_alloc is None or other.peak_alloc < peak_a:
-                    other.peak_alloc = peak_a
-                if other.peak_res is None or other.peak_res < peak_r:
-                    other.peak_res = peak_r
+            self._fold_peaks(peak_a, peak_r)  # into the spans still open around this one
 
     def _final_memory(self) -> None:
         if self._stats_fn is None or self._cuda_index is None:
