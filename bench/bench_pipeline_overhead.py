@@ -84,28 +84,37 @@ class SelfTime:
     """
 
     def __init__(self) -> None:
-        self.stack: list[bool] = []
+        self.stack: list[tuple[bool, str]] = []  # (genprof region?, entry point it was charged to)
         self.last = 0.0
         self.genprof_s = 0.0
+        self.by_entry: dict[str, float] = {}
         self.entries = 0
 
-    def push(self, genprof_region: bool) -> None:
-        t = time.perf_counter()
-        if self.stack and self.stack[-1]:
+    def _charge(self, t: float) -> None:
+        genprof_region, name = self.stack[-1]
+        if genprof_region:
             self.genprof_s += t - self.last
+            self.by_entry[name] = self.by_entry.get(name, 0.0) + t - self.last
+
+    def push(self, genprof_region: bool, name: str = "") -> None:
+        t = time.perf_counter()
+        if self.stack:
+            self._charge(t)
         self.last = t
-        self.stack.append(genprof_region)
+        self.stack.append((genprof_region, name))
         self.entries += genprof_region
 
     def pop(self) -> None:
         t = time.perf_counter()
-        if self.stack.pop():
-            self.genprof_s += t - self.last
+        self._charge(t)
+        self.stack.pop()
         self.last = t
 
     def wrap(self, fn: Any, genprof_region: bool) -> Any:
+        name = getattr(fn, "__qualname__", type(fn).__name__)
+
         def w(*a: Any, **k: Any) -> Any:
-            self.push(genprof_region)
+            self.push(genprof_region, name)
             try:
                 return fn(*a, **k)
             finally:
@@ -275,6 +284,7 @@ def attribute(kind: str, pipe: Any, kwargs: dict[str, Any], fps: float | None, c
         if i == 0:
             continue
         per_call.append({"wall_s": wall, "genprof_s": st.genprof_s, "entries": st.entries,
+                         "genprof_s_by_entry": dict(st.by_entry),
                          "run_s": prof.run.duration_s, "sampler_ticks": sg.ticks, "sampler_cpu_s": sg.cpu_s,
                          "sampler_nvml_cpu_s": sg.nvml_s, "sampler_gil_s": sg.gil_s})
         share = prof.run.metadata.get("sampler_cpu_share")

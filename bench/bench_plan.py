@@ -513,17 +513,26 @@ def replan(path: str, out_path: str, budgets_arg: str | None) -> dict[str, Any]:
 
 
 def _print_verdicts(doc: dict[str, Any]) -> None:
-    print(f"\n{'model':12s} {'budget':>7s} {'time model':10s} {'chosen':40s} {'fits':>5s} {'/fastest':>8s} {'/margin':>8s}  fastest fitting | with margin")
+    """One line per budget and time model; OOM is '-' where no enforced run was made (--replan)."""
+    print(f"\n{'model':12s} {'budget':>7s} {'time model':10s} {'chosen':40s} {'fits':>5s} {'OOM':>4s} "
+          f"{'/fastest':>8s} {'/margin':>8s}  fastest fitting | with margin")
+
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
     for name, m in doc["models"].items():
         for e in m.get("budgets", []):
             for tm_name in ("assumed", "measured"):
                 j = e.get(tm_name)
                 if j is None:
                     continue
-                ratio, ratio_m = j.get("chosen_over_fastest"), j.get("chosen_over_fastest_margin")
+                er = j.get("enforced_run")
+                rt = j.get("chosen_over_fastest_retimed")
                 print(f"{name:12s} {e['budget_bytes'] / 1e9:6.3g}G {tm_name:10s} {str(j.get('chosen', 'nothing fits')):40s} "
-                      f"{str(j.get('chosen_fits_measured', '-')):>5s} {'-' if ratio is None else f'{ratio:.3f}':>8s} "
-                      f"{'-' if ratio_m is None else f'{ratio_m:.3f}':>8s}  {j.get('fastest_fitting')} | {j.get('fastest_fitting_margin')}")
+                      f"{str(j.get('chosen_fits_measured', '-')):>5s} {str(er.get('oom') or False) if er else '-':>4s} "
+                      f"{num(j.get('chosen_over_fastest')):>8s} {num(j.get('chosen_over_fastest_margin')):>8s}  "
+                      f"{j.get('fastest_fitting')} | {j.get('fastest_fitting_margin')}"
+                      + ("" if rt is None else f"  (median of re-timed runs: {rt:.3f})"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -563,20 +572,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             _write(args.out, doc)
     finally:
         deadline.close()
-    print(f"\n{'model':12s} {'budget':>7s} {'time model':10s} {'chosen':40s} {'fits':>5s} {'OOM':>4s} {'/fastest':>8s}  fastest fitting")
-    for name, m in doc["models"].items():
-        for e in m.get("budgets", []):
-            for tm_name in ("assumed", "measured"):
-                j = e.get(tm_name)
-                if j is None:
-                    continue
-                er = j.get("enforced_run") or {}
-                ratio = j.get("chosen_over_fastest")
-                rt = j.get("chosen_over_fastest_retimed")
-                print(f"{name:12s} {e['budget_bytes'] / 1e9:6.3g}G {tm_name:10s} {str(j.get('chosen', 'nothing fits')):40s} "
-                      f"{str(j.get('chosen_fits_measured', '-')):>5s} {str(er.get('oom', False) if er else '-'):>4s} "
-                      f"{'-' if ratio is None else f'{ratio:.3f}':>8s}  {j.get('fastest_fitting')}"
-                      + ("" if rt is None else f"  (median of re-timed runs: {rt:.3f})"))
+    _print_verdicts(doc)
     return doc
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -36,44 +35,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-class ByEntry(SelfTime):
-    """SelfTime that also splits genprof's time by the entry point it was charged to."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names: list[str] = []
-        self.by: dict[str, float] = defaultdict(float)
-
-    def wrap(self, fn: Any, genprof_region: bool) -> Any:
-        name = getattr(fn, "__qualname__", repr(fn))
-
-        def w(*a: Any, **k: Any) -> Any:
-            self.push(genprof_region)
-            self.names.append(name)
-            try:
-                return fn(*a, **k)
-            finally:
-                self.pop()
-                self.names.pop()
-
-        return w
-
-    def push(self, genprof_region: bool) -> None:
-        t = time.perf_counter()
-        if self.stack and self.stack[-1]:
-            self.genprof_s += t - self.last
-            self.by[self.names[-1]] += t - self.last
-        self.last = t
-        self.stack.append(genprof_region)
-
-    def pop(self) -> None:
-        t = time.perf_counter()
-        if self.stack.pop():
-            self.genprof_s += t - self.last
-            self.by[self.names[-1]] += t - self.last
-        self.last = t
-
-
 def main() -> None:
     kind = sys.argv[1] if len(sys.argv) > 1 else "sd"
     demo = build_pipeline(kind, "full", device="cuda")
@@ -83,7 +44,7 @@ def main() -> None:
     for cname, ckw in CONFIGS.items():
         res = []
         for i in range(4):
-            st = ByEntry()
+            st = SelfTime()
             undo = _patch_for_self_time(st)
             try:
                 prof = genprof.Profiler("attribution", **ckw)
@@ -98,7 +59,7 @@ def main() -> None:
             finally:
                 undo()
             if i:
-                res.append((wall, st.genprof_s, dict(st.by)))
+                res.append((wall, st.genprof_s, dict(st.by_entry)))
         print(cname, "genprof ms per call:", [round(r[1] * 1e3, 2) for r in res], "walls", [round(r[0], 3) for r in res])
         print("   by entry (last call, ms):", {k: round(v * 1e3, 3) for k, v in res[-1][2].items()})
 

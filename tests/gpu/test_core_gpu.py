@@ -89,6 +89,36 @@ def test_phase_peaks_equal_max_memory_allocated_by_hand() -> None:
     assert by["outer"].peak_reserved_bytes >= by["outer"].peak_allocated_bytes
 
 
+def test_step_loop_shared_boundaries_agree_with_hand_measurements(mat: object) -> None:
+    """Steps of prof.steps() share one event and one allocator reading per boundary: each step's
+    GPU time matches a synchronized measurement and its peak what it allocated."""
+    sizes = (50, 150, 100)  # matmuls per step: different GPU times
+    extra = (256, 768, 512)  # MiB allocated and freed inside each step: different peaks
+    hand: list[float] = []
+    torch.cuda.synchronize()
+    with Profiler("steps", handle_sigterm=False, energy_spans="none") as prof:
+        base = torch.cuda.memory_allocated()
+        for i in prof.steps(range(3), phase=None):
+            torch.cuda.synchronize()
+            t = time.perf_counter()
+            _matmuls(mat, sizes[i])
+            torch.cuda.synchronize()
+            hand.append(time.perf_counter() - t)
+            buf = torch.empty(extra[i] * 2**20, dtype=torch.uint8, device="cuda")
+            del buf
+    steps = [s for s in prof.run.spans if s.kind == "step"]
+    assert [s.index for s in steps] == [0, 1, 2]
+    for s, h in zip(steps, hand, strict=True):
+        assert s.gpu_time_s is not None
+        assert abs(s.gpu_time_s - h) / h < 0.03, f"step {s.index}: GPU {s.gpu_time_s:.4f} s vs synchronized {h:.4f} s"
+    for a, b in zip(steps, steps[1:], strict=False):
+        assert a.allocated_end_bytes == b.allocated_start_bytes
+    # each step's peak: what was allocated at its start plus its own buffer (and the matmul output)
+    for s, mib in zip(steps, extra, strict=True):
+        assert s.peak_allocated_bytes is not None and s.peak_allocated_bytes >= base + mib * 2**20
+    assert steps[1].peak_allocated_bytes > steps[2].peak_allocated_bytes > steps[0].peak_allocated_bytes
+
+
 def test_energy_agrees_with_the_counter_read_by_hand(mat: object) -> None:
     import pynvml
 

@@ -45,6 +45,7 @@ def test_self_time_charges_only_genprof_regions(monkeypatch: pytest.MonkeyPatch)
 
     assert st.wrap(genprof_call, True)(st.wrap(user_call, False)) == "out"
     assert st.genprof_s == pytest.approx(3.0 + 2.0 + 1.0)
+    assert st.by_entry == pytest.approx({genprof_call.__qualname__: 4.0, hook.__qualname__: 2.0})
     assert st.entries == 2 and st.stack == []
 
 

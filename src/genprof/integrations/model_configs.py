@@ -199,21 +199,8 @@ def _t5_xxl() -> dict[str, Any]:
 
 
 def _umt5_xxl() -> dict[str, Any]:
-    # google/umt5-xxl encoder (Wan 2.1 / 2.2)
-    return {
-        "vocab_size": 256384,
-        "d_model": 4096,
-        "d_kv": 64,
-        "d_ff": 10240,
-        "num_layers": 24,
-        "num_heads": 64,
-        "relative_attention_num_buckets": 32,
-        "relative_attention_max_distance": 128,
-        "dropout_rate": 0.1,
-        "layer_norm_epsilon": 1e-6,
-        "feed_forward_proj": "gated-gelu",
-        "tie_word_embeddings": False,
-    }
+    # google/umt5-xxl encoder (Wan 2.1 / 2.2): the T5 v1.1 XXL shape with UMT5's vocabulary
+    return {**_t5_xxl(), "vocab_size": 256384}
 
 
 def _llama3_8b_llava() -> dict[str, Any]:
