@@ -195,35 +195,45 @@ class SamplerGil:
         self.cpu_s = 0.0
         self.nvml_s = 0.0
         self.ticks = 0
+        self.by_source: dict[str, float] = {}  # thread CPU per sampler source (NVML calls included)
+        self.alloc_s = 0.0  # thread CPU in the caching allocator's stats read, on the sampler thread
         self._tl = threading.local()
         self._undo: Any = None
 
     def install(self) -> None:
+        """Call before the profiler starts: genprof fetches NVML function pointers when it builds
+        its sampler reader, and the allocator reader when it starts."""
         import pynvml
+        import torch
 
         from genprof.sampler import Sampler
 
         orig_gfp, orig_tick = pynvml._nvmlGetFunctionPointer, Sampler.tick
+        orig_stats = getattr(torch._C, "_cuda_memoryStats", None)
         tl = self._tl
 
-        def get_function_pointer(name: str) -> Any:
-            fn = orig_gfp(name)
-            if not getattr(tl, "on", False):
-                return fn
-
+        def cpu_into(fn: Any, attr: str) -> Any:
             def timed(*a: Any) -> Any:
+                if not getattr(tl, "on", False):
+                    return fn(*a)
                 c = time.thread_time()
                 try:
                     return fn(*a)
                 finally:
-                    tl.nvml += time.thread_time() - c
+                    setattr(tl, attr, getattr(tl, attr) + time.thread_time() - c)
 
             return timed
+
+        def get_function_pointer(name: str) -> Any:
+            return cpu_into(orig_gfp(name), "nvml")
 
         def tick(sampler: Any, now: float | None = None) -> float:
             if threading.current_thread().name != "genprof-sampler":
                 return orig_tick(sampler, now)
-            tl.on, tl.nvml = True, 0.0
+            for src in sampler.sources:
+                if not getattr(src.read, "_bench_timed", False):
+                    src.read = self._timed_source(src.name, src.read)
+            tl.on, tl.nvml, tl.alloc = True, 0.0, 0.0
             c = time.thread_time()
             try:
                 return orig_tick(sampler, now)
@@ -231,16 +241,32 @@ class SamplerGil:
                 tl.on = False
                 self.cpu_s += time.thread_time() - c
                 self.nvml_s += tl.nvml
+                self.alloc_s += tl.alloc
                 self.ticks += 1
 
         pynvml._nvmlGetFunctionPointer = get_function_pointer
         Sampler.tick = tick  # type: ignore[method-assign]
+        if orig_stats is not None:
+            torch._C._cuda_memoryStats = cpu_into(orig_stats, "alloc")
 
         def undo() -> None:
             pynvml._nvmlGetFunctionPointer = orig_gfp
             Sampler.tick = orig_tick  # type: ignore[method-assign]
+            if orig_stats is not None:
+                torch._C._cuda_memoryStats = orig_stats
 
         self._undo = undo
+
+    def _timed_source(self, name: str, read: Any) -> Any:
+        def timed() -> Any:
+            c = time.thread_time()
+            try:
+                return read()
+            finally:
+                self.by_source[name] = self.by_source.get(name, 0.0) + time.thread_time() - c
+
+        timed._bench_timed = True  # type: ignore[attr-defined]
+        return timed
 
     def remove(self) -> None:
         if self._undo is not None:
@@ -286,7 +312,8 @@ def attribute(kind: str, pipe: Any, kwargs: dict[str, Any], fps: float | None, c
         per_call.append({"wall_s": wall, "genprof_s": st.genprof_s, "entries": st.entries,
                          "genprof_s_by_entry": dict(st.by_entry),
                          "run_s": prof.run.duration_s, "sampler_ticks": sg.ticks, "sampler_cpu_s": sg.cpu_s,
-                         "sampler_nvml_cpu_s": sg.nvml_s, "sampler_gil_s": sg.gil_s})
+                         "sampler_nvml_cpu_s": sg.nvml_s, "sampler_gil_s": sg.gil_s,
+                         "sampler_cpu_s_by_source": dict(sg.by_source), "sampler_alloc_cpu_s": sg.alloc_s})
         share = prof.run.metadata.get("sampler_cpu_share")
         if share is not None:
             sampler.append(share)

@@ -34,6 +34,32 @@ def one(prof: Profiler, n: int) -> float:
     return (time.perf_counter() - t) / n
 
 
+class _PyCM:
+    """The cheapest context manager written in Python: the interpreter-speed reference."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def reference(n: int) -> float:
+    """Seconds per ``with`` on a Python context manager that does nothing.
+
+    Lent VM instances differ 1.5-2.5x in Python speed; a span's cost divided by this one is a
+    figure that carries from one instance to another.
+    """
+    cm = _PyCM()
+    t = time.perf_counter()
+    for _ in range(n):
+        with cm:
+            pass
+    return (time.perf_counter() - t) / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
@@ -47,7 +73,9 @@ def main() -> None:
         device = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
     except ImportError:
         cuda, device = False, "cpu (no torch)"
-    results: dict[str, object] = {"device": device, "n": a.n, "repeats": a.repeats, "modes": {}}
+    results: dict[str, object] = {"device": device, "python": platform.python_version(), "n": a.n,
+                                  "repeats": a.repeats, "modes": {}}
+    refs = []
     for mode, kw in MODES.items():
         if mode in ("gpu-timing",) and not cuda:
             results["modes"][mode] = {"skipped": "no CUDA"}  # type: ignore[index]
@@ -59,19 +87,27 @@ def main() -> None:
             with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **kw) as prof:
                 one(prof, 500)
                 samples.append(one(prof, a.n))
+            refs.append(reference(a.n))  # interleaved with the modes: the same machine state
         med = statistics.median(samples) * 1e6
         results["modes"][mode] = {  # type: ignore[index]
             "median_us": round(med, 3),
             "min_us": round(min(samples) * 1e6, 3),
             "max_us": round(max(samples) * 1e6, 3),
         }
-    print(f"device: {device}")
-    print(f"{'mode':12s} {'median us/span':>15s} {'min':>8s} {'max':>8s}")
+    ref_us = statistics.median(refs) * 1e6
+    results["reference_with_us"] = round(ref_us, 4)
+    for r in results["modes"].values():  # type: ignore[union-attr]
+        if "median_us" in r:
+            r["median_in_reference_withs"] = round(r["median_us"] / ref_us, 2)
+    print(f"device: {device}  python {platform.python_version()}")
+    print(f"reference: an empty Python context manager's with statement, median {ref_us:.4f} us")
+    print(f"{'mode':12s} {'median us/span':>15s} {'min':>8s} {'max':>8s} {'x reference':>12s}")
     for mode, r in results["modes"].items():  # type: ignore[union-attr]
         if "skipped" in r:
             print(f"{mode:12s} skipped: {r['skipped']}")
         else:
-            print(f"{mode:12s} {r['median_us']:15.3f} {r['min_us']:8.3f} {r['max_us']:8.3f}")
+            print(f"{mode:12s} {r['median_us']:15.3f} {r['min_us']:8.3f} {r['max_us']:8.3f} "
+                  f"{r['median_in_reference_withs']:12.1f}")
     if a.out:
         with open(a.out, "w") as fh:
             json.dump(results, fh, indent=2)

@@ -562,16 +562,16 @@ class Profiler:
             nvml = self._nvml
             stats_fn = self._stats_fn if cfg.monitor_gpu_memory else None
             idx = self._cuda_index
+            nvml_read = None if dev is None else nvml.reader(
+                dev, memory=cfg.monitor_gpu_memory, utilization=cfg.monitor_gpu_utilization,
+                temperature=cfg.monitor_gpu_temperature, power=cfg.monitor_gpu_power,
+                clocks=cfg.monitor_gpu_clocks, clock_events=cfg.monitor_gpu_clocks,
+            )
 
             def read_gpu() -> Readings:
                 out: Readings = {}
-                if dev is not None:
-                    r = nvml.read(
-                        dev, memory=cfg.monitor_gpu_memory, utilization=cfg.monitor_gpu_utilization,
-                        temperature=cfg.monitor_gpu_temperature, power=cfg.monitor_gpu_power,
-                        clocks=cfg.monitor_gpu_clocks, clock_events=cfg.monitor_gpu_clocks,
-                    )
-                    for k, v in r.items():
+                if nvml_read is not None:
+                    for k, v in nvml_read().items():
                         out[(gpu_name, k)] = v
                 if stats_fn is not None and idx is not None:
                     st = stats_fn(idx)

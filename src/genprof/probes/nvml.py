@@ -7,6 +7,7 @@ Tests replace the NVML module by patching :func:`_import_nvml`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import threading
@@ -273,10 +274,167 @@ class NvmlProbe:
             out["clock_event_reasons"] = None if r is None else int(r)
         return out
 
+    def reader(
+        self,
+        dev: NvmlDevice,
+        *,
+        memory: bool = True,
+        utilization: bool = True,
+        temperature: bool = True,
+        power: bool = True,
+        clocks: bool = True,
+        clock_events: bool = True,
+    ) -> Callable[[], dict[str, float | int | None]]:
+        """A function that takes one sample of the device, as :meth:`read` does, for the sampler.
+
+        With nvidia-ml-py's ctypes bindings it calls NVML's C functions directly, with output
+        buffers allocated once: pynvml's Python wrapper around each call (argument objects, a
+        new ctypes structure, the return check, a Python-level ``__getattribute__`` on the
+        result) costs several times the foreign call itself, and it runs with the GIL held,
+        on the sampler thread, while the pipeline's own thread wants it. Without those
+        bindings (or if one function is missing) it falls back to :meth:`read`.
+        """
+        flags = {"memory": memory, "utilization": utilization, "temperature": temperature, "power": power,
+                 "clocks": clocks, "clock_events": clock_events}
+        self._ensure_init()
+        fast = _FastReader.build(self, dev, flags) if self._nvml is not None else None
+        if fast is not None:
+            return fast
+        return lambda: self.read(dev, **flags)
+
+    def _record_failure(self, reading: str, fn_name: str, ret: int) -> None:
+        """A direct NVML call returned ``ret`` (not success): record why, once, as :meth:`query` does."""
+        if reading in self.unavailable:
+            return
+        err_cls = getattr(self._nvml, "NVMLError", None)
+        why = f"NVMLError: return code {ret}"
+        if err_cls is not None:
+            try:
+                why = _err(err_cls(ret))
+            except Exception as exc:  # noqa: BLE001 - the message lookup itself calls NVML
+                log.debug("NVML error %s has no message: %s", ret, _err(exc))
+        self.unavailable[reading] = f"{fn_name} failed: {why}"
+        log.info("NVML reading %r unavailable: %s", reading, self.unavailable[reading])
+
     def energy_j(self, dev: NvmlDevice) -> float | None:
         """The device's total-energy counter (joules since driver load). About 4 ms a read on an H100."""
         mj = self.query("gpu_energy", "nvmlDeviceGetTotalEnergyConsumption", dev.handle)
         return None if mj is None else float(mj) / 1000.0
+
+
+# nvmlValueType_t -> ctypes type of the union member it selects (nvml.h)
+_VALUE_TYPES: dict[int, Any] = {
+    0: ctypes.c_double, 1: ctypes.c_uint, 2: ctypes.c_ulong, 3: ctypes.c_ulonglong, 4: ctypes.c_longlong,
+    5: ctypes.c_int, 6: ctypes.c_ushort,
+}
+
+
+class _FastReader:
+    """Sampler readings of one device through NVML's C functions, with preallocated outputs.
+
+    Layouts, from nvml.h: ``nvmlMemory_t`` is three unsigned long longs (total, free, used),
+    ``nvmlUtilization_t`` two unsigned ints (gpu, memory); the others are one scalar. The
+    instant-power field uses nvidia-ml-py's own ``c_nvmlFieldValue_t``, read through views at
+    its fields' offsets.
+    """
+
+    def __init__(self, probe: NvmlProbe, items: list[tuple[str, Callable[[], float | int | None]]]) -> None:
+        self.probe = probe
+        self.items = items
+
+    def __call__(self) -> dict[str, float | int | None]:
+        return {key: get() for key, get in self.items}
+
+    @classmethod
+    def build(cls, probe: NvmlProbe, dev: NvmlDevice, flags: dict[str, bool]) -> _FastReader | None:
+        nvml = probe._nvml
+        gfp = getattr(nvml, "_nvmlGetFunctionPointer", None)
+        if gfp is None:
+            return None
+        try:
+            h = dev.handle
+            items: list[tuple[str, Callable[[], float | int | None]]] = []
+
+            def scalar(key: str, reading: str, fn_name: str, ctype: Any, conv: Callable[[Any], float | int],
+                       *args: Any, index: int = 0, length: int = 1) -> None:
+                fn = gfp(fn_name)
+                buf = (ctype * length)()
+                call_args = (h, *args, ctypes.byref(buf))
+                fail = probe._record_failure
+
+                def get() -> float | int | None:
+                    ret = fn(*call_args)
+                    if ret == 0:
+                        return conv(buf[index])
+                    fail(reading, fn_name, ret)
+                    return None
+
+                items.append((key, get))
+
+            if flags["memory"]:
+                scalar("memory_used_bytes", "memory", "nvmlDeviceGetMemoryInfo", ctypes.c_ulonglong, int,
+                       index=2, length=3)
+            if flags["utilization"]:
+                scalar("utilization_pct", "utilization", "nvmlDeviceGetUtilizationRates", ctypes.c_uint, float,
+                       length=2)
+            if flags["temperature"]:
+                scalar("temperature_c", "temperature", "nvmlDeviceGetTemperature", ctypes.c_uint, float,
+                       0)  # NVML_TEMPERATURE_GPU
+            if flags["power"]:
+                items.append(("power_w", cls._power(probe, dev, gfp)))
+            if flags["clocks"]:
+                scalar("sm_clock_mhz", "sm_clock", "nvmlDeviceGetClockInfo", ctypes.c_uint, float, 1)  # NVML_CLOCK_SM
+            if flags["clock_events"]:
+                fn_name = ("nvmlDeviceGetCurrentClocksEventReasons"
+                           if hasattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons")
+                           else "nvmlDeviceGetCurrentClocksThrottleReasons")
+                scalar("clock_event_reasons", "clock_event_reasons", fn_name, ctypes.c_ulonglong, int)
+        except Exception as exc:  # noqa: BLE001 - missing symbol (NVMLError_FunctionNotFound) or layout
+            log.debug("direct NVML reads unavailable (%s); using nvidia-ml-py's wrappers", _err(exc))
+            return None
+        return cls(probe, items)
+
+    @staticmethod
+    def _power(probe: NvmlProbe, dev: NvmlDevice, gfp: Callable[[str], Any]) -> Callable[[], float | None]:
+        h = dev.handle
+        usage_fn = gfp("nvmlDeviceGetPowerUsage")
+        usage = (ctypes.c_uint * 1)()
+        usage_ref = ctypes.byref(usage)
+        fail = probe._record_failure
+        field = probe._power_field_id(dev)
+        st = getattr(probe._nvml, "c_nvmlFieldValue_t", None)
+        if field is None or st is None:
+
+            def power_usage() -> float | None:
+                ret = usage_fn(h, usage_ref)
+                if ret == 0:
+                    return usage[0] / 1000.0
+                fail("power", "nvmlDeviceGetPowerUsage", ret)
+                return None
+
+            return power_usage
+        field_fn = gfp("nvmlDeviceGetFieldValues")
+        values = (st * 1)()
+        values[0].fieldId = field
+        values_ref = ctypes.byref(values)
+        count = ctypes.c_int32(1)
+        ret_view = ctypes.c_uint.from_buffer(values, st.nvmlReturn.offset)
+        type_view = ctypes.c_uint.from_buffer(values, st.valueType.offset)
+        value_views = {vt: ct.from_buffer(values, st.value.offset) for vt, ct in _VALUE_TYPES.items()}
+
+        def power_field() -> float | None:
+            ret = field_fn(h, count, values_ref)
+            if ret == 0 and ret_view.value == 0:
+                view = value_views.get(type_view.value)
+                if view is not None:
+                    return float(view.value) / 1000.0
+            ret = usage_fn(h, usage_ref)
+            if ret == 0:
+                return usage[0] / 1000.0
+            fail("power", "nvmlDeviceGetPowerUsage", ret)
+            return None
+
+        return power_field
 
 
 def _field_value(v: Any) -> float:
