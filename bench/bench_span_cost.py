@@ -11,6 +11,7 @@ modes are skipped and say so.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import platform
 import statistics
@@ -26,12 +27,33 @@ MODES = {
 }
 
 
-def one(prof: Profiler, n: int) -> float:
+class GcTime:
+    """Time the garbage collector runs, from ``gc.callbacks`` (its start and stop phases)."""
+
+    def __init__(self) -> None:
+        self.total_s = 0.0
+        self.collections = [0, 0, 0]
+        self._t = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t = time.perf_counter()
+        else:
+            self.total_s += time.perf_counter() - self._t
+            self.collections[info["generation"]] += 1
+
+
+GC = GcTime()
+
+
+def one(prof: Profiler, n: int) -> tuple[float, float]:
+    """Seconds per span, and of them in the garbage collector."""
+    g0 = GC.total_s
     t = time.perf_counter()
     for i in range(n):
         with prof.span("step", "step", index=i):
             pass
-    return (time.perf_counter() - t) / n
+    return (time.perf_counter() - t) / n, (GC.total_s - g0) / n
 
 
 class _PyCM:
@@ -64,6 +86,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--gc", choices=("on", "freeze", "off"), default="on",
+                    help="garbage collector: as is (default); gc.freeze() after the imports, so full "
+                         "collections skip the objects that torch and the rest created; off")
     ap.add_argument("--out")
     a = ap.parse_args()
     try:
@@ -73,26 +98,40 @@ def main() -> None:
         device = torch.cuda.get_device_name() if cuda else platform.processor() or "cpu"
     except ImportError:
         cuda, device = False, "cpu (no torch)"
+    tracked = len(gc.get_objects())
+    if a.gc == "freeze":
+        gc.collect()
+        gc.freeze()
+    elif a.gc == "off":
+        gc.disable()
+    gc.callbacks.append(GC)
     results: dict[str, object] = {"device": device, "python": platform.python_version(), "n": a.n,
-                                  "repeats": a.repeats, "modes": {}}
+                                  "repeats": a.repeats, "gc": a.gc,
+                                  "gc_tracked_objects_at_start": tracked, "modes": {}}
     refs = []
     for mode, kw in MODES.items():
         if mode in ("gpu-timing",) and not cuda:
             results["modes"][mode] = {"skipped": "no CUDA"}  # type: ignore[index]
             continue
         samples = []
+        gc_s = []
         for _ in range(a.repeats):
             # a fresh profiler per repeat: a run of n spans, as a real run holds thousands, not
             # hundreds of thousands (the garbage collector's work grows with the spans kept)
             with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **kw) as prof:
                 one(prof, 500)
-                samples.append(one(prof, a.n))
+                per_span, in_gc = one(prof, a.n)
+                samples.append(per_span)
+                gc_s.append(in_gc)
             refs.append(reference(a.n))  # interleaved with the modes: the same machine state
         med = statistics.median(samples) * 1e6
         results["modes"][mode] = {  # type: ignore[index]
             "median_us": round(med, 3),
             "min_us": round(min(samples) * 1e6, 3),
             "max_us": round(max(samples) * 1e6, 3),
+            "gc_us_per_span_median": round(statistics.median(gc_s) * 1e6, 3),
+            "gc_us_per_span_mean": round(statistics.fmean(gc_s) * 1e6, 3),
+            "median_without_gc_us": round(statistics.median([x - g for x, g in zip(samples, gc_s, strict=True)]) * 1e6, 3),
         }
     ref_us = statistics.median(refs) * 1e6
     results["reference_with_us"] = round(ref_us, 4)
@@ -101,13 +140,17 @@ def main() -> None:
             r["median_in_reference_withs"] = round(r["median_us"] / ref_us, 2)
     print(f"device: {device}  python {platform.python_version()}")
     print(f"reference: an empty Python context manager's with statement, median {ref_us:.4f} us")
-    print(f"{'mode':12s} {'median us/span':>15s} {'min':>8s} {'max':>8s} {'x reference':>12s}")
+    print(f"garbage collector: {a.gc}; {results['gc_tracked_objects_at_start']} tracked objects at start; "
+          f"collections by generation {GC.collections}")
+    print(f"{'mode':12s} {'median us/span':>15s} {'min':>8s} {'max':>8s} {'x reference':>12s} {'in GC':>7s} "
+          f"{'without GC':>11s}")
     for mode, r in results["modes"].items():  # type: ignore[union-attr]
         if "skipped" in r:
             print(f"{mode:12s} skipped: {r['skipped']}")
         else:
             print(f"{mode:12s} {r['median_us']:15.3f} {r['min_us']:8.3f} {r['max_us']:8.3f} "
-                  f"{r['median_in_reference_withs']:12.1f}")
+                  f"{r['median_in_reference_withs']:12.1f} {r['gc_us_per_span_median']:7.3f} "
+                  f"{r['median_without_gc_us']:11.3f}")
     if a.out:
         with open(a.out, "w") as fh:
             json.dump(results, fh, indent=2)

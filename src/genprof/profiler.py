@@ -605,8 +605,8 @@ class Profiler:
                 return out
 
             sources.append(Source("host", cfg.cpu_monitor_interval, read_host))
-            meta[("host", "cpu_pct")] = ("gauge", "psutil: system-wide CPU percent since the last sample")
-            meta[("process", "process_cpu_pct")] = ("gauge", "psutil: this process's CPU percent (100 = one core)")
+            meta[("host", "cpu_pct")] = ("gauge", f"{hp.source}: system-wide CPU percent since the last sample")
+            meta[("process", "process_cpu_pct")] = ("gauge", f"{hp.source}: this process's CPU percent (100 = one core)")
             meta[("process", "rss_bytes")] = ("gauge", "resident set size of this process")
         if sources:
             self._sampler = Sampler(

@@ -178,3 +178,29 @@ def test_doctor_sees_this_gpu_through_nvml() -> None:
     assert g["nvml"]["matched"], g["nvml"]
     assert g["nvml"]["energy_counter_j"] is not None
     assert g["nvml"]["readings"]["power_w"] is not None
+
+
+def test_direct_nvml_reads_agree_with_nvidia_ml_py() -> None:
+    """The sampler's direct C reads against pynvml's wrappers, on the real library and GPU."""
+    from genprof.probes.nvml import NvmlProbe, _FastReader
+
+    probe = NvmlProbe()
+    devs = probe.visible_devices()
+    assert devs, probe.reason
+    dev = devs[0]
+    read = probe.reader(dev)
+    assert isinstance(read, _FastReader)  # nvidia-ml-py's ctypes bindings are there
+    x = torch.empty(512 * 2**20, dtype=torch.uint8, device="cuda")  # NVML's used memory moves
+    torch.cuda.synchronize()
+    direct, wrapped = read(), probe.read(dev)
+    del x
+    assert set(direct) == set(wrapped)
+    assert probe.unavailable == {}, probe.unavailable
+    for key in direct:
+        assert direct[key] is not None and type(direct[key]) is type(wrapped[key]), key
+    assert abs(int(direct["memory_used_bytes"]) - int(wrapped["memory_used_bytes"])) < 64 * 2**20  # type: ignore[arg-type]
+    assert direct["memory_used_bytes"] >= 512 * 2**20  # type: ignore[operator]
+    assert abs(float(direct["temperature_c"]) - float(wrapped["temperature_c"])) <= 3  # type: ignore[arg-type]
+    assert 0 < float(direct["power_w"]) < 2000 and 0 <= float(direct["utilization_pct"]) <= 100  # type: ignore[arg-type]
+    assert abs(float(direct["sm_clock_mhz"]) - float(wrapped["sm_clock_mhz"])) <= 500  # type: ignore[arg-type]
+    assert probe.power_source(dev)  # the instant field or the averaged figure, named

@@ -1,0 +1,104 @@
+"""Host readings: the /proc reader against psutil's figures, and the fallback."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import psutil
+import pytest
+
+from genprof.probes import host
+from genprof.probes.host import HostProbe, ProcStatReader
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc is Linux's")
+
+
+def _burn(seconds: float) -> None:
+    t = time.perf_counter() + seconds
+    x = 0
+    while time.perf_counter() < t:
+        x += 1
+
+
+@linux
+def test_proc_reader_agrees_with_psutil() -> None:
+    r = ProcStatReader.create()
+    assert r is not None
+    try:
+        total, used = r.ram()
+        vm = psutil.virtual_memory()
+        assert total == vm.total
+        assert abs(used - (vm.total - vm.available)) < 0.05 * vm.total  # RAM moves between the reads
+        proc = psutil.Process()
+        proc.cpu_percent(None)
+        psutil.cpu_percent(None)
+        r.process_cpu_pct()
+        r.cpu_pct()
+        _burn(0.5)  # one core busy for half a second
+        ours_proc, ps_proc = r.process_cpu_pct(), proc.cpu_percent(None)
+        ours_sys, ps_sys = r.cpu_pct(), psutil.cpu_percent(None)
+        assert ours_proc is not None and ours_sys is not None
+        assert ours_proc == pytest.approx(ps_proc, abs=15.0)
+        assert ours_proc > 50.0  # this thread burned a core
+        assert ours_sys == pytest.approx(ps_sys, abs=15.0)
+        assert ours_sys >= 100.0 / psutil.cpu_count() * 0.5
+    finally:
+        r.close()
+
+
+@linux
+def test_no_elapsed_tick_gives_none_not_zero() -> None:
+    r = ProcStatReader.create()
+    assert r is not None
+    try:
+        r._cpu_prev = r._cpu_times()
+        assert r.cpu_pct() is None  # the same counters twice in a row: no figure
+        r._proc_prev = (r._proc_prev[0], float("inf"))
+        assert r.process_cpu_pct() is None
+    finally:
+        r.close()
+
+
+@linux
+def test_host_probe_uses_proc_and_keeps_psutil_keys() -> None:
+    fast, slow = HostProbe(), HostProbe(fast=False)
+    try:
+        assert fast.source == "/proc" and slow.source == "psutil"
+        _burn(0.05)
+        a, b = fast.read(), slow.read()
+        assert set(a) == set(b) == {"cpu_pct", "process_cpu_pct", "ram_used_bytes", "ram_total_bytes", "rss_bytes"}
+        assert a["ram_total_bytes"] == b["ram_total_bytes"]
+    finally:
+        fast.close()
+        slow.close()
+
+
+@linux
+def test_a_failing_proc_read_switches_to_psutil(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    p = HostProbe()
+    try:
+        assert p.source == "/proc"
+
+        def broken(fd: int, n: int, off: int) -> bytes:
+            raise OSError("gone")
+
+        monkeypatch.setattr(host.os, "pread", broken)
+        with caplog.at_level("WARNING"):
+            r = p.read(cpu=True, memory=False)
+        assert p.source == "psutil"
+        assert "switch to psutil" in caplog.text
+        assert set(r) == {"cpu_pct", "process_cpu_pct"}
+    finally:
+        monkeypatch.undo()
+        p.close()
+
+
+def test_not_linux_means_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(host.sys, "platform", "darwin")
+    assert ProcStatReader.create() is None
+    p = HostProbe()
+    try:
+        assert p.source == "psutil"
+    finally:
+        p.close()
