@@ -33,6 +33,7 @@ MEASURED = {
     ("wan2.1-1.3b", "group_leaf_stream", False): 9225371648,
     ("wan2.1-1.3b", "group_leaf_stream", True): 4859101184,
     ("wan2.1-1.3b", "sequential", False): 6815744000,
+    ("wan2.1-1.3b", "sequential", True): 2162163712,
     ("wan2.1-1.3b", "model", False): 11651776512,
     ("wan2.1-1.3b", "none", False): 21734883328,
     ("sdxl", "group_block", False): 8004829184,
@@ -40,6 +41,7 @@ MEASURED = {
     ("sdxl", "group_leaf", False): 4691329024,
     ("sdxl", "group_leaf_stream", False): 5179965440,
     ("sdxl", "sequential", False): 2732589056,
+    ("sdxl", "sequential", True): 2732589056,
     ("sdxl", "model", False): 6043992064,
 }
 
@@ -51,9 +53,35 @@ def test_predicted_peak_within_band_of_measured(case):
     measured = MEASURED[case]
     err = (est.peak_reserved_bytes - measured) / measured
     # under-prediction is what makes a plan run out of memory: at most 10% low in every mode (the old
-    # model was 20-53% low for the group modes); over-prediction (safe side) at most 13% (Wan group_leaf
-    # and sequential with tiling were +11% / +12% before this change and are unchanged by it)
-    assert -0.10 <= err <= 0.13, f"{case}: predicted {est.peak_reserved_bytes}, measured {measured}, error {err:+.1%}"
+    # model was 20-53% low for the group modes); over-prediction (safe side) at most 11% (SDXL sequential
+    # +10.4%; Wan sequential was +8% / +12% without / with tiling before the leaf-level and video VAE
+    # changes, now +4.4% / +7.3%)
+    assert -0.10 <= err <= 0.11, f"{case}: predicted {est.peak_reserved_bytes}, measured {measured}, error {err:+.1%}"
+
+
+def test_wan_sequential_fits_8gb_with_the_default_margin():
+    # the plan miss this fixes: measured 6.35 GiB, usable 8e9 * 0.9 bytes; predicted 6.86 GiB before
+    est = estimate("wan2.1-1.3b", offload="sequential", **GEN["wan2.1-1.3b"])
+    assert MEASURED[("wan2.1-1.3b", "sequential", False)] <= est.peak_reserved_bytes <= int(8e9 * 0.9)
+
+
+def test_leaf_offload_largest_leaf_not_stacked_on_activations():
+    # UMT5's 2 GiB shared embedding is on the GPU only during its own forward: the text-encoding peak is
+    # the larger of that moment and the encoder's activations beside a small leaf, not their sum
+    est = estimate("wan2.1-1.3b", offload="sequential", vae_tiling=True, **GEN["wan2.1-1.3b"])
+    te = est.phase("text_encode")
+    leaf = next(c for c in est.components if c.role == "text_encoder").largest_leaf_bytes
+    assert te.peak_allocated_bytes < leaf + te.persistent_bytes + te.activation_peak_bytes + te.workspace_bytes
+    assert te.peak_reserved_bytes >= leaf
+
+
+def test_decoder_calls_counted_per_tile_and_latent_frame():
+    full = estimate("wan2.1-1.3b", **GEN["wan2.1-1.3b"]).phase("vae_decode").detail
+    tiled = estimate("wan2.1-1.3b", vae_tiling=True, **GEN["wan2.1-1.3b"]).phase("vae_decode").detail
+    assert full["decoder_calls"] == 21  # one per latent frame
+    assert tiled["decoder_calls"] == 21 * 15  # 3 x 5 spatial tiles of 32 latents, stride 24, over 60 x 104
+    assert 0 < full["decoder_weight_bytes"] < next(c for c in estimate("wan2.1-1.3b", **GEN["wan2.1-1.3b"]).components
+                                                   if c.role == "vae").weight_bytes
 
 
 def test_streams_put_prefetched_groups_in_a_side_pool():

@@ -96,6 +96,14 @@ CALIBRATION: dict[str, float] = {
     "reserved_factor_text_encode": 1.68,
     "reserved_factor_denoise": 1.34,
     "reserved_factor_vae_decode": 1.65,
+    # Video VAEs (Wan, CogVideoX, HunyuanVideo) decode latent frame by latent frame (tile by tile
+    # with tiling) with a feature cache, so the same tensor sizes come back every frame and the
+    # caching allocator reuses their blocks: replaying the meta trace through
+    # CachingAllocatorModel gives 1.41 reserved per traced byte for the Wan 2.1 VAE at 480x832x81
+    # against 1.79 for the SDXL VAE at 1024x1024. Fitted (fit_calibration) on the six video cases
+    # of bench/results/estimate_h100_realistic.json: 1.59, leave-one-out 1.55-1.62 (docs/planning.md).
+    # reserved_factor_vae_decode (1.65, all ten cases) stays for image VAEs.
+    "reserved_factor_vae_decode_video": 1.59,
     # multiplies the traced activation peak (allocated) to cover what meta tracing cannot see:
     # kernels' temporary buffers, autocast copies. 1.0 = trust the trace (allocated errors <= 3%
     # except SD VAE decode, -11%, on the H100 data).
@@ -751,6 +759,7 @@ _VAE_5D = ("AutoencoderKLWan", "AutoencoderKLQwenImage")
 
 @functools.lru_cache(maxsize=256)
 def _trace_vae_decode(model: str, gen: Generation, batch: int) -> tuple[int, int, str | None]:
+    """(activation peak, output bytes, error) of ``vae.decode``; also fills :data:`_VAE_CALLS`."""
     spec = _SPEC_REGISTRY[model]
     m = _meta_module(model, spec.vae.name, gen.vae_dtype)
     torch = _torch()
@@ -760,16 +769,47 @@ def _trace_vae_decode(model: str, gen: Generation, batch: int) -> tuple[int, int
         z = torch.empty(batch, spec.latent_channels, lf, lh, lw, device="meta", dtype=dt)
     else:
         z = torch.empty(batch, spec.latent_channels, lh, lw, device="meta", dtype=dt)
+    decoder = getattr(m, "decoder", None)
+    calls = [0]
+    hook = decoder.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) if decoder is not None else None
     with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
         try:
             with trace_live_bytes(gen.attention_backend) as (counter, _):
                 out = m.decode(z, return_dict=False)[0]
                 out_bytes = _round_alloc(out.numel() * out.element_size())
                 del out
+            _VAE_CALLS[(model, gen, batch)] = (calls[0], *_decode_weights(m))
             return counter.peak, out_bytes, None
         except (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError) as exc:
             log.warning("tracing %s.decode on the meta device failed: %s", spec.vae.class_name, exc)
             return 0, 0, f"{type(exc).__name__}: {exc}"
+        finally:
+            if hook is not None:
+                hook.remove()
+
+
+_VAE_CALLS: dict[tuple[str, Generation, int], tuple[int, int, int]] = {}
+"""Per :func:`_trace_vae_decode` key: (decoder forward calls, decode weight bytes, decode leaves with weights).
+
+A video VAE calls its decoder once per latent frame, and with tiling once per tile and latent frame
+(Wan 2.1 at 480x832x81: 21 calls untiled, 315 tiled); an offloading hook moves the decoder's weights
+at every call, so the plan's time model needs the count.
+"""
+
+
+def _decode_weights(vae: Any) -> tuple[int, int]:
+    """(weight bytes, leaf modules with weights) of what ``decode`` runs: ``decoder`` and ``post_quant_conv``."""
+    nbytes = leaves = 0
+    for name in ("decoder", "post_quant_conv"):
+        sub = getattr(vae, name, None)
+        if sub is None:
+            continue
+        for mod in sub.modules():
+            own = list(mod.parameters(recurse=False))
+            if own and not list(mod.children()):
+                leaves += 1
+            nbytes += sum(_round_alloc(p.numel() * p.element_size()) for p in own)
+    return nbytes, leaves
 
 
 @contextlib.contextmanager
@@ -965,6 +1005,22 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
             res += r
         return alloc, res
 
+    leaf_level = gen.offload in ("sequential", "group_leaf")
+
+    def leaf_weights(active: list[str]) -> tuple[tuple[int, int], tuple[int, int] | None]:
+        # leaf-level and sequential offload: one leaf on the GPU at a time, components run one after
+        # another, so the largest leaf of the phase (not a sum over its components); the activations
+        # live beside a smaller leaf (the second largest bounds it)
+        if not leaf_level:
+            return weights_on_gpu(active), None
+        big = small = (0, 0)
+        for n in active:
+            cw = by_name[n]
+            b = _resident(cw, gen.offload, gen.layerwise_fp8)
+            sm = _resident(replace(cw, largest_leaf_bytes=cw.second_leaf_bytes), gen.offload, gen.layerwise_fp8)
+            big, small = max(big, b), max(small, sm)
+        return big, small
+
     def model_offload_max(active: list[str]) -> tuple[int, int]:
         # enable_model_cpu_offload: one component of the phase at a time
         best = (0, 0)
@@ -990,11 +1046,11 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
         te_detail[c.name] = {"activation_peak_bytes": peak, "traced": err is None}
         te_peak = max(te_peak, peak)
     names = [c.name for c in te_specs]
-    wa, wr = model_offload_max(names) if gen.offload == "model" else weights_on_gpu(names)
+    (wa, wr), with_act = ((model_offload_max(names), None) if gen.offload == "model" else leaf_weights(names))
     act = int(te_peak * cal["activation_factor_text_encode"])
     persistent = embeds
     phases.append(_phase("text_encode", ",".join(names), wa, wr, persistent, act, ws, cal["reserved_factor_text_encode"], traced_all, te_detail,
-                         cal["weights_reserved_factor"]))
+                         cal["weights_reserved_factor"], with_act))
 
     # denoising: one call with batch*cfg (batched CFG) or cfg calls of batch (separate)
     den = spec.denoiser
@@ -1009,7 +1065,7 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
     # latents (fp32) + scheduler step temporaries (about two more latent-sized fp32 tensors)
     persistent = embeds + 3 * latent_fp32 + inputs + noise_keep
     act = int(peak * cal["activation_factor_denoise"])
-    wa, wr = weights_on_gpu([den.name])
+    (wa, wr), with_act = leaf_weights([den.name])
     if gen.offload == "model":
         wa, wr = model_offload_max([den.name])
     phases.append(
@@ -1033,18 +1089,20 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
                 "latent_frames": lf,
             },
             cal["weights_reserved_factor"],
+            with_act,
         )
     )
 
     # VAE decode
     vae_key = replace(gen, offload="none", layerwise_fp8=False, num_inference_steps=0, guidance_scale=0.0, dtype=gen.vae_dtype)
     vpeak, out_bytes, verr = _trace_vae_decode(spec.name, vae_key, b)
+    dec_calls, dec_bytes, dec_leaves = _VAE_CALLS.get((spec.name, vae_key, b), (1, 0, 0))
     if verr is not None:
         raise UsageError(f"cannot estimate {spec.vae.class_name}.decode on the meta device: {verr}")
     vae_in = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=DTYPES[gen.vae_dtype])
     persistent = latent_fp32 + vae_in
     act = int(vpeak * cal["activation_factor_vae_decode"])
-    wa, wr = weights_on_gpu([spec.vae.name])
+    (wa, wr), with_act = leaf_weights([spec.vae.name])
     if gen.offload == "model":
         wa, wr = model_offload_max([spec.vae.name])
     phases.append(
@@ -1056,10 +1114,12 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
             persistent,
             act,
             ws + int(cal["vae_conv_workspace_bytes"]),
-            cal["reserved_factor_vae_decode"],
+            cal["reserved_factor_vae_decode_video" if spec.kind == "video" else "reserved_factor_vae_decode"],
             True,
-            {"output_bytes": out_bytes, "tiling": gen.vae_tiling, "slicing": gen.vae_slicing},
+            {"output_bytes": out_bytes, "tiling": gen.vae_tiling, "slicing": gen.vae_slicing,
+             "decoder_calls": dec_calls, "decoder_weight_bytes": dec_bytes, "decoder_leaves": dec_leaves},
             cal["weights_reserved_factor"],
+            with_act,
         )
     )
     _offload_cache(phases, weights, spec, gen, cal)
@@ -1139,10 +1199,26 @@ def _phase(
     traced: bool,
     detail: dict[str, Any],
     weights_factor: float = 1.0,
+    with_activations: tuple[int, int] | None = None,
 ) -> PhaseEstimate:
-    alloc = wa + persistent + act
+    """One phase's peak. Workspaces count in ``allocated`` too: cuBLAS and cuDNN take them from the caching allocator.
+
+    ``with_activations`` = (allocated, reserved) weight bytes resident while the activations live, when
+    that is less than ``wa`` / ``wr`` (leaf-level and sequential offload: the largest leaf, UMT5's
+    2 GiB shared embedding, is on the GPU only during its own forward, before the encoder's
+    activations exist, and its freed segment is then reused by them). The phase's peak is then the
+    larger of the two moments, not their sum.
+    """
+    alloc = wa + persistent + act + ws
     reserved = _reserved(wr, persistent, act, ws, factor, weights_factor)
+    if with_activations is not None:
+        wa_act, wr_act = with_activations
+        alloc = max(wa + persistent + ws, wa_act + persistent + act + ws)
+        reserved = max(_reserved(wr, persistent, 0, ws, factor, weights_factor),
+                       _reserved(wr_act, persistent, act, ws, factor, weights_factor))
     detail = {**detail, "resident_weights_reserved_bytes": int(wr)}
+    if with_activations is not None:
+        detail["resident_with_activations_reserved_bytes"] = int(with_activations[1])
     return PhaseEstimate(
         name=name,
         component=comp,
@@ -1162,6 +1238,14 @@ def _reserved(wr: int, persistent: int, act: int, ws: int, factor: float, weight
     return int(max(wr * weights_factor, wr + _round_reserved(persistent) + act * factor + ws))
 
 
+def _factor_key(case: Mapping[str, Any], phase: str) -> str:
+    """The calibration constant for ``phase`` of a bench case: video VAEs have their own decode factor."""
+    shape = ((case.get("predicted") or {}).get("settings") or {}).get("latent_shape") or ()
+    if phase == "vae_decode" and len(shape) == 5:
+        return "reserved_factor_vae_decode_video"
+    return f"reserved_factor_{phase}"
+
+
 def reserved_model(case: Mapping[str, Any], phase: str, cal: Mapping[str, float]) -> int:
     """Peak reserved bytes of ``phase`` of a bench case (``bench_estimate.py`` JSON) under constants ``cal``.
 
@@ -1173,7 +1257,7 @@ def reserved_model(case: Mapping[str, Any], phase: str, cal: Mapping[str, float]
     if wr is None:  # files written before the field existed: the bench keeps every component resident
         wr = sum(int(c["reserved_bytes"]) for c in case["predicted"]["components"])
     return _reserved(int(wr), int(ph["persistent_bytes"]), int(ph["activation_peak_bytes"]), int(ph["workspace_bytes"]),
-                     float(cal[f"reserved_factor_{phase}"]), float(cal["weights_reserved_factor"]))
+                     float(cal[_factor_key(case, phase)]), float(cal["weights_reserved_factor"]))
 
 
 # ------------------------------------------------------------------ specs from folders and pipelines
@@ -1267,6 +1351,8 @@ def spec_from_pipeline(pipe: Any) -> ModelSpec:
 def fit_calibration(cases: list[Mapping[str, Any]], base: Mapping[str, float] | None = None) -> dict[str, float]:
     """Refit ``weights_reserved_factor`` and ``reserved_factor_<phase>`` on measured cases.
 
+    The VAE decode of video cases (5-D latents) gets its own factor, ``reserved_factor_vae_decode_video``.
+
     ``cases`` is the ``cases`` list of ``bench_estimate.py``: each holds ``phases``:
     ``{name: {"predicted": PhaseEstimate.to_dict(), "measured_reserved_bytes": n, ...}}``.
     Least squares on the log of predicted / measured peak reserved of every phase of every case,
@@ -1277,17 +1363,19 @@ def fit_calibration(cases: list[Mapping[str, Any]], base: Mapping[str, float] | 
     """
     cal = dict(base or CALIBRATION)
     phases = ("text_encode", "denoise", "vae_decode")
-    rows: dict[str, list[tuple[float, float, float, float]]] = {p: [] for p in phases}
+    keys = ("text_encode", "denoise", "vae_decode", "vae_decode_video")
+    rows: dict[str, list[tuple[float, float, float, float]]] = {k: [] for k in keys}
     for case in cases:
         for phase in phases:
             ph = case.get("phases", {}).get(phase)
             if not ph or not ph.get("measured_reserved_bytes"):
                 continue
-            zero = dict(cal, weights_reserved_factor=0.0, **{f"reserved_factor_{phase}": 0.0})
+            key = _factor_key(case, phase)
+            zero = dict(cal, weights_reserved_factor=0.0, **{key: 0.0})
             fixed = float(reserved_model(case, phase, zero))  # Wr + kept + workspace
             pred = ph["predicted"]
             wr = fixed - _round_reserved(int(pred["persistent_bytes"])) - int(pred["workspace_bytes"])
-            rows[phase].append((wr, fixed, float(pred["activation_peak_bytes"]), float(ph["measured_reserved_bytes"])))
+            rows[key.removeprefix("reserved_factor_")].append((wr, fixed, float(pred["activation_peak_bytes"]), float(ph["measured_reserved_bytes"])))
     if not any(rows.values()):
         raise UsageError("fit_calibration: no case has a measured phase; nothing to fit")
     fgrid = [1.0 + 0.01 * i for i in range(301)]
@@ -1300,17 +1388,17 @@ def fit_calibration(cases: list[Mapping[str, Any]], base: Mapping[str, float] | 
                 best = (err, f)
         return best
 
-    best_total, best = math.inf, (1.0, {p: 1.0 for p in phases})
+    best_total, best = math.inf, (1.0, {k: 1.0 for k in keys})
     for i in range(401):
         kw = 1.0 + 0.0025 * i
         total, fs = 0.0, {}
-        for p in phases:
-            err, f = phase_fit(rows[p], kw) if rows[p] else (0.0, cal[f"reserved_factor_{p}"])
+        for k in keys:
+            err, f = phase_fit(rows[k], kw) if rows[k] else (0.0, cal[f"reserved_factor_{k}"])
             total += err
-            fs[p] = f
+            fs[k] = f
         if total < best_total:
             best_total, best = total, (kw, fs)
     cal["weights_reserved_factor"] = round(best[0], 4)
-    for p in phases:
-        cal[f"reserved_factor_{p}"] = round(best[1][p], 4)
+    for k in keys:
+        cal[f"reserved_factor_{k}"] = round(best[1][k], 4)
     return cal

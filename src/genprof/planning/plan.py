@@ -61,7 +61,12 @@ class TimeModel:
     # per byte of weights; geometric mean of UMT5 text encoding and Wan denoising under group_block and
     # group_leaf (1.40, 2.42, 1.17, 2.24 GB/s) in bench/results/plan_wan_h100.json
     group_sync_bytes_per_s: float = 1.7e9
-    leaf_overhead_s: float = 30e-6  # per leaf module onload (hooks, launches); assumption
+    # per leaf module onload under leaf-level group offloading and sequential offload (hooks, per-tensor
+    # copies and syncs): bench/results/plan_wan_h100.json: sequential denoising 5.56 s vs 3.12 s without
+    # offload = 0.61 s per call, 0.47 s of it pageable copies, the rest over 457 leaves (300 us); streamed
+    # leaf offload of the VAE: 22-27 ms per decoder call over 69 leaves (330-385 us); streamed leaf
+    # denoising 180 us. Was 30 us (assumption).
+    leaf_overhead_s: float = 300e-6
     fp8_cast_overhead: float = 0.05  # fraction of step time to upcast fp8 weights; assumption
     # extra VAE decode time with tiling: video VAEs (temporal + spatial tiles, causal cache per tile):
     # bench/results/plan_wan_h100.json, no offload: 2.08 s -> 5.01 s (+141%)
@@ -145,7 +150,9 @@ def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tup
       with compute, and are dropped (no copy back); at block level a component without block lists
       (UMT5, CLIP: diffusers' unmatched group, ``stream=None``) still goes the synchronous way.
 
-    Video VAEs (Wan) call the decoder once per latent frame, so offloaded VAE weights move that often.
+    Video VAEs (Wan) call the decoder once per latent frame, and with tiling once per tile and latent
+    frame (Wan 2.1 at 480x832x81: 21 and 315 calls, counted by the estimate's trace); an offload hook
+    moves the decoder's weights (and pays its per-leaf cost at leaf level) at every call.
     """
     s = est.settings
     assumptions: list[str] = []
@@ -178,7 +185,10 @@ def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tup
     den_c = next(c for c in est.components if c.role == "denoiser")
     den_outside = den_c.outside_blocks_bytes if not fp8 else int(den_c.outside_blocks_bytes * den_w / max(den_c.weight_bytes, 1))
     video = len(s.get("latent_shape") or ()) == 5
-    vae_calls = int(den.detail.get("latent_frames") or 1) if video else 1  # causal video VAEs decode frame by frame
+    vdet = est.phase("vae_decode").detail
+    vae_calls = int(vdet.get("decoder_calls") or (int(den.detail.get("latent_frames") or 1) if video else 1))
+    dec_w = int(vdet.get("decoder_weight_bytes") or vae_w)
+    dec_leaf_t = int(vdet.get("decoder_leaves") or 0) * tm.leaf_overhead_s
     step_t = step * (1 + (tm.math_attention_overhead if s["attention_backend"] == "math" else 0.0))
     if fp8:
         step_t *= 1 + tm.fp8_cast_overhead
@@ -200,12 +210,12 @@ def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tup
     elif mode == "sequential":
         te_x = te_w / ph2d
         den_x = n_calls * (den_w / ph2d + leaf_t)
-        vae_x = vae_calls * vae_w / ph2d
+        vae_x = vae_calls * (dec_w / ph2d + dec_leaf_t)
         denoise = compute_den + den_x
     elif mode in ("group_block", "group_leaf"):
         te_x = te_w / rt
         den_x = n_calls * (den_w / rt + (leaf_t if mode == "group_leaf" else 0.0))
-        vae_x = vae_calls * vae_w / rt
+        vae_x = vae_calls * (dec_w / rt + (dec_leaf_t if mode == "group_leaf" else 0.0))
         denoise = compute_den + den_x
     else:  # streamed
         if mode == "group_block_stream":
@@ -216,7 +226,7 @@ def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tup
             sync = n_calls * leaf_t / max(n_calls, 1)
         den_x = n_calls * (den_w / bw)
         denoise = max(compute_den, den_x) + n_calls * sync
-        vae_x = vae_calls * vae_w / bw
+        vae_x = vae_calls * (dec_w / bw + (dec_leaf_t if mode == "group_leaf_stream" else 0.0))
     te_t = te_compute + te_x
     tiling = (tm.tiling_overhead_video if video else tm.tiling_overhead) if s["vae_tiling"] else 0.0
     vae_t = vae * (1 + tiling) + vae_x
