@@ -22,52 +22,26 @@ log = logging.getLogger(__name__)
 
 
 class RssReader:
-    """Process resident set size, cheaply, for span boundaries on the profiled thread.
+    """Process resident set size, cheaply.
 
-    On Linux it reads ``/proc/self/statm`` through a kept file descriptor. The ``pread`` goes
-    through ctypes' ``PyDLL``, which keeps the GIL for the 1-2 us system call: ``os.pread``
-    would release it, and a GIL release on the pipeline's thread is where a waiting thread
-    (the sampler) takes over, so the read would cost a thread switch and whatever that thread
-    does before it hands the GIL back. Elsewhere, or if libc cannot be loaded, ``os.pread`` /
-    psutil.
+    On Linux it reads ``/proc/self/statm`` through a kept file descriptor (about a
+    microsecond); elsewhere it asks psutil.
     """
 
     def __init__(self) -> None:
         self._fd: int | None = None
         self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
         self._proc = psutil.Process()
-        self._pread: Any = None
-        self._buf: Any = None
-        self._args: tuple[Any, ...] = ()
         if sys.platform.startswith("linux"):
             try:
                 self._fd = os.open("/proc/self/statm", os.O_RDONLY)
             except OSError as exc:
                 log.debug("cannot open /proc/self/statm (%s); using psutil", exc)
-                return
-            try:
-                import ctypes
-
-                fn = ctypes.PyDLL(None).pread
-                fn.restype = ctypes.c_ssize_t
-                self._buf = ctypes.create_string_buffer(128)
-                # the arguments as ready-made C values: no conversion per call
-                self._args = (ctypes.c_int(self._fd), self._buf, ctypes.c_size_t(128), ctypes.c_long(0))
-                self._pread = fn
-            except (OSError, AttributeError) as exc:
-                log.debug("libc pread unavailable (%s); using os.pread", exc)
 
     def read_bytes(self) -> int:
-        fd = self._fd
-        if fd is not None:
+        if self._fd is not None:
             try:
-                if self._pread is not None:
-                    n = self._pread(*self._args)
-                    if n <= 0:
-                        raise OSError(f"pread of /proc/self/statm returned {n}")
-                    data = self._buf.raw[:n]
-                else:
-                    data = os.pread(fd, 128, 0)
+                data = os.pread(self._fd, 128, 0)
                 return int(data.split()[1]) * self._page
             except (OSError, IndexError, ValueError) as exc:
                 log.debug("statm read failed (%s); using psutil", exc)
