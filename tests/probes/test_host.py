@@ -102,3 +102,20 @@ def test_not_linux_means_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
         assert p.source == "psutil"
     finally:
         p.close()
+
+
+@linux
+def test_rss_reader_agrees_with_psutil_and_sees_growth() -> None:
+    from genprof.probes.host import RssReader
+
+    r = RssReader()
+    try:
+        before = r.read_bytes()
+        assert abs(before - psutil.Process().memory_info().rss) < 32 * 2**20
+        block = bytearray(256 * 2**20)  # touched: resident
+        after = r.read_bytes()
+        assert after - before > 200 * 2**20
+        del block
+    finally:
+        r.close()
+    assert r.read_bytes() > 0  # closed: psutil answers
