@@ -133,6 +133,33 @@ def test_exception_inside_a_step_loop_names_the_step(tmp_path: Path) -> None:
     assert [s.status for s in run.spans if s.kind == "step"] == ["ok", "ok", "aborted"]
 
 
+def test_a_loop_left_by_break_is_not_blamed_for_a_later_failure(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError):
+        with Profiler("later", output_dir=str(tmp_path), **QUIET) as prof:
+            for i in prof.steps(range(5)):
+                if i == 1:
+                    break  # the loop is left early: its path is remembered...
+            with prof.phase("vae_decode"):
+                pass  # ...until a span opens after it
+            raise RuntimeError("after the loop")
+    assert load_run(prof.run_path).end.open_spans == []  # type: ignore[arg-type]
+
+
+def test_live_progress_counts_the_current_loops_steps(tmp_path: Path) -> None:
+    with Profiler("progress", output_dir=str(tmp_path), **QUIET) as prof:
+        for _ in prof.steps(range(3), phase="warmup"):
+            pass
+        assert prof.live_snapshot()["steps_done"] == 3
+        for i in prof.steps(range(4)):
+            snap = prof.live_snapshot()
+            assert snap["steps_done"] == i  # steps of this loop closed so far, the warm-up's not counted
+            assert snap["steps_total"] == 4
+            time.sleep(0.01)
+        snap = prof.live_snapshot()
+    assert snap["steps_done"] == 4 and snap["eta_s"] == 0
+    assert 0 < snap["step_rate_per_s"] <= 4 / 0.04  # four steps of at least 10 ms each
+
+
 def test_keyboard_interrupt_is_interrupted(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         with Profiler("ctrlc", output_dir=str(tmp_path), **QUIET) as prof:

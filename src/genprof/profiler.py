@@ -133,7 +133,6 @@ class _OpenSpan:
         span.id = next(p._ids)
         span.parent_id = stack[-1].span.id if stack else None
         span.thread = stack.thread
-        p._abort_path = None
         kind = span.kind
         self.extra = p._extras and p._open_extra(self, span, kind)
         span.start_s = _perf_counter() - p._t0
@@ -171,10 +170,7 @@ class _OpenSpan:
         elif self in stack:
             stack.remove(self)
         p._append_span(span)
-        if kind == "step":
-            p._steps_done += 1
-            p._last_step_end_s = t_end
-        elif kind == "phase" and p._progress["phase"] == span.name:
+        if kind == "phase" and p._progress["phase"] == span.name:
             outer = [x.span.name for x in stack if x.span.kind == "phase"]
             p._progress["phase"] = outer[-1] if outer else None
         if p._listeners:
@@ -321,14 +317,18 @@ class Profiler:
         self._extras = False
         self._failure_paths: list[str] = []
         self._abort_path: list[str] | None = None
+        self._abort_mark: int | None = None
         self._oom_state: dict[str, Any] | None = None
         self._live: Any = None
         self._log_handler: logging.Handler | None = None
         self._prev_sigterm: Any = None
         self._token: Any = None
         self._progress: dict[str, Any] = {"phase": None, "step_index": None, "steps_total": None, "first_step_s": None}
-        self._steps_done = 0  # step spans closed since the last step loop started (the hot path updates these two)
+        # progress for the live view, counted from run.spans when asked (not on the hot path):
+        # step spans closed since the last step loop started, and when the last one ended
+        self._steps_done = 0
         self._last_step_end_s: float | None = None
+        self._step_scan_pos = 0
         self._run_energy_start: float | None = None
         self._saved_path: Path | None = None
         tags_all = dict(self.config.session_tags)
@@ -716,11 +716,7 @@ class Profiler:
         if o.extra:
             self._boundary_extra(o, n, span, ns, kind)
         stack[-1] = n
-        self._abort_path = None
         self._append_span(span)
-        if kind == "step":
-            self._steps_done += 1
-            self._last_step_end_s = t
         if self._listeners:
             for cb in self._listeners:
                 self._notify_one(cb, "span_end", span)
@@ -880,7 +876,9 @@ class Profiler:
                 total = len(iterable)  # type: ignore[arg-type]
         if kind == "step":
             self._progress["steps_total"] = total
-            self._steps_done = 0
+            with self._lock:
+                self._step_scan_pos = len(self.run.spans)
+                self._steps_done = 0
             self._progress["first_step_s"] = self.now()
         outer = self.phase(phase, total=total) if phase else contextlib.nullcontext()
         with outer:
@@ -900,6 +898,7 @@ class Profiler:
                         # the loop was left early: break, return, or an exception in its body
                         if o is not None and not self._failure_paths:
                             self._abort_path = _stack_paths(self._stack())
+                            self._abort_mark = next(self._ids)  # spans opened later have larger ids
                         self.close_span(o, status="aborted")
                         o = None
                         raise
@@ -1027,11 +1026,28 @@ class Profiler:
         }
 
     # ------------------------------------------------------------- endings
+    def _abort_path_if_last(self) -> list[str]:
+        """The open spans of the last loop left early, if no span was opened after it.
+
+        The mark is an id taken when the loop was left; a span opened later has a larger id.
+        (Checked here, once, instead of clearing the path at every span open.)
+        """
+        path, mark = self._abort_path, self._abort_mark
+        if not path or mark is None:
+            return []
+        with self._lock:
+            stacks = list(self._all_stacks)
+        if any(sp.id is not None and sp.id > mark for sp in self.run.spans):
+            return []
+        if any(o.span.id is not None and o.span.id > mark for st in stacks for o in list(st)):
+            return []
+        return list(path)
+
     def _record_failure(self, exc: BaseException) -> None:
         end = self.run.end
         end.exception_type = type(exc).__name__
         end.message = str(exc)[:2000]
-        end.open_spans = self._failure_paths or list(self._abort_path or [])
+        end.open_spans = self._failure_paths or self._abort_path_if_last()
         if torch_cuda.is_oom_error(torch_cuda.get_torch(import_if_needed=False), exc):
             end.status = "oom"
             state = self._oom_state
@@ -1181,13 +1197,33 @@ class Profiler:
             self._log_handler = None
 
     # ------------------------------------------------------------ live view
+    def _scan_steps(self) -> tuple[int, float | None]:
+        """Step spans closed since the last step loop started, and the end of the latest one.
+
+        Counted from ``run.spans`` past the last position read, so the hot path stores nothing
+        for progress. Items below a list's length never move, so reading them while another
+        thread appends is safe.
+        """
+        with self._lock:
+            spans = self.run.spans
+            n = len(spans)
+            for i in range(self._step_scan_pos, n):
+                sp = spans[i]
+                if sp.kind == "step" and sp.start_s is not None and sp.duration_s is not None:
+                    self._steps_done += 1
+                    end = sp.start_s + sp.duration_s
+                    if self._last_step_end_s is None or end > self._last_step_end_s:
+                        self._last_step_end_s = end
+            self._step_scan_pos = n
+            return self._steps_done, self._last_step_end_s
+
     def live_snapshot(self) -> dict[str, Any]:
         """Current progress and the latest samples, for the live view and exporters."""
         p = self._progress
         latest = self._sampler.latest() if self._sampler is not None else {}
         g = f"gpu{self._cuda_index}" if self._cuda_index is not None else "gpu"
         rate = eta = None
-        done, last_end = self._steps_done, self._last_step_end_s
+        done, last_end = self._scan_steps()
         if done and p["first_step_s"] is not None and last_end is not None:
             dt = last_end - p["first_step_s"]
             if dt > 0:
