@@ -1,10 +1,13 @@
 """Host cost of one span (open + close), by configuration.
 
-    python bench/bench_span_cost.py [--n 20000] [--out span_cost.json]
+    python bench/bench_span_cost.py [--n 5000] [--repeats 25] [--gc on|freeze|off] [--out span_cost.json]
 
 Modes: disabled (enabled: false); host-only (no GPU timing, no allocator or RSS reads,
 no energy); gpu-timing (CUDA events only); default (events + allocator peaks with reset +
-RSS). Step spans, empty bodies, median of 7 repeats, each in a fresh profiler. On a machine without CUDA the GPU
+RSS). Step spans, empty bodies, each repeat in a fresh profiler; the repeats run in rounds that
+interleave the modes and an interpreter-speed reference (an empty Python ``with``); median, min
+and max over the rounds, and the garbage collector's share. (Until session 3 the default was 7
+repeats of 20,000 spans per mode, one mode after the other.) On a machine without CUDA the GPU
 modes are skipped and say so.
 """
 
@@ -84,8 +87,8 @@ def reference(n: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=20000)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--n", type=int, default=5000, help="spans per repeat")
+    ap.add_argument("--repeats", type=int, default=25, help="rounds; each runs every mode once, interleaved")
     ap.add_argument("--gc", choices=("on", "freeze", "off"), default="on",
                     help="garbage collector: as is (default); gc.freeze() after the imports, so full "
                          "collections skip the objects that torch and the rest created; off")
@@ -109,29 +112,34 @@ def main() -> None:
                                   "repeats": a.repeats, "gc": a.gc,
                                   "gc_tracked_objects_at_start": tracked, "modes": {}}
     refs = []
-    for mode, kw in MODES.items():
-        if mode in ("gpu-timing",) and not cuda:
-            results["modes"][mode] = {"skipped": "no CUDA"}  # type: ignore[index]
-            continue
-        samples = []
-        gc_s = []
-        for _ in range(a.repeats):
+    modes = {m: kw for m, kw in MODES.items() if cuda or m != "gpu-timing"}
+    for m in MODES:
+        if m not in modes:
+            results["modes"][m] = {"skipped": "no CUDA"}  # type: ignore[index]
+    samples: dict[str, list[float]] = {m: [] for m in modes}
+    gc_s: dict[str, list[float]] = {m: [] for m in modes}
+    order = list(modes)
+    for rnd in range(a.repeats):
+        # rounds interleave the modes (in a rotating order) and the reference, so a stretch of
+        # time in which the VM runs slow falls on every mode alike instead of on one mode's repeats
+        for mode in order[rnd % len(order):] + order[: rnd % len(order)]:
             # a fresh profiler per repeat: a run of n spans, as a real run holds thousands, not
             # hundreds of thousands (the garbage collector's work grows with the spans kept)
-            with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **kw) as prof:
+            with Profiler("span-cost", handle_sigterm=False, monitor_cpu_usage=False, **modes[mode]) as prof:
                 one(prof, 500)
                 per_span, in_gc = one(prof, a.n)
-                samples.append(per_span)
-                gc_s.append(in_gc)
-            refs.append(reference(a.n))  # interleaved with the modes: the same machine state
-        med = statistics.median(samples) * 1e6
+                samples[mode].append(per_span)
+                gc_s[mode].append(in_gc)
+        refs.append(reference(a.n))
+    for mode in modes:
+        xs, gs = samples[mode], gc_s[mode]
         results["modes"][mode] = {  # type: ignore[index]
-            "median_us": round(med, 3),
-            "min_us": round(min(samples) * 1e6, 3),
-            "max_us": round(max(samples) * 1e6, 3),
-            "gc_us_per_span_median": round(statistics.median(gc_s) * 1e6, 3),
-            "gc_us_per_span_mean": round(statistics.fmean(gc_s) * 1e6, 3),
-            "median_without_gc_us": round(statistics.median([x - g for x, g in zip(samples, gc_s, strict=True)]) * 1e6, 3),
+            "median_us": round(statistics.median(xs) * 1e6, 3),
+            "min_us": round(min(xs) * 1e6, 3),
+            "max_us": round(max(xs) * 1e6, 3),
+            "gc_us_per_span_median": round(statistics.median(gs) * 1e6, 3),
+            "gc_us_per_span_mean": round(statistics.fmean(gs) * 1e6, 3),
+            "median_without_gc_us": round(statistics.median([x - g for x, g in zip(xs, gs, strict=True)]) * 1e6, 3),
         }
     ref_us = statistics.median(refs) * 1e6
     results["reference_with_us"] = round(ref_us, 4)
@@ -144,7 +152,8 @@ def main() -> None:
           f"collections by generation {GC.collections}")
     print(f"{'mode':12s} {'median us/span':>15s} {'min':>8s} {'max':>8s} {'x reference':>12s} {'in GC':>7s} "
           f"{'without GC':>11s}")
-    for mode, r in results["modes"].items():  # type: ignore[union-attr]
+    for mode in MODES:
+        r = results["modes"][mode]  # type: ignore[index]
         if "skipped" in r:
             print(f"{mode:12s} skipped: {r['skipped']}")
         else:
