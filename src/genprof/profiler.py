@@ -566,13 +566,11 @@ class Profiler:
                 dev, memory=cfg.monitor_gpu_memory, utilization=cfg.monitor_gpu_utilization,
                 temperature=cfg.monitor_gpu_temperature, power=cfg.monitor_gpu_power,
                 clocks=cfg.monitor_gpu_clocks, clock_events=cfg.monitor_gpu_clocks,
+                key=lambda name: (gpu_name, name),
             )
 
             def read_gpu() -> Readings:
-                out: Readings = {}
-                if nvml_read is not None:
-                    for k, v in nvml_read().items():
-                        out[(gpu_name, k)] = v
+                out: Readings = nvml_read() if nvml_read is not None else {}
                 if stats_fn is not None and idx is not None:
                     st = stats_fn(idx)
                     out[(gpu_name, "allocated_bytes")] = st[0]

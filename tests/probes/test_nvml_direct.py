@@ -192,3 +192,18 @@ def test_falls_back_when_a_function_is_missing(lib: FakeLib, monkeypatch: pytest
     assert not isinstance(read, _FastReader)  # the symbol lookup failed: wrappers, which record it
     r = read()
     assert r["clock_event_reasons"] is None and r["memory_used_bytes"] == 10 * 2**30
+
+
+def test_keys_are_mapped_once_on_both_paths(lib: FakeLib, monkeypatch: pytest.MonkeyPatch) -> None:
+    probe = NvmlProbe()
+    direct = probe.reader(_device(), key=lambda name: ("gpu0", name))()
+    assert direct[("gpu0", "memory_used_bytes")] == 10 * 2**30 and ("gpu0", "power_w") in direct
+
+    from fakes import FakeNvml
+
+    monkeypatch.setattr(nvml_mod, "_import_nvml", lambda: FakeNvml())
+    other = NvmlProbe()
+    dev = other.device_by_uuid("GPU-aaaa")
+    assert dev is not None
+    wrapped = other.reader(dev, key=lambda name: ("gpu0", name))()
+    assert set(wrapped) == set(direct)

@@ -284,8 +284,12 @@ class NvmlProbe:
         power: bool = True,
         clocks: bool = True,
         clock_events: bool = True,
-    ) -> Callable[[], dict[str, float | int | None]]:
+        key: Callable[[str], Any] | None = None,
+    ) -> Callable[[], dict[Any, float | int | None]]:
         """A function that takes one sample of the device, as :meth:`read` does, for the sampler.
+
+        ``key`` maps each reading's name to the key the caller wants in the returned dict (the
+        sampler's ``(device, name)``), once, when the reader is built.
 
         With nvidia-ml-py's ctypes bindings it calls NVML's C functions directly, with output
         buffers allocated once: pynvml's Python wrapper around each call (argument objects, a
@@ -297,10 +301,13 @@ class NvmlProbe:
         flags = {"memory": memory, "utilization": utilization, "temperature": temperature, "power": power,
                  "clocks": clocks, "clock_events": clock_events}
         self._ensure_init()
-        fast = _FastReader.build(self, dev, flags) if self._nvml is not None else None
+        k = key or (lambda name: name)
+        fast = _FastReader.build(self, dev, flags, k) if self._nvml is not None else None
         if fast is not None:
             return fast
-        return lambda: self.read(dev, **flags)
+        if key is None:
+            return lambda: self.read(dev, **flags)
+        return lambda: {k(name): v for name, v in self.read(dev, **flags).items()}
 
     def _record_failure(self, reading: str, fn_name: str, ret: int) -> None:
         """A direct NVML call returned ``ret`` (not success): record why, once, as :meth:`query` does."""
@@ -338,26 +345,28 @@ class _FastReader:
     its fields' offsets.
     """
 
-    def __init__(self, probe: NvmlProbe, items: list[tuple[str, Callable[[], float | int | None]]]) -> None:
+    def __init__(self, probe: NvmlProbe, items: list[tuple[Any, Callable[[], float | int | None]]]) -> None:
         self.probe = probe
         self.items = items
 
-    def __call__(self) -> dict[str, float | int | None]:
+    def __call__(self) -> dict[Any, float | int | None]:
         return {key: get() for key, get in self.items}
 
     @classmethod
-    def build(cls, probe: NvmlProbe, dev: NvmlDevice, flags: dict[str, bool]) -> _FastReader | None:
+    def build(cls, probe: NvmlProbe, dev: NvmlDevice, flags: dict[str, bool],
+              key: Callable[[str], Any]) -> _FastReader | None:
         nvml = probe._nvml
         gfp = getattr(nvml, "_nvmlGetFunctionPointer", None)
         if gfp is None:
             return None
         try:
             h = dev.handle
-            items: list[tuple[str, Callable[[], float | int | None]]] = []
+            items: list[tuple[Any, Callable[[], float | int | None]]] = []
 
-            def scalar(key: str, reading: str, fn_name: str, ctype: Any, conv: Callable[[Any], float | int],
+            def scalar(name: str, reading: str, fn_name: str, ctype: Any, conv: Callable[[Any], float | int],
                        *args: Any, index: int = 0, length: int = 1) -> None:
                 fn = gfp(fn_name)
+                out_key = key(name)
                 buf = (ctype * length)()
                 call_args = (h, *args, ctypes.byref(buf))
                 fail = probe._record_failure
@@ -369,7 +378,7 @@ class _FastReader:
                     fail(reading, fn_name, ret)
                     return None
 
-                items.append((key, get))
+                items.append((out_key, get))
 
             if flags["memory"]:
                 scalar("memory_used_bytes", "memory", "nvmlDeviceGetMemoryInfo", ctypes.c_ulonglong, int,
@@ -381,7 +390,7 @@ class _FastReader:
                 scalar("temperature_c", "temperature", "nvmlDeviceGetTemperature", ctypes.c_uint, float,
                        0)  # NVML_TEMPERATURE_GPU
             if flags["power"]:
-                items.append(("power_w", cls._power(probe, dev, gfp)))
+                items.append((key("power_w"), cls._power(probe, dev, gfp)))
             if flags["clocks"]:
                 scalar("sm_clock_mhz", "sm_clock", "nvmlDeviceGetClockInfo", ctypes.c_uint, float, 1)  # NVML_CLOCK_SM
             if flags["clock_events"]:
