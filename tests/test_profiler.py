@@ -543,3 +543,178 @@ def test_listeners_get_only_the_kinds_they_ask_for() -> None:
             prof.subscribe(lambda kind, payload: None, kinds=("spans",))
     assert ends == ["run_end"]
     assert "span_end" in alls and "samples" in alls and "run_end" not in alls
+
+
+# the host-only configuration (no GPU timer, allocator, RSS or energy work): the profiler's
+# _plain path; QUIET alone keeps RSS on, the path with extras
+HOST_ONLY = {"gpu_timing": False, "memory_tracking": False, "track_rss": False, "energy_spans": "none", **QUIET}
+BOTH_PATHS = pytest.mark.parametrize("cfg", [HOST_ONLY, QUIET], ids=["host-only", "with-extras"])
+
+
+def test_host_only_config_takes_the_plain_path() -> None:
+    with Profiler("plain", **HOST_ONLY) as prof:
+        assert prof._plain
+    with Profiler("rss", track_rss=True, **QUIET) as prof:
+        assert prof._plain is (prof._rss is None)  # RSS reads are extras
+
+
+@BOTH_PATHS
+def test_parents_threads_and_events_on_several_threads(cfg: dict[str, object]) -> None:
+    n_threads = 4
+    with Profiler("threads", **cfg) as prof:
+        barrier = threading.Barrier(n_threads)
+
+        def work(k: int) -> None:
+            barrier.wait()
+            prof.event(f"top-{k}")
+            for _ in range(2):  # the thread's stack is back to its root between the two
+                with prof.span(f"outer-{k}", "call") as outer:
+                    for i in prof.steps(range(3), phase=f"loop-{k}"):
+                        with prof.span(f"inner-{k}", "call", index=i):
+                            prof.event(f"in-{k}", i=i)
+                    assert outer is not None
+
+        threads = [threading.Thread(target=work, args=(k,), name=f"worker-{k}") for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        with prof.span("main-outer", "call"):
+            with prof.span("main-inner", "call"):
+                pass
+    spans = prof.run.spans
+    by_id = {s.id: s for s in spans}
+    assert len(by_id) == len(spans) == n_threads * 2 * (1 + 1 + 3 + 3) + 2
+    for s in spans:
+        assert s.status == "ok" and s.duration_s is not None and s.duration_s >= 0
+        if s.name.startswith("main-"):
+            assert s.thread == threading.current_thread().name
+            assert s.parent_id == (None if s.name == "main-outer" else next(x.id for x in spans if x.name == "main-outer"))
+            continue
+        assert s.thread is not None and s.thread.startswith("worker-")
+        k = s.thread.split("-")[1]
+        assert s.name in (f"outer-{k}", f"loop-{k}", "step", f"inner-{k}")
+        parent = by_id.get(s.parent_id)  # type: ignore[arg-type]
+        expected = {"outer": None, "loop": f"outer-{k}", "step": f"loop-{k}", "inner": "step"}[s.name.split("-")[0]]
+        if expected is None:
+            assert s.parent_id is None
+        else:
+            assert parent is not None and parent.name == expected and parent.thread == s.thread
+            if expected == "step":
+                assert parent.index == s.index
+    events = {(e.name, e.attributes.get("i")): e for e in prof.run.events}
+    for k in range(n_threads):
+        assert events[(f"top-{k}", None)].span_id is None  # no open span: the root's id
+        for i in range(3):
+            span = by_id[events[(f"in-{k}", i)].span_id]  # type: ignore[index]
+            assert span.name == f"inner-{k}" and span.thread == f"worker-{k}"
+
+
+@BOTH_PATHS
+def test_a_span_closed_from_another_thread_in_the_middle_of_the_stack(cfg: dict[str, object]) -> None:
+    # a hook on another thread closes a span that still has an open span inside it
+    with Profiler("xmiddle", **cfg) as prof:
+        outer = prof.open_span("outer", "call")
+        inner = prof.open_span("inner", "call")
+        t = threading.Thread(target=prof.close_span, args=(outer,), name="closer")
+        t.start()
+        t.join()
+        with prof.span("child", "call"):
+            pass
+        prof.close_span(inner)
+        with prof.span("after", "call"):
+            pass
+        assert prof._stack()[1:] == []
+    by = {s.name: s for s in prof.run.spans}
+    me = threading.current_thread().name
+    assert [s.name for s in prof.run.spans] == ["outer", "child", "inner", "after"]
+    assert by["outer"].thread == by["inner"].thread == by["child"].thread == me
+    assert by["inner"].parent_id == by["outer"].id
+    assert by["child"].parent_id == by["inner"].id  # the innermost span still open here
+    assert by["after"].parent_id is None
+    assert all(s.status == "ok" for s in prof.run.spans)
+
+
+@BOTH_PATHS
+def test_the_innermost_span_closed_from_another_thread(cfg: dict[str, object]) -> None:
+    with Profiler("xtop", **cfg) as prof:
+        outer = prof.open_span("outer", "call")
+        inner = prof.open_span("inner", "call")
+        t = threading.Thread(target=prof.close_span, args=(inner,), kwargs={"status": "closed-by-hook"})
+        t.start()
+        t.join()
+        with prof.span("child", "call"):
+            pass
+        prof.close_span(outer)
+    by = {s.name: s for s in prof.run.spans}
+    assert by["inner"].status == "closed-by-hook" and by["inner"].thread == threading.current_thread().name
+    assert by["child"].parent_id == by["outer"].id
+
+
+@BOTH_PATHS
+def test_spans_left_open_on_several_threads_end_open_at_end(cfg: dict[str, object]) -> None:
+    with Profiler("left", **cfg) as prof:
+        def leave_open(k: int) -> None:
+            o = prof.open_span(f"left-{k}", "call")
+            assert o is not None
+            prof.open_span(f"left-inner-{k}", "call")
+
+        threads = [threading.Thread(target=leave_open, args=(k,), name=f"t-{k}") for k in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        prof.open_span("main-left", "phase")
+    spans = prof.run.spans
+    assert len(spans) == 7 and all(s.status == "open_at_end" for s in spans)  # no root among them
+    by = {s.name: s for s in spans}
+    for k in range(3):
+        assert by[f"left-{k}"].thread == by[f"left-inner-{k}"].thread == f"t-{k}"
+        assert by[f"left-inner-{k}"].parent_id == by[f"left-{k}"].id and by[f"left-{k}"].parent_id is None
+    assert by["main-left"].parent_id is None
+
+
+@BOTH_PATHS
+def test_step_loop_boundaries_and_phase_progress(cfg: dict[str, object]) -> None:
+    with Profiler("loop", **cfg) as prof:
+        with prof.phase("outer"):
+            for i in prof.steps(range(4), phase="denoise"):
+                assert prof._progress["phase"] == "denoise" and prof._progress["step_index"] == i
+            assert prof._progress["phase"] == "outer"  # back to the enclosing phase
+        assert prof._progress["phase"] is None
+    steps = [s for s in prof.run.spans if s.kind == "step"]
+    denoise = next(s for s in prof.run.spans if s.name == "denoise")
+    assert [s.index for s in steps] == [0, 1, 2, 3]
+    assert len({s.id for s in prof.run.spans}) == len(prof.run.spans)
+    for a, b in zip(steps, steps[1:], strict=False):
+        assert a.start_s + a.duration_s == pytest.approx(b.start_s, abs=1e-9)
+        assert a.parent_id == b.parent_id == denoise.id and a.thread == b.thread
+        assert b.id > a.id
+
+
+@BOTH_PATHS
+def test_span_attributes_are_recorded_as_given(cfg: dict[str, object], tmp_path: Path) -> None:
+    with Profiler("attrs", output_dir=str(tmp_path), **cfg) as prof:
+        with prof.span("plain", "call") as a:
+            assert a is not None and a.attributes == {}
+        with prof.span("set-inside", "call") as b:
+            assert b is not None
+            b.attributes["k"] = 1
+        with prof.span("given", "call", x=2):
+            pass
+        with pytest.raises(KeyError), prof.span("failed", "call"):
+            raise KeyError("boom")
+        o = prof.open_span("opened", "block", index=3)
+        prof.close_span(o)
+        for _ in prof.steps(range(2), phase=None):
+            pass
+    by = {(s.name, s.index): s for s in prof.run.spans}
+    assert by[("plain", None)].attributes == {} and by[("set-inside", None)].attributes == {"k": 1}
+    assert by[("given", None)].attributes == {"x": 2}
+    assert by[("failed", None)].attributes == {"error": "KeyError: 'boom'"} and by[("failed", None)].status == "error"
+    assert by[("opened", 3)].attributes == {} and by[("step", 1)].attributes == {}
+    by[("plain", None)].attributes["y"] = 1  # each span has its own dict
+    assert by[("opened", 3)].attributes == {} and by[("step", 0)].attributes == {}
+    by[("plain", None)].attributes.clear()
+    again = load_run(prof.run_path)  # type: ignore[arg-type]
+    assert again.spans == prof.run.spans

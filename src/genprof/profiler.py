@@ -90,16 +90,6 @@ def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None
     return unregister
 
 
-class _Stack(list["_OpenSpan"]):
-    """One thread's open spans, innermost last, with the thread's name (read once per thread)."""
-
-    __slots__ = ("thread",)
-
-    def __init__(self, thread: str) -> None:
-        super().__init__()
-        self.thread = thread
-
-
 class _OpenSpan:
     """A span while it is open, and its ``with`` context manager (one object: less allocation and GC work).
 
@@ -107,14 +97,28 @@ class _OpenSpan:
     Opening is inlined in ``__enter__`` and closing in ``__exit__`` (the hot path: no further
     Python call when the span is host-only); allocator, RSS, energy and NVTX work sits behind one
     flag, ``extra``, and happens in :meth:`Profiler._open_extra` / :meth:`Profiler._close_extra`.
+
+    Hot-path tricks (CPython 3.11 specialises attribute access by type): ``Span`` defines
+    ``__getattr__`` (defaults for unset fields), so every *read* of a Span field goes through a
+    slow generic lookup; the hot path only writes Span fields and reads its own copies here
+    (``kind``, ``id``, ``start``), which are slot reads. Each thread's stack is an exact
+    ``list`` (subscripts of a list subclass are not specialised) whose first item is a root
+    (:func:`_root`): ``stack[-1].id`` is the parent's id, None at top level, with no emptiness
+    test, and ``stack[0].thread`` is the thread's name.
+    When the profiler has no GPU timer and no extras (``Profiler._plain``), ``gpu_start`` and
+    ``extra`` are neither set nor read.
     """
 
-    __slots__ = ("_p", "span", "stack", "gpu_start", "extra",
+    __slots__ = ("_p", "span", "kind", "id", "start", "stack", "thread", "gpu_start", "extra",
                  "energy_start_j", "peak_alloc", "peak_res", "nvtx", "mem")
     _p: Profiler
     span: Span
-    stack: _Stack
-    gpu_start: Any
+    kind: str  # span.kind
+    id: int | None  # span.id; None on a thread's root
+    start: float  # span.start_s
+    stack: list[_OpenSpan]  # the opening thread's stack (root first)
+    thread: str  # set on a thread's root only: the thread's name
+    gpu_start: Any  # these two only when the profiler is not _plain
     extra: bool
     energy_start_j: float | None  # set by the energy reader's thread
     peak_alloc: int | None  # running peaks, set by Profiler._mem_start
@@ -125,20 +129,22 @@ class _OpenSpan:
     def __enter__(self) -> Span:
         p = self._p
         try:
-            stack: _Stack = p._tls.stack
+            stack: list[_OpenSpan] = p._tls.stack
         except AttributeError:
             stack = p._stack()
         self.stack = stack
         span = self.span
-        span.id = next(p._ids)
-        span.parent_id = stack[-1].span.id if stack else None
-        span.thread = stack.thread
-        kind = span.kind
-        self.extra = p._extras and p._open_extra(self, span, kind)
-        span.start_s = _perf_counter() - p._t0
-        self.gpu_start = None if p._timer is None else p._timer.start()
+        span.id = self.id = next(p._ids)
+        span.parent_id = stack[-1].id  # the innermost open span's, or the root's None
+        span.thread = stack[0].thread
+        if p._plain:
+            span.start_s = self.start = _perf_counter() - p._t0
+        else:
+            self.extra = p._extras and p._open_extra(self, span, self.kind)
+            span.start_s = self.start = _perf_counter() - p._t0
+            self.gpu_start = None if p._timer is None else p._timer.start()
         stack.append(self)
-        if kind == "phase":
+        if self.kind == "phase":
             p._progress["phase"] = span.name
         return span
 
@@ -148,13 +154,14 @@ class _OpenSpan:
         # ``with`` block never swallows an exception
         span = self.span
         p = self._p
-        if self.gpu_start is not None:
-            p._timer.stop(span, self.gpu_start)  # type: ignore[union-attr]
-        t_end = _perf_counter() - p._t0
-        span.duration_s = t_end - span.start_s
-        kind = span.kind
-        if self.extra:
-            p._close_extra(self, span, kind)
+        if p._plain:
+            span.duration_s = _perf_counter() - p._t0 - self.start
+        else:
+            if self.gpu_start is not None:
+                p._timer.stop(span, self.gpu_start)  # type: ignore[union-attr]
+            span.duration_s = _perf_counter() - p._t0 - self.start
+            if self.extra:
+                p._close_extra(self, span, self.kind)
         if et is not None:
             if et is GeneratorExit:
                 # a generator holding this span was closed early (a step loop left by break or an error)
@@ -163,25 +170,37 @@ class _OpenSpan:
                 p._span_failed(span, et, ev)
         elif status is not None:
             span.status = status
-        # the stack it was opened on (a hook may close it from another thread)
+        # the stack it was opened on (a hook may close it from another thread); never empty: the root
         stack = self.stack
-        if stack and stack[-1] is self:
+        if stack[-1] is self:
             stack.pop()
         elif self in stack:
             stack.remove(self)
-        p._append_span(span)
-        if kind == "phase" and p._progress["phase"] == span.name:
-            outer = [x.span.name for x in stack if x.span.kind == "phase"]
-            p._progress["phase"] = outer[-1] if outer else None
-        if p._listeners:
+        p._spans.append(span)
+        kind = self.kind
+        if kind == "phase" or kind == "generation":  # _LOGGED_KINDS, spelled out: two cheap compares
+            p._end_logged(span, kind, stack)
+        elif p._listeners:
             for cb in p._listeners:
                 p._notify_one(cb, "span_end", span)
-        if kind in _LOGGED_KINDS and log.isEnabledFor(logging.INFO):
-            _log_span(span)
 
 
 _new = object.__new__
 _perf_counter = time.perf_counter
+
+# _LAZY_ATTRIBUTES: a span opened without attributes leaves Span.attributes unset; the first
+# read creates and stores an empty dict (Span.__getattr__), so what is recorded is the same.
+# The ``**attributes`` dict of the call is then freed at once, back to CPython's dict free list,
+# instead of being kept with every span: half the garbage collector's allocation count per
+# span (the collector runs when that count grows) and less memory.
+
+
+def _root(thread: str) -> _OpenSpan:
+    """The first item of a thread's stack: no span, id None (its children's parent_id), the thread's name."""
+    r = _OpenSpan()
+    r.id = None
+    r.thread = thread
+    return r
 
 
 def _make_open(p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> _OpenSpan:
@@ -193,10 +212,13 @@ def _make_open(p: Profiler, name: str, kind: str, index: int | None, attrs: dict
     span.name = name
     span.kind = kind
     span.index = index
-    span.attributes = attrs
-    o: _OpenSpan = _new(_OpenSpan)
+    if attrs:  # else left unset: it reads as a new {} (see _LAZY_ATTRIBUTES)
+        span.attributes = attrs
+    # _OpenSpan() rather than object.__new__(_OpenSpan): a plain type call, cheaper (it has no __init__)
+    o = _OpenSpan()
     o._p = p
     o.span = span
+    o.kind = kind
     return o
 
 
@@ -287,7 +309,7 @@ class Profiler:
         self.name = name
         self._t0 = time.perf_counter()
         self._ids = itertools.count(1)
-        self._tls = threading.local()  # per-thread stack of open spans (a list, mutated in place)
+        self._tls = threading.local()  # per-thread stack of open spans (a list, mutated in place; root first)
         self._all_stacks: list[list[_OpenSpan]] = []
         self._energy: _EnergyReader | None = None
         self._running = False
@@ -315,6 +337,7 @@ class Profiler:
         self._mem_kinds: frozenset[str] = frozenset()
         self._rss_kinds: frozenset[str] = frozenset()
         self._extras = False
+        self._plain = True  # no GPU timer and no extras: the hot path skips both (set in start)
         self._failure_paths: list[str] = []
         self._abort_path: list[str] | None = None
         self._abort_mark: int | None = None
@@ -342,7 +365,9 @@ class Profiler:
             tags=tags_all,
             config=self.config.to_dict(),
         )
-        self._append_span = self.run.spans.append  # the hot path's one call to record a closed span
+        # the list the hot path appends closed spans to (an attribute holding a bound method is
+        # not a method to CPython 3.11's LOAD_METHOD specialiser; list.append on a list is)
+        self._spans = self.run.spans
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -397,6 +422,8 @@ class Profiler:
             self._rss_kinds = frozenset(_MEMORY_KINDS)
         # whether opening a span does more than host timing (read on every span open)
         self._extras = self._cuda_index is not None or bool(self._rss_kinds) or bool(self._energy_kinds)
+        # fixed while the run goes on (_timer is set by _collect_facts, above): open spans rely on it
+        self._plain = self._timer is None and not self._extras
         self._on = True
         self._setup_sampler()
         if self.config.handle_sigterm:
@@ -654,12 +681,13 @@ class Profiler:
             log.warning("genprof listener %r failed on %s: %s: %s", cb, kind, type(exc).__name__, exc)
 
     # ----------------------------------------------------------------- spans
-    def _stack(self) -> _Stack:
+    def _stack(self) -> list[_OpenSpan]:
+        """This thread's stack of open spans: its root first (see :func:`_root`), innermost last."""
         try:
-            stack: _Stack = self._tls.stack
+            stack: list[_OpenSpan] = self._tls.stack
             return stack
         except AttributeError:
-            st = _Stack(threading.current_thread().name)
+            st = [_root(threading.current_thread().name)]
             self._tls.stack = st
             with self._lock:
                 self._all_stacks.append(st)
@@ -692,29 +720,44 @@ class Profiler:
             mine = self._tls.stack is stack
         except AttributeError:
             mine = False
-        if not self._on or not mine or not stack or stack[-1] is not o:
+        if not self._on or not mine or stack[-1] is not o:
             span = o.span
             self.close_span(o)
             return self.open_span(span.name, span.kind, index=index, **attributes)
         span = o.span
-        kind = span.kind
-        n = _make_open(self, span.name, kind, index, attributes)
-        ns = n.span
-        ns.id = next(self._ids)
+        kind = o.kind
+        # _make_open inlined (a loop's boundary is a hot path); Span fields are written, and read
+        # only where no copy exists on the _OpenSpan (name, parent_id)
+        ns = _new(Span)
+        ns.name = span.name
+        ns.kind = kind
+        ns.index = index
+        if attributes:  # see _LAZY_ATTRIBUTES
+            ns.attributes = attributes
+        n = _OpenSpan()
+        n._p = self
+        n.span = ns
+        n.kind = kind
+        ns.id = n.id = next(self._ids)
         ns.parent_id = span.parent_id
-        ns.thread = span.thread
+        ns.thread = stack[0].thread  # o is on this thread's stack
         n.stack = stack
-        n.gpu_start = None
-        if o.gpu_start is not None:
-            n.gpu_start = self._timer.stop_shared(span, o.gpu_start)  # type: ignore[union-attr]
-        t = _perf_counter() - self._t0
-        span.duration_s = t - span.start_s
-        ns.start_s = t
-        n.extra = o.extra
-        if o.extra:
-            self._boundary_extra(o, n, span, ns, kind)
+        if self._plain:
+            t = _perf_counter() - self._t0
+            span.duration_s = t - o.start
+            ns.start_s = n.start = t
+        else:
+            n.gpu_start = None
+            if o.gpu_start is not None:
+                n.gpu_start = self._timer.stop_shared(span, o.gpu_start)  # type: ignore[union-attr]
+            t = _perf_counter() - self._t0
+            span.duration_s = t - o.start
+            ns.start_s = n.start = t
+            n.extra = o.extra
+            if o.extra:
+                self._boundary_extra(o, n, span, ns, kind)
         stack[-1] = n
-        self._append_span(span)
+        self._spans.append(span)
         if self._listeners:
             for cb in self._listeners:
                 self._notify_one(cb, "span_end", span)
@@ -800,6 +843,17 @@ class Profiler:
             o.__exit__(type(exc), exc, exc.__traceback__)
         return o.span
 
+    def _end_logged(self, span: Span, kind: str, stack: list[_OpenSpan]) -> None:
+        """The end of a phase or generation span (off the hot path): progress, listeners, log line."""
+        if kind == "phase" and self._progress["phase"] == span.name:
+            outer = [x.span.name for x in stack[1:] if x.kind == "phase"]
+            self._progress["phase"] = outer[-1] if outer else None
+        if self._listeners:
+            for cb in self._listeners:
+                self._notify_one(cb, "span_end", span)
+        if log.isEnabledFor(logging.INFO):
+            _log_span(span)
+
     def _span_failed(self, span: Span, et: type[BaseException], exc: BaseException | None) -> None:
         span.status = "error"
         span.attributes.setdefault("error", f"{et.__name__}: {'' if exc is None else exc}"[:500])
@@ -818,10 +872,12 @@ class Profiler:
         span.name = name
         span.kind = kind
         span.index = index
-        span.attributes = attributes
-        o: _OpenSpan = _new(_OpenSpan)
+        if attributes:  # see _LAZY_ATTRIBUTES
+            span.attributes = attributes
+        o = _OpenSpan()
         o._p = self
         o.span = span
+        o.kind = kind
         return o
 
     def phase(self, name: str, **attributes: Any) -> contextlib.AbstractContextManager[Span | None]:
@@ -916,7 +972,7 @@ class Profiler:
         if not self._on:
             return None
         stack = self._stack()
-        ev = Event(name=name, t_s=self.now(), span_id=stack[-1].span.id if stack else None, attributes=attributes)
+        ev = Event(name=name, t_s=self.now(), span_id=stack[-1].id, attributes=attributes)  # the root's: None
         self.run.events.append(ev)
         return ev
 
@@ -1037,7 +1093,7 @@ class Profiler:
             stacks = list(self._all_stacks)
         if any(sp.id is not None and sp.id > mark for sp in self.run.spans):
             return []
-        if any(o.span.id is not None and o.span.id > mark for st in stacks for o in list(st)):
+        if any(o.id is not None and o.id > mark for st in stacks for o in st[1:]):
             return []
         return list(path)
 
@@ -1073,7 +1129,7 @@ class Profiler:
 
     def _close_left_open_spans(self) -> None:
         with self._lock:
-            stacks = [list(st) for st in self._all_stacks]
+            stacks = [st[1:] for st in self._all_stacks]  # each without its root
         for st in stacks:
             for o in reversed(st):
                 self.close_span(o, status="open_at_end")
@@ -1353,10 +1409,10 @@ def _job_id() -> tuple[str | None, str | None]:
 
 
 def _stack_paths(stack: list[_OpenSpan]) -> list[str]:
-    """["generation", "generation/denoise", "generation/denoise/step[3]"] for an open stack."""
+    """["generation", "generation/denoise", "generation/denoise/step[3]"] for a thread's stack (root first)."""
     out: list[str] = []
     cur = ""
-    for o in stack:
+    for o in stack[1:]:
         label = o.span.name if o.span.index is None else f"{o.span.name}[{o.span.index}]"
         cur = f"{cur}/{label}" if cur else label
         out.append(cur)
