@@ -9,7 +9,9 @@ fp32 random init on the GPU then a cast, which leaves the weights' segments part
 inflates reserved by up to 9 GiB; kept to reproduce estimate_h100_uncalibrated.json). All
 components stay resident (offload "none"); then per phase: empty the cache, reset the peak counters, run
 the module once (text encoder; one denoiser call per CFG pass as the pipeline runs it; the VAE
-decode) and read max_memory_allocated / max_memory_reserved. It calls the modules directly
+decode) and read max_memory_allocated / max_memory_reserved. ``--sequence`` then runs the
+three phases again one after another as a pipeline call does (the cache emptied only before
+the first), which is what the whole-call peaks carry. It calls the modules directly
 (no tokenizer, no scheduler), so the estimator's "kept tensors" are allocated here the same
 way (latents, embeddings). Writes every case, the error of every phase, and a refitted
 calibration (``fit_calibration``) to --out.
@@ -104,12 +106,56 @@ def _measure(fn):
     return a, r, dt
 
 
-def run_case(name, model, kw, dev, build="cpu"):
+def _alloc_state():
+    """The caching allocator's current figures: allocated, reserved, segments, inactive split bytes."""
+    st = torch.cuda.memory_stats()
+    return {k: st.get(f"{k}.all.current", 0) for k in ("allocated_bytes", "reserved_bytes", "segment", "inactive_split_bytes")}
+
+
+def _sequence(mods, spec, calls, inputs, vae, z, steps=2):
+    """The phases one after another as a pipeline call runs them: no ``empty_cache`` between them.
+
+    The cache is emptied once before text encoding; the prompt embeddings stay alive through
+    denoising, and each phase's peak counters start from the memory the previous phase left.
+    """
+    out = {}
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.synchronize()
+    with torch.no_grad():
+        torch.cuda.reset_peak_memory_stats()
+        embeds = [mods[c.name](input_ids=torch.zeros(z.shape[0], c.seq_len or 77, dtype=torch.long, device=z.device),
+                               output_hidden_states=c.output_hidden_states) for c in spec.text_encoders]
+        torch.cuda.synchronize()
+        out["text_encode"] = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), _alloc_state())
+        torch.cuda.reset_peak_memory_stats()
+        den = mods[spec.denoiser.name]
+        for _ in range(steps):
+            res = [den(**inputs) for _ in range(calls)]
+            del res
+        torch.cuda.synchronize()
+        out["denoise"] = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), _alloc_state())
+        torch.cuda.reset_peak_memory_stats()
+        img = vae.decode(z, return_dict=False)[0]
+        torch.cuda.synchronize()
+        out["vae_decode"] = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), _alloc_state())
+        del img, embeds
+    return {ph: {"measured_allocated_bytes": a, "measured_reserved_bytes": r, "state_after": st}
+            for ph, (a, r, st) in out.items()}
+
+
+def run_case(name, model, kw, dev, build="cpu", sequence=False):
+    # start from an empty cache, as a fresh process loading one pipeline does: segments cached by
+    # the previous case would otherwise take this case's weights, split and partly free
+    gc.collect()
+    torch.cuda.empty_cache()
+    start = _alloc_state()
     est = estimate(model, **kw)
     spec = get_config(model)
     s = est.settings
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     mods = {}
+    packing = {}
     for c in spec.components:
         cdt = dt[s["vae_dtype"] if c.role == "vae" else s["dtype"]]
         if build == "gpu":
@@ -127,7 +173,9 @@ def run_case(name, model, kw, dev, build="cpu"):
         else:
             mods[c.name] = build_component(c, device="cpu", dtype=cdt).to(dev)
             gc.collect()
-    res = {"case": name, "model": model, "build": build, "settings": s, "predicted": est.to_dict(), "phases": {}}
+        packing[c.name] = _alloc_state()  # cumulative, after this component is on the GPU
+    res = {"case": name, "model": model, "build": build, "settings": s, "predicted": est.to_dict(), "phases": {},
+           "at_start": start, "after_build": packing}
     b = s["batch_size"]
     # kept tensors, as the pipeline holds them
     lat = torch.randn(s["latent_shape"], device=dev, dtype=torch.float32)
@@ -148,6 +196,8 @@ def run_case(name, model, kw, dev, build="cpu"):
     if spec.kind == "image" and z.dim() == 5 and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
         z = z[:, :, 0]  # a 5-D latent for a 2-D image VAE: drop the frame axis
     vd = _measure(lambda: vae.decode(z, return_dict=False)[0])
+    if sequence:
+        res["sequence"] = _sequence(mods, spec, calls, inputs, vae, z)
     for phase, m in (("text_encode", te), ("denoise", dn), ("vae_decode", vd)):
         p = est.phase(phase).to_dict()
         res["phases"][phase] = {
@@ -178,6 +228,31 @@ def _gen(est):
                       vae_dtype=s["vae_dtype"])
 
 
+def rejudge(path: str, out: str) -> None:
+    """Predict every stored case again with the current estimator and compare, without a GPU."""
+    with open(path) as fh:
+        stored = json.load(fh)
+    rows = []
+    for c in stored["cases"]:
+        if "phases" not in c:
+            continue
+        model, kw = CASES[c["case"]]
+        pred = estimate(model, **kw).peak_reserved_bytes
+        phase_peak = max(v["measured_reserved_bytes"] for v in c["phases"].values())
+        row = {"case": c["case"], "predicted_reserved_bytes": pred, "phase_by_phase_reserved_bytes": phase_peak,
+               "error_phase_by_phase_pct": 100 * (pred - phase_peak) / phase_peak}
+        if "sequence" in c:
+            whole = max(v["measured_reserved_bytes"] for v in c["sequence"].values())
+            row.update(whole_call_reserved_bytes=whole, error_whole_call_pct=100 * (pred - whole) / whole)
+        rows.append(row)
+        tail = "" if "sequence" not in c else (f"  whole call {row['whole_call_reserved_bytes'] / 2**30:6.2f} GiB "
+                                               f"err {row['error_whole_call_pct']:+5.1f}%")
+        print(f"{c['case']:28s} predicted {pred / 2**30:6.2f} GiB  phase by phase {phase_peak / 2**30:6.2f} GiB "
+              f"err {row['error_phase_by_phase_pct']:+5.1f}%{tail}")
+    with open(out, "w") as fh:
+        json.dump({"measured": path, "device": stored.get("device"), "cases": rows}, fh, indent=1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -186,13 +261,22 @@ def main() -> None:
                     help="fast: parameters allocated on the CPU without initialisation, moved with .to('cuda') "
                          "like loaded weights, then filled in place on the GPU (default); cpu: random init on "
                          "the CPU, then .to('cuda') (slow); gpu: fp32 init on the GPU then cast (fragments)")
+    ap.add_argument("--sequence", action="store_true",
+                    help="also run the phases one after another without emptying the cache between them, "
+                         "as a pipeline call does, and record each phase's peak (key 'sequence')")
+    ap.add_argument("--rejudge", metavar="FILE", default=None,
+                    help="no GPU: the current estimator's predictions against the measurements stored in FILE "
+                         "(phase by phase, and whole calls where FILE has --sequence data); --out gets the table")
     args = ap.parse_args()
+    if args.rejudge:
+        rejudge(args.rejudge, args.out)
+        return
     dev = torch.device("cuda")
     results = []
     for name in args.cases.split(","):
         model, kw = CASES[name]
         try:
-            r = run_case(name, model, kw, dev, args.build)
+            r = run_case(name, model, kw, dev, args.build, args.sequence)
         except torch.OutOfMemoryError as exc:
             r = {"case": name, "model": model, "error": f"OutOfMemoryError: {str(exc).splitlines()[0]}"}
             gc.collect()
@@ -212,7 +296,13 @@ def main() -> None:
                   f"meas {r['measured_peak_reserved_bytes'] / 2**30:7.2f} GiB err {r['error_reserved_pct']:+6.1f}%  "
                   f"allocated err {r['error_allocated_pct']:+6.1f}%")
             for ph, v in r["phases"].items():
-                print(f"    {ph:12s} reserved err {v['error_reserved_pct']:+6.1f}%  allocated err {v['error_allocated_pct']:+6.1f}%")
+                seq = r.get("sequence", {}).get(ph)
+                tail = "" if seq is None else f"  in sequence: reserved {seq['measured_reserved_bytes'] / 2**30:.2f} GiB"
+                print(f"    {ph:12s} reserved err {v['error_reserved_pct']:+6.1f}%  allocated err {v['error_allocated_pct']:+6.1f}%"
+                      f"  measured reserved {v['measured_reserved_bytes'] / 2**30:.2f} GiB{tail}")
+            for comp, stt in r["after_build"].items():
+                print(f"    after {comp:14s} allocated {stt['allocated_bytes'] / 2**30:6.2f} reserved {stt['reserved_bytes'] / 2**30:6.2f} GiB"
+                      f"  segments {stt['segment']}  inactive split {stt['inactive_split_bytes'] / 2**20:.0f} MiB")
         with open(args.out, "w") as fh:
             json.dump({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "build": args.build, "cases": results,
                        "refit_calibration": fit_calibration([c for c in results if "phases" in c])}, fh, indent=1)

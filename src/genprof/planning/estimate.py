@@ -135,6 +135,15 @@ CALIBRATION: dict[str, float] = {
     # weight churn interleaved with long-lived skip tensors is the suspect); fitted as a fraction of
     # the UNet's weight bytes on the four SDXL group modes of that file (one UNet model: a fit, not a law).
     "group_unet_extra_fraction": 0.33,
+    # Without offloading, a pipeline call never empties the cache between phases, so the segments
+    # denoising left cached stay reserved while the VAE decodes. An image VAE's large 2-D
+    # convolution tensors reuse only part of them: the decode's peak reserved in a whole call
+    # exceeded the same decode from an emptied cache by this fraction of the denoise phase's
+    # predicted cache (its peak reserved less its resident weights): 0.53 / 0.58 / 0.70 / 0.95 for
+    # SD 1.5 / SDXL / SDXL tiled / Flux, mean 0.69 (bench/results/estimate_h100_seq.json, H100,
+    # bench_estimate.py --sequence, session 4). Video VAEs decode frame by frame in small blocks and
+    # reuse the cache: -0.06..+0.05 for CogVideoX, Wan 2.1 81 frames and Wan 2.2 (not applied).
+    "carry_unreused_fraction_vae_decode_image": 0.69,
 }
 
 _CAL_ENV = "GENPROF_CALIBRATION"
@@ -1174,7 +1183,10 @@ def _offload_cache(phases: list[PhaseEstimate], weights: list[ComponentWeights],
       from the denoising phase on (fitted; see :data:`CALIBRATION`).
     """
     mode = gen.offload
-    if mode in ("none", "model"):
+    if mode == "none":
+        _image_decode_carry(phases, spec, cal)
+        return
+    if mode == "model":
         return
     fp8 = gen.layerwise_fp8
     side = max((_side_pool(cw, mode, fp8) for cw in weights), default=0)
@@ -1195,6 +1207,24 @@ def _offload_cache(phases: list[PhaseEstimate], weights: list[ComponentWeights],
         ph.peak_reserved_bytes = int(res + side)
         ph.peak_allocated_bytes = int(ph.peak_allocated_bytes + side)
         freed += int(ph.detail.get("resident_weights_reserved_bytes", 0))
+
+
+def _image_decode_carry(phases: list[PhaseEstimate], spec: ModelSpec, cal: Mapping[str, float]) -> None:
+    """Without offloading: the part of the denoise phase's cache an image VAE's decode cannot reuse (in place).
+
+    See ``carry_unreused_fraction_vae_decode_image`` in :data:`CALIBRATION`. Video VAEs reuse it, and
+    so, by the same frame-by-frame design, is assumed of Qwen-Image's 5-D VAE (not measured).
+    """
+    if spec.kind == "video" or spec.vae.class_name in _VAE_5D:
+        return
+    by = {ph.name: ph for ph in phases}
+    den, dec = by.get("denoise"), by.get("vae_decode")
+    if den is None or dec is None:
+        return
+    cache = max(0, den.peak_reserved_bytes - int(den.detail.get("resident_weights_reserved_bytes", 0)))
+    carried = int(cal["carry_unreused_fraction_vae_decode_image"] * cache)
+    dec.detail = {**dec.detail, "carried_cache_bytes": carried}
+    dec.peak_reserved_bytes = int(dec.peak_reserved_bytes + carried)
 
 
 def _phase(
