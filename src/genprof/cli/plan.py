@@ -15,7 +15,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("plan", help="choose dtype, offloading, VAE tiling, fp8 storage for a VRAM budget")
     add_generation_args(p)
     p.add_argument("--budget", required=True, help="GPU memory budget, e.g. 16GiB or 24GB")
-    p.add_argument("--margin", type=float, default=0.10, help="fraction of the budget kept free (default 0.10)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="fraction of the budget kept free (default 0.08: the estimator's worst measured "
+                        "under-prediction, docs/planning.md)")
     p.add_argument("--step-time", type=float, default=None, help="measured seconds per denoising step, all on GPU")
     p.add_argument("--vae-time", type=float, default=None, help="measured seconds of the VAE decode")
     p.add_argument("--bandwidth", default=None, help="pinned host-to-device bandwidth, e.g. 24GB (per second)")
@@ -25,7 +27,7 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from genprof.planning.plan import TimeModel, plan
+    from genprof.planning.plan import DEFAULT_SAFETY_MARGIN, TimeModel, plan
 
     tm = TimeModel(
         step_time_s=args.step_time,
@@ -35,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     p = plan(
         args.model,
         parse_bytes(args.budget),
-        safety_margin=args.margin,
+        safety_margin=DEFAULT_SAFETY_MARGIN if args.margin is None else args.margin,
         time_model=tm,
         host_ram_bytes=parse_bytes(args.host_ram) if args.host_ram else None,
         height=args.height,
