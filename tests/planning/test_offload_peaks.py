@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 
 from genprof.planning.estimate import estimate
+from genprof.planning.plan import DEFAULT_SAFETY_MARGIN
 
 pytest.importorskip("torch")
 pytest.importorskip("diffusers")
@@ -43,6 +44,8 @@ MEASURED = {
     ("sdxl", "sequential", False): 2732589056,
     ("sdxl", "sequential", True): 2732589056,
     ("sdxl", "model", False): 6043992064,
+    # no offload, whole calls (plan_sdxl_h100_s3.json and _s4.json: the same figure in both runs)
+    ("sdxl", "none", False): 12218007552,
 }
 
 
@@ -52,11 +55,12 @@ def test_predicted_peak_within_band_of_measured(case):
     est = estimate(model, offload=offload, vae_tiling=tiling, **GEN[model])
     measured = MEASURED[case]
     err = (est.peak_reserved_bytes - measured) / measured
-    # under-prediction is what makes a plan run out of memory: at most 10% low in every mode (the old
-    # model was 20-53% low for the group modes); over-prediction (safe side) at most 11% (SDXL sequential
+    # under-prediction is what makes a plan run out of memory: less than the planner's default
+    # margin in every mode (the old model was 20-53% low for the group modes; the worst now is Wan
+    # group_leaf_stream with tiling, -7.9%); over-prediction (safe side) at most 11% (SDXL sequential
     # +10.4%; Wan sequential was +8% / +12% without / with tiling before the leaf-level and video VAE
     # changes, now +4.4% / +7.3%)
-    assert -0.10 <= err <= 0.11, f"{case}: predicted {est.peak_reserved_bytes}, measured {measured}, error {err:+.1%}"
+    assert -DEFAULT_SAFETY_MARGIN < err <= 0.11, f"{case}: predicted {est.peak_reserved_bytes}, measured {measured}, error {err:+.1%}"
 
 
 def test_wan_sequential_fits_8gb_with_the_default_margin():
