@@ -1169,11 +1169,13 @@ def _estimate(spec: ModelSpec, gen: Generation, cal: dict[str, float]) -> Estima
 
 def _offload_cache(phases: list[PhaseEstimate], weights: list[ComponentWeights], spec: ModelSpec, gen: Generation,
                    cal: Mapping[str, float]) -> None:
-    """Carry the allocator's cache from phase to phase (in place) for offload modes that never empty it.
+    """Carry the allocator's cache from phase to phase (in place) where nothing empties it.
 
     Reserved memory only grows during a generation unless someone calls ``empty_cache``; accelerate's
-    model offload does after each offload (``offload="model"``: phases stay independent), diffusers'
-    group offloading and accelerate's sequential offload do not. Three effects, in this order:
+    model offload does after each offload (``offload="model"``: phases stay independent). Without
+    offloading, only an image VAE's decode is raised, by the part of the denoise cache it cannot
+    reuse (:func:`_image_decode_carry`). Diffusers' group offloading and accelerate's sequential
+    offload never empty it either; for them, in this order:
 
     * each phase's peak is at least the previous one's (segments stay reserved);
     * block-level group offloading frees whole components (the unmatched group) after they ran;
@@ -1224,7 +1226,7 @@ def _image_decode_carry(phases: list[PhaseEstimate], spec: ModelSpec, cal: Mappi
     cache = max(0, den.peak_reserved_bytes - int(den.detail.get("resident_weights_reserved_bytes", 0)))
     carried = int(cal["carry_unreused_fraction_vae_decode_image"] * cache)
     dec.detail = {**dec.detail, "carried_cache_bytes": carried}
-    dec.peak_reserved_bytes = int(dec.peak_reserved_bytes + carried)
+    dec.peak_reserved_bytes += carried
 
 
 def _phase(
