@@ -10,7 +10,9 @@ inside the region become ``empty_cache`` events.
 
 :class:`AllocRecorder` has the interface of the estimator's ``LiveBytes`` counter (``add``,
 ``spike``, ``current``, ``peak``, ``ops``), so it can stand in for it in the estimator's dispatch
-mode; :func:`record_allocations` is the standalone entry point. The events feed
+mode; :func:`record_allocations` is the standalone entry point. Unlike that counter, the recorder's
+own mode does not count a view of a pre-existing tensor (``weight.t()`` inside ``F.linear``) as a new
+storage. The events feed
 :func:`genprof.planning.allocator.replay`, which turns them into reserved memory.
 
 Needs torch (imported lazily); nothing here touches CUDA.
@@ -108,6 +110,10 @@ class AllocRecorder:
         ent[2] += 1
         weakref.finalize(t, self._release, key)
 
+    def tracks(self, storage_key: int) -> bool:
+        """Whether the storage with this ``_cdata`` key was allocated in the region and is alive."""
+        return storage_key in self._live
+
     def spike(self, extra: int) -> None:
         """A transient buffer of ``extra`` bytes, allocated and freed at once."""
         if extra <= 0:
@@ -133,6 +139,7 @@ class AllocRecorder:
 @functools.lru_cache(maxsize=1)
 def _recording_mode() -> type:
     torch = _torch()
+    from torch.utils import _pytree as pytree
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class _Record(TorchDispatchMode):
@@ -143,9 +150,18 @@ def _recording_mode() -> type:
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             out = func(*args, **(kwargs or {}))
             self.rec.ops += 1
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor):
-                    self.rec.add(t)
+            outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
+            if not outs:
+                return out
+            # a view of a tensor from before the region (a weight's transpose) shares its storage:
+            # that storage is not new, so it is not an allocation
+            inputs = {int(t.untyped_storage()._cdata) for t in pytree.tree_leaves((args, kwargs))
+                      if isinstance(t, torch.Tensor)}
+            for t in outs:
+                key = int(t.untyped_storage()._cdata)
+                if key in inputs and not self.rec.tracks(key):
+                    continue
+                self.rec.add(t)
             return out
 
     return _Record
