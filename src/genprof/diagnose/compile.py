@@ -28,7 +28,12 @@ _RESUME = re.compile(r"^torch_dynamo_resume_in_(?P<fn>.+)_at_(?P<line>\d+)$")
 
 
 def _first_line(reason: str) -> str:
-    return reason.strip().splitlines()[0].strip() if reason.strip() else reason
+    """The reason's headline, with Dynamo's ``Explanation:`` line when it has one (hints left out)."""
+    lines = [x.strip() for x in reason.strip().splitlines() if x.strip()]
+    if not lines:
+        return reason
+    expl = next((x for x in lines[1:] if x.startswith("Explanation:")), None)
+    return lines[0] if expl is None else f"{lines[0]}: {expl[len('Explanation:'):].strip()}"
 
 
 class CompileWatch:

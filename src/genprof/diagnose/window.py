@@ -25,6 +25,7 @@ import logging
 import os
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -235,7 +236,11 @@ class DiagnoseWindow:
         cuda = torch.cuda.is_available() if self._cuda is None else self._cuda
         self._device = "cuda" if cuda else "cpu"
         acts = [tp.ProfilerActivity.CPU] + ([tp.ProfilerActivity.CUDA] if cuda else [])
-        sched = tp.schedule(wait=0, warmup=self._warmup, active=len(self.spec.steps), repeat=1)
+        with warnings.catch_warnings():
+            # without a warm-up step torch warns that results may skew; the window's first step then
+            # also pays CUPTI's start, which the overhead figure shows
+            warnings.filterwarnings("ignore", message="Profiler won't be using warmup")
+            sched = tp.schedule(wait=0, warmup=self._warmup, active=len(self.spec.steps), repeat=1)
         self.scopes.install()
         try:
             self._prof = self._factory(acts, sched, self._on_ready)
