@@ -176,7 +176,8 @@ def syncs(d: Diagnosis) -> dict[str, Any]:
 def _host_during(d: Diagnosis, a: float, b: float) -> dict[str, Any]:
     frames = [(min(b, f.end_us) - max(a, f.start_us), f.end_us - f.start_us, f.name) for f in d.host_frames
               if f.start_us < b and f.end_us > a]
-    frames.sort(key=lambda x: (-x[0], x[1]))
+    # innermost first: the shortest frame covering at least half of the gap, then the others by overlap
+    frames.sort(key=lambda x: (x[0] < 0.5 * (b - a), x[1] if x[0] >= 0.5 * (b - a) else -x[0]))
     ops = [o.name for o in d.cpu_ops if o.start_us < b and o.end_us > a]
     sync = [r.name for r in d.runtime if r.start_us < b and r.end_us > a]
     return {"frames": [f[2] for f in frames[:3]], "ops": list(dict.fromkeys(ops))[:5], "syncs": sync[:3]}
