@@ -201,7 +201,7 @@ def test_cpu_run_records_cpu_ops_of_the_window_only_and_says_why_gpu_figures_are
 
     m = Tiny()
     with genprof.Profiler("diag-cpu") as p:
-        w = DiagnoseWindow("steps:2-3", modules=m, cuda=False).attach(p)
+        DiagnoseWindow("steps:2-3", modules=m, cuda=False).attach(p)
         x = torch.ones(4, 16)
         for i in p.steps(range(6)):
             with torch.no_grad(), torch.profiler.record_function(f"body{i}"):
