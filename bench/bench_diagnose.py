@@ -1,6 +1,6 @@
 """The diagnose window on real-size random-weight denoisers: its figures checked, its cost measured.
 
-For a Wan 2.1 T2V 1.3B-shaped transformer (480x832, 33 frames -> 21x60x104 latents) and an SD
+For a Wan 2.1 T2V 1.3B-shaped transformer (480x832, 33 frames -> 9x60x104 latents) and an SD
 1.5-size UNet (512x512 -> 64x64 latents), built from genprof's model configs with random
 weights (nothing downloaded), the script runs a hand-written denoise loop (Euler update) in a
 genprof Profiler and reports:
