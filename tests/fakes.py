@@ -184,3 +184,25 @@ def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml
     monkeypatch.setattr(prof_mod, "_allocator_fns", lambda t: (allocator.stats, allocator.reset))
     fake = nvml or FakeNvml()
     monkeypatch.setattr(nvml_mod, "_import_nvml", lambda: fake)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told (pyinstrument's fake time, as a callable).
+
+    Pass it as ``Profiler(..., clock=clock)``; ``clock.advance(0.25)`` inside a span makes the
+    span last exactly 0.25 s, with no real sleep.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, "a monotonic clock does not go back"
+        self.t += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Drop-in for ``time.sleep`` in code under test: advances instead of waiting."""
+        self.advance(seconds)

@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 from genprof._version import __version__
 from genprof.config import ProfilerConfig, load_config
 from genprof.errors import UsageError
+from genprof.lifecycle import notify_started, on_profiler_start
 from genprof.model import (
     DistributedInfo,
     Event,
@@ -62,7 +63,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _current: ContextVar[Profiler | None] = ContextVar("genprof_current_profiler", default=None)
 _active: list[Profiler] = []  # started and not stopped, in start order (process-wide fallback)
 _active_lock = threading.Lock()
-_start_callbacks: list[Callable[[Profiler], None]] = []
 
 _ENERGY_KINDS = {"phases": ("phase", "generation"), "all": ("phase", "generation", "step", "block", "call"), "none": ()}
 _MEMORY_KINDS = ("phase", "generation", "step", "block")
@@ -79,15 +79,13 @@ def current_profiler() -> Profiler | None:
         return _active[-1] if _active else None
 
 
-def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None]:
-    """Call ``callback(profiler)`` whenever a profiler starts. Returns a function that unregisters it."""
-    _start_callbacks.append(callback)
+__all__ = ["Profiler", "current_profiler", "on_profiler_start", "phase", "active_profilers"]
 
-    def unregister() -> None:
-        with contextlib.suppress(ValueError):
-            _start_callbacks.remove(callback)
 
-    return unregister
+def active_profilers() -> list[Profiler]:
+    """The profilers started and not yet stopped in this process, in start order."""
+    with _active_lock:
+        return list(_active)
 
 
 class _OpenSpan:
@@ -138,10 +136,10 @@ class _OpenSpan:
         span.parent_id = stack[-1].id  # the innermost open span's, or the root's None
         span.thread = stack[0].thread
         if p._plain:
-            span.start_s = self.start = _perf_counter() - p._t0
+            span.start_s = self.start = p._clock() - p._t0
         else:
             self.extra = p._extras and p._open_extra(self, span, self.kind)
-            span.start_s = self.start = _perf_counter() - p._t0
+            span.start_s = self.start = p._clock() - p._t0
             self.gpu_start = None if p._timer is None else p._timer.start()
         stack.append(self)
         if self.kind == "phase":
@@ -155,11 +153,11 @@ class _OpenSpan:
         span = self.span
         p = self._p
         if p._plain:
-            span.duration_s = _perf_counter() - p._t0 - self.start
+            span.duration_s = p._clock() - p._t0 - self.start
         else:
             if self.gpu_start is not None:
                 p._timer.stop(span, self.gpu_start)  # type: ignore[union-attr]
-            span.duration_s = _perf_counter() - p._t0 - self.start
+            span.duration_s = p._clock() - p._t0 - self.start
             if self.extra:
                 p._close_extra(self, span, self.kind)
         if et is not None:
@@ -186,7 +184,6 @@ class _OpenSpan:
 
 
 _new = object.__new__
-_perf_counter = time.perf_counter
 
 # _LAZY_ATTRIBUTES: a span opened without attributes leaves Span.attributes unset; the first
 # read creates and stores an empty dict (Span.__getattr__), so what is recorded is the same.
@@ -291,7 +288,10 @@ class Profiler:
     """Collects a :class:`genprof.model.Run`.
 
     ``config`` is a YAML path, a mapping or a :class:`ProfilerConfig`; ``preset`` names
-    ``"dev"`` or ``"prod"``; further keyword arguments override config keys.
+    ``"dev"`` or ``"prod"``; further keyword arguments override config keys. ``clock`` is the
+    monotonic clock in seconds that times every span and event (the sampler's seam; tests
+    pass a fake one). Reports, the console summary and the live view are attached when the
+    profiler starts, by :mod:`genprof.outputs` (see :mod:`genprof.lifecycle`).
     """
 
     def __init__(
@@ -301,13 +301,15 @@ class Profiler:
         tags: dict[str, Any] | None = None,
         config: str | os.PathLike[str] | dict[str, Any] | ProfilerConfig | None = None,
         preset: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
         **config_keys: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError("Profiler name must be a non-empty string")
         self.config = load_config(config, preset=preset, **config_keys)
         self.name = name
-        self._t0 = time.perf_counter()
+        self._clock = clock  # read on the hot path: a plain instance attribute
+        self._t0 = clock()
         self._ids = itertools.count(1)
         self._tls = threading.local()  # per-thread stack of open spans (a list, mutated in place; root first)
         self._all_stacks: list[list[_OpenSpan]] = []
@@ -342,7 +344,6 @@ class Profiler:
         self._abort_path: list[str] | None = None
         self._abort_mark: int | None = None
         self._oom_state: dict[str, Any] | None = None
-        self._live: Any = None
         self._log_handler: logging.Handler | None = None
         self._prev_sigterm: Any = None
         self._token: Any = None
@@ -372,7 +373,7 @@ class Profiler:
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
-        return time.perf_counter() - self._t0
+        return self._clock() - self._t0
 
     @property
     def enabled(self) -> bool:
@@ -406,7 +407,7 @@ class Profiler:
         if self.config.enabled:
             self._setup_log_file()
             self._collect_facts()  # before the clock starts: importing torch is not part of the run
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock()
         now = time.time()
         self.run.started_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         self.run.started_unix_s = now
@@ -430,13 +431,7 @@ class Profiler:
             self._install_sigterm()
         if self.config.output_dir:
             self._write_run_file(partial=True)
-        if self.config.real_time_display:
-            self._start_live()
-        for cb in list(_start_callbacks):
-            try:
-                cb(self)
-            except Exception as exc:  # noqa: BLE001 - a plug-in must not stop the run
-                log.warning("profiler start callback %r failed: %s: %s", cb, type(exc).__name__, exc)
+        notify_started(self)  # genprof.outputs attaches the live view, reports and summary here
         log.info("genprof run %r started (%s)", self.name, self.run.run_id)
         return self
 
@@ -459,11 +454,6 @@ class Profiler:
             self._record_failure(exc)
         if not self.config.enabled:
             return self.run
-        if self._live is not None:
-            try:
-                self._live.stop()
-            except Exception as e:  # noqa: BLE001 - the display must not lose the run
-                log.warning("live view failed to stop: %s", e)
         self._close_left_open_spans()
         if self._sampler is not None:
             self._sampler.stop()
@@ -486,15 +476,12 @@ class Profiler:
         self._fill_sampled_peaks()
         self.run.unavailable.update({f"nvml.{k}": v for k, v in self._nvml.unavailable.items()})
         self._restore_sigterm()
-        for cb in list(self._end_listeners):
-            self._notify_one(cb, "run_end", self.run)
         self._log_usage()
         if self.config.output_dir:
             self._write_run_file(partial=False)
-            if self.config.generate_final_report and self.config.report_format != "none":
-                self._write_reports()
-        if self.config.console_summary:
-            self._console_summary()
+        # after the run file: a failing listener (a report writer) cannot lose it
+        for cb in list(self._end_listeners):
+            self._notify_one(cb, "run_end", self.run)
         if self._host is not None:
             self._host.close()
         if self._rss is not None:
@@ -635,7 +622,7 @@ class Profiler:
             meta[("process", "rss_bytes")] = ("gauge", "resident set size of this process")
         if sources:
             self._sampler = Sampler(
-                sources, t0=self._t0, max_points=cfg.max_data_points, sources_meta=meta,
+                sources, t0=self._t0, clock=self._clock, max_points=cfg.max_data_points, sources_meta=meta,
                 on_samples=self._on_samples if self._sample_listeners else None,
             )
             self._sampler.start()
@@ -743,14 +730,14 @@ class Profiler:
         ns.thread = stack[0].thread  # o is on this thread's stack
         n.stack = stack
         if self._plain:
-            t = _perf_counter() - self._t0
+            t = self._clock() - self._t0
             span.duration_s = t - o.start
             ns.start_s = n.start = t
         else:
             n.gpu_start = None
             if o.gpu_start is not None:
                 n.gpu_start = self._timer.stop_shared(span, o.gpu_start)  # type: ignore[union-attr]
-            t = _perf_counter() - self._t0
+            t = self._clock() - self._t0
             span.duration_s = t - o.start
             ns.start_s = n.start = t
             n.extra = o.extra
@@ -908,23 +895,51 @@ class Profiler:
         return self._loop(iterable, phase, total, name, "step", attributes, self.config.profile_inference_steps)
 
     def blocks(self, iterable: Iterable[Any], phase: str | None = "blocks", *, total: int | None = None,
-               steps_per_block: int | None = None, frames_per_block: int | None = None,
-               name: str = "block", **attributes: Any) -> Iterator[Any]:
+               steps_per_block: int | None = None, output_frames_per_block: int | None = None,
+               latent_frames_per_block: int | None = None, vae_temporal_factor: int | None = None,
+               fps: float | None = None, name: str = "block", frames_per_block: int | None = None,
+               **attributes: Any) -> Iterator[Any]:
         """Like :meth:`steps` for block-diffusion loops: one ``block`` span per item.
 
-        ``frames_per_block`` (output frames each block produces) is stored as the span attribute
-        ``frames``, which throughput analysis uses for blocks/s, latency and deadline misses.
+        Each block span carries the attribute ``frames``: the output (decoded) frames it
+        produces, which throughput analysis uses for blocks/s, latency and deadline misses.
+        Give ``output_frames_per_block``, or ``latent_frames_per_block`` with the causal video
+        VAE's ``vae_temporal_factor`` k: block 0 then decodes to ``1 + k * (n - 1)`` frames and
+        every later block to ``k * n``. ``fps`` (the playback rate the output is meant for) is
+        recorded as the attribute ``fps`` of the enclosing blocks phase span.
+        ``frames_per_block`` is the old name of ``output_frames_per_block`` (deprecated).
         """
+        if frames_per_block is not None:
+            _warn_frames_per_block_once()
+            if output_frames_per_block is None:
+                output_frames_per_block = frames_per_block
+        first_frames = later_frames = output_frames_per_block
+        if latent_frames_per_block is not None:
+            if output_frames_per_block is not None:
+                raise UsageError("pass output_frames_per_block or latent_frames_per_block, not both")
+            if vae_temporal_factor is None:
+                raise UsageError("latent_frames_per_block needs the VAE's temporal compression: pass "
+                                 "vae_temporal_factor= (4 for most causal video VAEs), or pass "
+                                 "output_frames_per_block= instead")
+            n, k = int(latent_frames_per_block), int(vae_temporal_factor)
+            if n < 1 or k < 1:
+                raise UsageError(f"latent_frames_per_block ({n}) and vae_temporal_factor ({k}) must be >= 1")
+            first_frames, later_frames = 1 + k * (n - 1), k * n
         if steps_per_block is not None:
             attributes["steps"] = steps_per_block
-        if frames_per_block is not None:
-            attributes["frames"] = frames_per_block
         if not self._on:
             return iter(iterable)
-        return self._loop(iterable, phase, total, name, "block", attributes, True)
+        phase_attrs = {} if fps is None else {"fps": fps}
+        if first_frames is not None and first_frames != later_frames:
+            return self._loop(iterable, phase, total, name, "block", attributes, True, phase_attrs,
+                              first_frames, later_frames)
+        if first_frames is not None:
+            attributes["frames"] = first_frames
+        return self._loop(iterable, phase, total, name, "block", attributes, True, phase_attrs)
 
     def _loop(self, iterable: Iterable[Any], phase: str | None, total: int | None, name: str, kind: str,
-              attributes: dict[str, Any], per_item: bool) -> Iterator[Any]:
+              attributes: dict[str, Any], per_item: bool, phase_attrs: dict[str, Any] | None = None,
+              first_frames: int | None = None, later_frames: int | None = None) -> Iterator[Any]:
         if total is None and hasattr(iterable, "__len__"):
             with contextlib.suppress(TypeError):
                 total = len(iterable)  # type: ignore[arg-type]
@@ -934,11 +949,13 @@ class Profiler:
                 self._step_scan_pos = len(self.run.spans)
                 self._steps_done = 0
             self._progress["first_step_s"] = self.now()
-        outer = self.phase(phase, total=total) if phase else contextlib.nullcontext()
+        outer = self.phase(phase, total=total, **(phase_attrs or {})) if phase else contextlib.nullcontext()
         with outer:
             o: _OpenSpan | None = None
             try:
                 for i, item in enumerate(iterable):
+                    if later_frames is not None:  # causal VAE: block 0 decodes to fewer frames
+                        attributes = {**attributes, "frames": first_frames if i == 0 else later_frames}
                     if per_item:
                         # one boundary between consecutive items: the previous span ends where
                         # this one starts (producing the next item counts in the previous one)
@@ -1200,26 +1217,6 @@ class Profiler:
         """Where the run file was written, if it was."""
         return self._saved_path
 
-    def _write_reports(self) -> None:
-        from genprof.render.reports import write_reports  # lazy façade; render reads the finished run only
-
-        out = Path(self.config.output_dir or ".")
-        stem = self.default_run_path()
-        try:
-            paths = write_reports(self.run, out, self.config.report_format, stem=stem.stem if stem else None)
-            for p in paths:
-                log.info("genprof report written: %s", p)
-        except Exception as exc:  # noqa: BLE001 - a failing renderer must not lose the run file
-            log.error("report generation failed (%s: %s); the run file is intact", type(exc).__name__, exc)
-
-    def _console_summary(self) -> None:
-        try:
-            from genprof.render.console import print_summary
-
-            print_summary(self.run)
-        except Exception as exc:  # noqa: BLE001 - the summary must not turn a good run into a failure
-            log.error("console summary failed: %s: %s", type(exc).__name__, exc)
-
     def _log_usage(self) -> None:
         st = self.run.usage_statistics()
         from genprof.units import format_bytes, format_seconds
@@ -1311,19 +1308,19 @@ class Profiler:
             "rss_bytes": latest.get("process.rss_bytes"),
         }
 
-    def _start_live(self) -> None:
-        try:
-            from genprof.render.live import LiveView  # lazy façade: the view only reads snapshots
-
-            self._live = LiveView(self.live_snapshot, self.config.display_interval, force=self.config.display_force)
-            self._live.start()
-        except Exception as exc:  # noqa: BLE001 - the display is optional; the run goes on
-            self.run.unavailable["live_view"] = f"{type(exc).__name__}: {exc}"
-            log.warning("live view unavailable: %s", exc)
-            self._live = None
-
 
 # ---------------------------------------------------------------------- helpers
+_frames_alias_warned = False
+
+
+def _warn_frames_per_block_once() -> None:
+    global _frames_alias_warned
+    if not _frames_alias_warned:
+        _frames_alias_warned = True
+        log.warning("Profiler.blocks(frames_per_block=) is deprecated: use output_frames_per_block= "
+                    "(or latent_frames_per_block= with vae_temporal_factor=)")
+
+
 def _module_version(name: str) -> str | None:
     mod = sys.modules.get(name)
     if mod is not None:
