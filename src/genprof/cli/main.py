@@ -13,9 +13,8 @@ import sys
 from collections.abc import Sequence
 
 from genprof._version import __version__
-from genprof.errors import GenprofError
-
 from genprof.cli import aggregate, check, compare, demo, doctor, estimate, history, plan, report, run, summary
+from genprof.errors import GenprofError
 
 # in the order ``genprof --help`` lists them
 SUBCOMMANDS = (demo, run, summary, report, doctor, check, compare, history, aggregate, estimate, plan)
