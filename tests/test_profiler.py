@@ -31,7 +31,7 @@ def test_phases_steps_events_and_nesting() -> None:
                 pass
         for _ in prof.steps(range(4), phase="denoise", timestep_kind="flow"):
             pass
-        for _ in prof.blocks(range(2), steps_per_block=3, frames_per_block=4):
+        for _ in prof.blocks(range(2), steps_per_block=3, output_frames_per_block=4):
             pass
         prof.event("checkpoint_loaded", path="/x")
     run = prof.run
@@ -787,3 +787,58 @@ def test_span_attributes_are_recorded_as_given(cfg: dict[str, object], tmp_path:
     by[("plain", None)].attributes.clear()
     again = load_run(prof.run_path)  # type: ignore[arg-type]
     assert again.spans == prof.run.spans
+
+
+def test_blocks_from_latent_frames_with_a_causal_vae_and_fps() -> None:
+    with Profiler("blk", **QUIET) as prof:
+        for _ in prof.blocks(range(3), latent_frames_per_block=3, vae_temporal_factor=4, fps=16):
+            pass
+    blocks = [s for s in prof.run.spans if s.kind == "block"]
+    (phase,) = [s for s in prof.run.spans if s.kind == "phase"]
+    assert [b.attributes["frames"] for b in blocks] == [9, 12, 12]  # 1 + 4*(3-1), then 4*3
+    assert phase.name == "blocks" and phase.attributes["fps"] == 16 and "fps" not in blocks[0].attributes
+
+
+def test_blocks_latent_frames_without_the_vae_factor_is_a_usage_error() -> None:
+    with Profiler("blk", **QUIET) as prof:
+        with pytest.raises(genprof.UsageError, match="vae_temporal_factor"):
+            prof.blocks(range(2), latent_frames_per_block=3)
+        with pytest.raises(genprof.UsageError, match="not both"):
+            prof.blocks(range(2), latent_frames_per_block=3, vae_temporal_factor=4, output_frames_per_block=12)
+    assert prof.run.spans == []
+
+
+def test_frames_per_block_is_a_deprecated_alias_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    import genprof.profiler as prof_mod
+
+    prof_mod._frames_alias_warned = False
+    with caplog.at_level("WARNING", logger="genprof"), Profiler("blk", **QUIET) as prof:
+        for _ in range(2):
+            for _ in prof.blocks(range(2), frames_per_block=5):
+                pass
+    assert [b.attributes["frames"] for b in prof.run.spans if b.kind == "block"] == [5, 5, 5, 5]
+    assert sum("frames_per_block" in r.getMessage() and "deprecated" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_reports_attach_without_importing_any_renderer(tmp_path: Path) -> None:
+    # the user imports only genprof: the outputs module attached at start writes the reports
+    script = textwrap.dedent(
+        f"""
+        import genprof
+        with genprof.Profiler("plainuser", output_dir={str(tmp_path)!r}, generate_final_report=True,
+                              report_format="json", console_summary=False, handle_sigterm=False) as prof:
+            with prof.phase("p"):
+                pass
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": str(Path(genprof.__file__).parents[1])})
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json"]
+    assert len(list(tmp_path.glob("plainuser-*.report.json"))) == 1
+
+
+def test_run_end_listeners_hear_the_end_after_the_run_file_is_written(tmp_path: Path) -> None:
+    seen: list[bool] = []
+    with Profiler("order", output_dir=str(tmp_path), **QUIET) as prof:
+        prof.subscribe(lambda kind, run: seen.append(load_run(prof.run_path).end.status == "ok"),  # type: ignore[arg-type]
+                       kinds=("run_end",))
+    assert seen == [True]
