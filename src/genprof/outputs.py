@@ -18,15 +18,20 @@ Renderers are imported when first needed, which keeps ``import genprof`` light.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genprof.lifecycle import on_profiler_start
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genprof.model import Run
+    from genprof.profiler import Profiler
 
 log = logging.getLogger("genprof")
 
 
-def attach(prof: Any) -> None:
+def attach(prof: Profiler) -> None:
     """Attach the outputs that ``prof.config`` asks for (see the module docstring)."""
     cfg = prof.config
     if not cfg.enabled:
@@ -39,7 +44,7 @@ def attach(prof: Any) -> None:
         prof.subscribe(lambda kind, run: _console_summary(run), kinds=("run_end",))
 
 
-def _attach_live(prof: Any) -> None:
+def _attach_live(prof: Profiler) -> None:
     try:
         from genprof.render.live import LiveView  # the view only reads snapshots
 
@@ -50,7 +55,7 @@ def _attach_live(prof: Any) -> None:
         log.warning("live view unavailable: %s", exc)
         return
 
-    def stop_live(kind: str, run: Any) -> None:
+    def stop_live(kind: str, run: Run) -> None:
         try:
             live.stop()
         except Exception as e:  # noqa: BLE001 - the display must not lose the run
@@ -59,7 +64,7 @@ def _attach_live(prof: Any) -> None:
     prof.subscribe(stop_live, kinds=("run_end",))
 
 
-def _write_reports(prof: Any, run: Any) -> None:
+def _write_reports(prof: Profiler, run: Run) -> None:
     from genprof.render.reports import write_reports
 
     out = Path(prof.config.output_dir or ".")
@@ -72,7 +77,7 @@ def _write_reports(prof: Any, run: Any) -> None:
         log.error("report generation failed (%s: %s); the run file is intact", type(exc).__name__, exc)
 
 
-def _console_summary(run: Any) -> None:
+def _console_summary(run: Run) -> None:
     try:
         from genprof.render.console import print_summary
 
@@ -81,14 +86,14 @@ def _console_summary(run: Any) -> None:
         log.error("console summary failed: %s: %s", type(exc).__name__, exc)
 
 
-def write_html(run: Any, path: Any, **kwargs: Any) -> Path:
+def write_html(run: Run, path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Write ``run``'s self-contained HTML report to ``path`` (keywords: see ``genprof.render.html.write_html``)."""
     from genprof.render.html import write_html as _write_html
 
     return _write_html(run, path, **kwargs)
 
 
-def write_trace(run: Any, path: Any) -> Path:
+def write_trace(run: Run, path: str | os.PathLike[str]) -> Path:
     """Write ``run`` as a Chrome Trace Event / Perfetto JSON file (open it in ui.perfetto.dev)."""
     from genprof.render.trace import write_trace as _write_trace
 
