@@ -162,9 +162,9 @@ class FakeEvent:
 
 def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml | None = None) -> None:
     """Make the profiler believe a CUDA device 0 exists, backed by the fakes."""
-    from genprof import profiler as prof_mod
     from genprof.probes import nvml as nvml_mod
     from genprof.probes import torch_cuda
+    from genprof.profiler import core as prof_mod
 
     fake_torch = types.SimpleNamespace(
         __version__="0.0-fake",

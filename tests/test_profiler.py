@@ -809,7 +809,7 @@ def test_blocks_latent_frames_without_the_vae_factor_is_a_usage_error() -> None:
 
 
 def test_frames_per_block_is_a_deprecated_alias_warned_once(caplog: pytest.LogCaptureFixture) -> None:
-    import genprof.profiler as prof_mod
+    import genprof.profiler.core as prof_mod
 
     prof_mod._frames_alias_warned = False
     with caplog.at_level("WARNING", logger="genprof"), Profiler("blk", **QUIET) as prof:
