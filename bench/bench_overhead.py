@@ -105,7 +105,7 @@ def attributed(prof: Profiler, loop_s: float, per_span_s: float) -> dict[str, fl
     share = prof._sampler.cpu_share() if prof._sampler is not None else None
     samp = (share or 0.0) * loop_s
     live = 0.0
-    if prof._live is not None:
+    if prof.config.real_time_display and "live_view" not in prof.run.unavailable:  # the view ran
         from genprof.render.live import render_cost
 
         per = render_cost(prof.live_snapshot, repeats=50)["per_refresh_s"]

@@ -67,7 +67,7 @@ def main() -> int:
           f"time to first frame {bt.time_to_first_frame_s:.3f} s, "
           f"deadline misses at {args.fps:g} fps: {bt.deadline_misses}/{bt.blocks}")
     print(f"run file: {prof.run_path}")
-    print(f"report:   {prof.run.to_html(Path(args.out) / 'block-diffusion.html')}")
+    print(f"report:   {genprof.write_html(prof.run, Path(args.out) / 'block-diffusion.html')}")
     return 0
 
 

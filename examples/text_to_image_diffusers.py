@@ -57,7 +57,7 @@ def main() -> int:
         print(f"generation: {g.duration_s:.3f} s, {g.steps} steps, "
               f"{g.steps_per_s:.2f} steps/s, {g.output_frames} image(s)")
     print(f"run file: {prof.run_path}")
-    html = prof.run.to_html(Path(args.out) / "text-to-image.html")
+    html = genprof.write_html(prof.run, Path(args.out) / "text-to-image.html")
     print(f"report:   {html}")
     return 0
 

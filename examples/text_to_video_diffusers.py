@@ -77,7 +77,7 @@ def main() -> int:
         print(f"loaded {e['component']}: RSS {format_bytes(e['rss_bytes'])}, "
               f"GPU allocated {format_bytes(e['allocated_bytes'])}")
     print(f"run file: {prof.run_path}")
-    print(f"report:   {prof.run.to_html(Path(args.out) / 'text-to-video.html')}")
+    print(f"report:   {genprof.write_html(prof.run, Path(args.out) / 'text-to-video.html')}")
     return 0
 
 

@@ -27,11 +27,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _no_profiler_leaks():
     """Every test must stop the profilers it starts (pyinstrument's habit)."""
-    from genprof import profiler as p
+    from genprof.profiler import active_profilers
 
-    before = list(p._active)
+    before = active_profilers()
     yield
-    leaked = [x for x in p._active if x not in before]
+    leaked = [x for x in active_profilers() if x not in before]
     for x in leaked:
         x.stop()
     assert not leaked, f"test left profilers running: {[x.name for x in leaked]}"

@@ -93,6 +93,9 @@ class FakeNvml(types.SimpleNamespace):
 
     def nvmlDeviceGetTotalEnergyConsumption(self, h: dict[str, Any]) -> int:
         self._count("nvmlDeviceGetTotalEnergyConsumption")
+        script = h.get("energy_script")
+        if script:  # scripted readings in mJ, one per call (the last repeats): exact, whatever the timing
+            return int(script.pop(0) if len(script) > 1 else script[0])
         if "watts" in h:  # a counter integrating constant power over real time
             import time
 
@@ -159,9 +162,9 @@ class FakeEvent:
 
 def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml | None = None) -> None:
     """Make the profiler believe a CUDA device 0 exists, backed by the fakes."""
-    from genprof import profiler as prof_mod
     from genprof.probes import nvml as nvml_mod
     from genprof.probes import torch_cuda
+    from genprof.profiler import core as prof_mod
 
     fake_torch = types.SimpleNamespace(
         __version__="0.0-fake",
@@ -184,3 +187,25 @@ def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml
     monkeypatch.setattr(prof_mod, "_allocator_fns", lambda t: (allocator.stats, allocator.reset))
     fake = nvml or FakeNvml()
     monkeypatch.setattr(nvml_mod, "_import_nvml", lambda: fake)
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told (pyinstrument's fake time, as a callable).
+
+    Pass it as ``Profiler(..., clock=clock)``; ``clock.advance(0.25)`` inside a span makes the
+    span last exactly 0.25 s, with no real sleep.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, "a monotonic clock does not go back"
+        self.t += seconds
+
+    def sleep(self, seconds: float) -> None:
+        """Drop-in for ``time.sleep`` in code under test: advances instead of waiting."""
+        self.advance(seconds)

@@ -87,7 +87,7 @@ def test_nvtx_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     pushed: list[str] = []
     alloc = FakeAllocator()
     install_fake_cuda(monkeypatch, alloc)
-    from genprof import profiler as prof_mod
+    from genprof.profiler import core as prof_mod
 
     class FakeNvtx:
         def __init__(self, torch: object) -> None:

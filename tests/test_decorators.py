@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from fakes import FakeClock
 from genprof.decorators import (
     add_profiling_event,
     monitor_generation,
@@ -93,12 +92,14 @@ def test_a_failing_metadata_function_does_not_break_the_call() -> None:
 
 
 def test_monitor_generation_alone_runs_its_own_profiler() -> None:
-    with monitor_generation(model_name="Qwen-Image", num_steps=3, resolution=(1024, 1024), target_time=5.0) as mon:
+    clock = FakeClock()
+    with monitor_generation(model_name="Qwen-Image", num_steps=3, resolution=(1024, 1024), target_time=5.0,
+                            clock=clock) as mon:
         for _ in range(3):
             mon.start_step_timing()
-            time.sleep(0.005)
-            assert mon.end_step_timing() >= 0.004
-    assert mon.generation_time_s is not None and mon.target_met is True
+            clock.advance(1.5)
+            assert mon.end_step_timing() == pytest.approx(1.5)
+    assert mon.generation_time_s == pytest.approx(4.5) and mon.target_met is True
     run = mon.run
     assert run.end.status == "ok" and run.metadata["targets"] == ["generation_time_s<=5.0"]
     gen = [s for s in run.spans if s.kind == "generation"][0]
@@ -107,10 +108,11 @@ def test_monitor_generation_alone_runs_its_own_profiler() -> None:
 
 
 def test_monitor_generation_uses_the_active_profiler() -> None:
-    with Profiler("outer", **QUIET) as prof:
-        with monitor_generation(model_name="m", target_time=0.0) as mon:
-            time.sleep(0.002)
-    assert mon.profiler is prof and mon.target_met is False
+    clock = FakeClock()
+    with Profiler("outer", clock=clock, **QUIET) as prof:
+        with monitor_generation(model_name="m", target_time=1.0) as mon:
+            clock.advance(1.25)
+    assert mon.profiler is prof and mon.target_met is False and mon.generation_time_s == pytest.approx(1.25)
     with pytest.raises(UsageError):
         with Profiler("outer", **QUIET):
             with monitor_generation() as mon:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import genprof
-from fakes import FakeAllocator, FakeEvent, FakeNvml, install_fake_cuda
+from fakes import FakeAllocator, FakeClock, FakeEvent, FakeNvml, install_fake_cuda
 from genprof.model import load_run
 from genprof.profiler import Profiler, current_profiler
 
@@ -31,7 +31,7 @@ def test_phases_steps_events_and_nesting() -> None:
                 pass
         for _ in prof.steps(range(4), phase="denoise", timestep_kind="flow"):
             pass
-        for _ in prof.blocks(range(2), steps_per_block=3, frames_per_block=4):
+        for _ in prof.blocks(range(2), steps_per_block=3, output_frames_per_block=4):
             pass
         prof.event("checkpoint_loaded", path="/x")
     run = prof.run
@@ -55,12 +55,29 @@ def test_phases_steps_events_and_nesting() -> None:
     assert all(s.peak_allocated_bytes is None for s in run.spans)
 
 
-def test_host_durations_are_measured() -> None:
-    with Profiler("t", **QUIET) as prof:
-        with prof.phase("sleep"):
-            time.sleep(0.05)
+def test_host_durations_come_from_the_injected_clock() -> None:
+    clock = FakeClock()
+    with Profiler("t", clock=clock, **QUIET) as prof:
+        clock.advance(0.5)
+        with prof.phase("work"):
+            clock.advance(0.05)
+        ev = prof.event("mark")
+        clock.advance(0.25)
     (s,) = prof.run.spans
-    assert 0.045 <= s.duration_s < 0.5
+    assert s.start_s == pytest.approx(0.5) and s.duration_s == pytest.approx(0.05)
+    assert ev is not None and ev.t_s == pytest.approx(0.55)
+    assert prof.run.duration_s == pytest.approx(0.8)
+
+
+def test_the_default_clock_is_real_time() -> None:
+    # the default clock is time.perf_counter: a span around real work lasts at least that long
+    with Profiler("t", **QUIET) as prof:
+        with prof.phase("busy"):
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 0.002:
+                pass
+    (s,) = prof.run.spans
+    assert s.duration_s >= 0.002
 
 
 def test_eight_threads_no_span_lost_parents_right() -> None:
@@ -146,7 +163,8 @@ def test_a_loop_left_by_break_is_not_blamed_for_a_later_failure(tmp_path: Path) 
 
 
 def test_live_progress_counts_the_current_loops_steps(tmp_path: Path) -> None:
-    with Profiler("progress", output_dir=str(tmp_path), **QUIET) as prof:
+    clock = FakeClock()
+    with Profiler("progress", output_dir=str(tmp_path), clock=clock, **QUIET) as prof:
         for _ in prof.steps(range(3), phase="warmup"):
             pass
         assert prof.live_snapshot()["steps_done"] == 3
@@ -154,10 +172,13 @@ def test_live_progress_counts_the_current_loops_steps(tmp_path: Path) -> None:
             snap = prof.live_snapshot()
             assert snap["steps_done"] == i  # steps of this loop closed so far, the warm-up's not counted
             assert snap["steps_total"] == 4
-            time.sleep(0.01)
+            if i == 1:
+                assert snap["step_rate_per_s"] == pytest.approx(1 / 0.25)  # one step of 0.25 s
+                assert snap["eta_s"] == pytest.approx(3 * 0.25)
+            clock.advance(0.25)
         snap = prof.live_snapshot()
     assert snap["steps_done"] == 4 and snap["eta_s"] == 0
-    assert 0 < snap["step_rate_per_s"] <= 4 / 0.04  # four steps of at least 10 ms each
+    assert snap["step_rate_per_s"] == pytest.approx(4 / 1.0)  # four steps of 0.25 s
 
 
 def test_keyboard_interrupt_is_interrupted(tmp_path: Path) -> None:
@@ -184,11 +205,11 @@ def test_a_file_exists_while_running_and_says_so(tmp_path: Path) -> None:
 def test_sigterm_leaves_an_interrupted_run_file(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
-        import time, genprof
+        import threading, genprof
         with genprof.Profiler("term", output_dir={str(tmp_path)!r}) as prof:
             with prof.phase("denoise"):
                 print("ready", flush=True)
-                time.sleep(30)
+                threading.Event().wait(30)  # until SIGTERM arrives
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
@@ -265,12 +286,23 @@ def test_profile_switches_change_what_is_recorded() -> None:
 
 
 def test_cpu_and_memory_monitor_switches() -> None:
+    # the sampler takes a final reading at stop; CPU percent needs one reading before it
+    # (psutil's "since the last call"), so wait for two ticks of the sampler thread
     with Profiler("m", monitor_cpu_usage=False, cpu_monitor_interval=0.02, handle_sigterm=False) as prof:
-        time.sleep(0.08)
+        pass
     names = {s.name for s in prof.run.series}
     assert "cpu_pct" not in names and "rss_bytes" in names
+    ticks: list[object] = []
+    two = threading.Event()
+
+    def on_tick(kind: str, payload: object) -> None:
+        ticks.append(payload)
+        if len(ticks) >= 2:
+            two.set()
+
     with Profiler("m", monitor_system_memory=False, cpu_monitor_interval=0.02, handle_sigterm=False) as prof:
-        time.sleep(0.08)
+        prof.subscribe(on_tick, kinds=("samples",))
+        assert two.wait(30), "the sampler thread took fewer than two readings"
     names = {s.name for s in prof.run.series}
     assert "cpu_pct" in names and "rss_bytes" not in names and "ram_used_bytes" not in names
 
@@ -278,15 +310,25 @@ def test_cpu_and_memory_monitor_switches() -> None:
 def test_save_raw_data_false_drops_series_from_the_file(tmp_path: Path) -> None:
     with Profiler("raw", output_dir=str(tmp_path), save_raw_data=False, cpu_monitor_interval=0.02,
                   handle_sigterm=False) as prof:
-        time.sleep(0.06)
-    assert prof.run.series  # kept in memory
+        pass
+    assert prof.run.series  # kept in memory (the final reading at stop)
     data = json.loads(prof.run_path.read_text())  # type: ignore[union-attr]
     assert data["series"] == [] and "save_raw_data" in data["unavailable"]["series"]
 
 
 def test_max_data_points_bounds_series() -> None:
-    with Profiler("bound", max_data_points=16, cpu_monitor_interval=0.002, handle_sigterm=False) as prof:
-        time.sleep(0.3)
+    ticks = threading.Event()
+    seen = [0]
+
+    def count(kind: str, payload: object) -> None:
+        seen[0] += 1
+        if seen[0] >= 60:
+            ticks.set()
+
+    with Profiler("bound", max_data_points=16, cpu_monitor_interval=0.001, handle_sigterm=False) as prof:
+        prof.subscribe(count, kinds=("samples",))
+        assert ticks.wait(30), "the sampler thread took fewer than 60 readings"
+    assert prof.run.series
     for s in prof.run.series:
         assert len(s.t_s) <= 18
 
@@ -369,22 +411,26 @@ def test_no_reset_mode_leaves_the_counter_alone(monkeypatch: pytest.MonkeyPatch)
 def test_gpu_time_from_events_and_energy_from_counter(monkeypatch: pytest.MonkeyPatch) -> None:
     alloc = FakeAllocator()
     nv = FakeNvml()
-    nv.devices[0]["watts"] = 200.0  # the fake counter integrates 200 W over real time
+    # the counter's readings, in mJ, in the order they are taken (first in, first out on the
+    # energy thread): run start, denoise start, denoise end, short start, short end, run end
+    nv.devices[0]["energy_script"] = [1_000_000, 1_000_000, 1_060_000, 1_060_000, 1_060_500, 1_061_000]
     install_fake_cuda(monkeypatch, alloc, nv)
     FakeEvent.gpu_clock[0] = 0.0
-    with Profiler("gpu", **QUIET) as prof:
+    clock = FakeClock()
+    with Profiler("gpu", clock=clock, **QUIET) as prof:
         with prof.phase("denoise"):
             FakeEvent.gpu_clock[0] += 250.0  # ms of GPU work
-            time.sleep(0.3)
+            clock.advance(0.3)
         with prof.phase("short"):
-            pass
+            clock.advance(0.01)
+        clock.advance(0.1)
     d, short = prof.run.spans
     assert d.gpu_time_s == pytest.approx(0.25)
-    # read asynchronously on the energy thread: within 10% of power x host duration
-    assert d.energy_j == pytest.approx(200.0 * d.duration_s, rel=0.1) and d.energy_reliable is True
-    assert short.energy_j is not None and short.energy_j < 5.0 and short.energy_reliable is False
-    total = prof.run.metadata["energy"]["total_j"]
-    assert total == pytest.approx(200.0 * prof.run.duration_s, rel=0.1)
+    assert d.duration_s == pytest.approx(0.3) and short.duration_s == pytest.approx(0.01)
+    assert d.energy_j == pytest.approx(60.0) and d.energy_reliable is True  # >= 100 ms
+    assert short.energy_j == pytest.approx(0.5) and short.energy_reliable is False
+    energy = prof.run.metadata["energy"]
+    assert energy["total_j"] == pytest.approx(61.0) and energy["average_power_w"] == pytest.approx(61.0 / 0.41)
     assert prof.run.gpus[0].uuid == "GPU-aaaa" and prof.run.gpus[0].power_limit_w == 700.0
     assert prof.run.software.driver == "580.00"
 
@@ -396,8 +442,7 @@ def test_gpu_sampler_series_and_switches(monkeypatch: pytest.MonkeyPatch) -> Non
     with Profiler("s", gpu_monitor_interval=0.01, monitor_gpu_power=False, monitor_gpu_temperature=False,
                   monitor_cpu_usage=False, monitor_system_memory=False, handle_sigterm=False) as prof:
         alloc.set(7)
-        time.sleep(0.1)
-    names = {(s.device, s.name) for s in prof.run.series}
+    names = {(s.device, s.name) for s in prof.run.series}  # the final reading at stop at least
     assert ("gpu0", "utilization_pct") in names and ("gpu0", "allocated_bytes") in names
     assert ("gpu0", "power_w") not in names and ("gpu0", "temperature_c") not in names
     assert "nvmlDeviceGetPowerUsage" not in nv.calls and "nvmlDeviceGetTemperature" not in nv.calls
@@ -438,24 +483,33 @@ def test_oom_without_cuda_says_why(tmp_path: Path) -> None:
 
 def test_listeners_get_spans_samples_and_the_end() -> None:
     got: list[str] = []
+    sampled = threading.Event()
+
+    def listen(kind: str, payload: object) -> None:
+        got.append(kind)
+        if kind == "samples":
+            sampled.set()
+
     with Profiler("l", cpu_monitor_interval=0.01, handle_sigterm=False) as prof:
-        prof.subscribe(lambda kind, payload: got.append(kind))
+        prof.subscribe(listen)
         with prof.phase("p"):
-            time.sleep(0.05)
+            assert sampled.wait(30), "no samples event from the sampler thread"
     assert "span_end" in got and "samples" in got and got[-1] == "run_end"
 
 
 def test_usage_statistics_on_a_profiled_run() -> None:
-    with Profiler("u", **QUIET) as prof:
+    clock = FakeClock()
+    with Profiler("u", clock=clock, **QUIET) as prof:
         with prof.phase("load"):
-            time.sleep(0.02)
+            clock.advance(0.02)
         for _ in range(2):
             with prof.generation():
                 for _ in prof.steps(range(2)):
-                    time.sleep(0.01)
+                    clock.advance(0.01)
     st = prof.run.usage_statistics()
     assert st["generations"] == 2 and not st["generations_implicit"]
-    assert st["initialization_time_s"] >= 0.02 and st["average_inference_time_s"] >= 0.02
+    assert st["initialization_time_s"] == pytest.approx(0.02)
+    assert st["average_inference_time_s"] == pytest.approx(0.02)
     assert st["device_name"] == "cpu" and st["peak_allocated_bytes"] is None
 
 
@@ -529,33 +583,47 @@ def test_a_failing_iterable_closes_the_open_step() -> None:
 def test_listeners_get_only_the_kinds_they_ask_for() -> None:
     ends: list[str] = []
     alls: list[str] = []
+    sampled = threading.Event()
+
+    def listen_all(kind: str, payload: object) -> None:
+        alls.append(kind)
+        if kind == "samples":
+            sampled.set()
+
     with Profiler("kinds", cpu_monitor_interval=0.01, handle_sigterm=False) as prof:
         prof.subscribe(lambda kind, payload: ends.append(kind), kinds=("run_end",))
-        assert prof._listeners == [] and prof._sample_listeners == []  # nothing per span or per tick
-        assert prof._sampler is not None and prof._sampler._on_samples is None
-        unsub = prof.subscribe(lambda kind, payload: alls.append(kind))
-        assert prof._sampler._on_samples is not None
+        unsub = prof.subscribe(listen_all)
         with prof.phase("p"):
-            time.sleep(0.05)
+            assert sampled.wait(30), "no samples event from the sampler thread"
         unsub()
-        assert prof._sampler._on_samples is None
+        n_before = len(alls)
+        with prof.phase("after"):  # an unsubscribed listener hears nothing more
+            pass
         with pytest.raises(genprof.UsageError, match="unknown listener event kind"):
             prof.subscribe(lambda kind, payload: None, kinds=("spans",))
-    assert ends == ["run_end"]
+    assert ends == ["run_end"]  # no span or sample event for a run_end-only listener
     assert "span_end" in alls and "samples" in alls and "run_end" not in alls
+    assert len(alls) == n_before
 
 
 # the host-only configuration (no GPU timer, allocator, RSS or energy work): the profiler's
-# _plain path; QUIET alone keeps RSS on, the path with extras
+# fast path; QUIET alone keeps RSS on, the path with extras
 HOST_ONLY = {"gpu_timing": False, "memory_tracking": False, "track_rss": False, "energy_spans": "none", **QUIET}
 BOTH_PATHS = pytest.mark.parametrize("cfg", [HOST_ONLY, QUIET], ids=["host-only", "with-extras"])
 
 
-def test_host_only_config_takes_the_plain_path() -> None:
+def test_host_only_config_records_host_time_only() -> None:
     with Profiler("plain", **HOST_ONLY) as prof:
-        assert prof._plain
+        with prof.phase("p"):
+            pass
+    (s,) = prof.run.spans
+    assert s.duration_s is not None and s.rss_start_bytes is None and s.device_index is None
+    assert s.energy_j is None and s.peak_allocated_bytes is None
     with Profiler("rss", track_rss=True, **QUIET) as prof:
-        assert prof._plain is (prof._rss is None)  # RSS reads are extras
+        with prof.phase("p"):
+            pass
+    (s,) = prof.run.spans
+    assert s.rss_start_bytes is not None and s.rss_start_bytes > 0 and s.rss_end_bytes is not None
 
 
 @BOTH_PATHS
@@ -624,8 +692,8 @@ def test_a_span_closed_from_another_thread_in_the_middle_of_the_stack(cfg: dict[
         prof.close_span(inner)
         with prof.span("after", "call"):
             pass
-        assert prof._stack()[1:] == []
     by = {s.name: s for s in prof.run.spans}
+    assert by["after"].parent_id is None  # this thread's stack was empty again
     me = threading.current_thread().name
     assert [s.name for s in prof.run.spans] == ["outer", "child", "inner", "after"]
     assert by["outer"].thread == by["inner"].thread == by["child"].thread == me
@@ -679,9 +747,10 @@ def test_step_loop_boundaries_and_phase_progress(cfg: dict[str, object]) -> None
     with Profiler("loop", **cfg) as prof:
         with prof.phase("outer"):
             for i in prof.steps(range(4), phase="denoise"):
-                assert prof._progress["phase"] == "denoise" and prof._progress["step_index"] == i
-            assert prof._progress["phase"] == "outer"  # back to the enclosing phase
-        assert prof._progress["phase"] is None
+                snap = prof.live_snapshot()
+                assert snap["phase"] == "denoise" and snap["step_index"] == i
+            assert prof.live_snapshot()["phase"] == "outer"  # back to the enclosing phase
+        assert prof.live_snapshot()["phase"] is None
     steps = [s for s in prof.run.spans if s.kind == "step"]
     denoise = next(s for s in prof.run.spans if s.name == "denoise")
     assert [s.index for s in steps] == [0, 1, 2, 3]
@@ -718,3 +787,58 @@ def test_span_attributes_are_recorded_as_given(cfg: dict[str, object], tmp_path:
     by[("plain", None)].attributes.clear()
     again = load_run(prof.run_path)  # type: ignore[arg-type]
     assert again.spans == prof.run.spans
+
+
+def test_blocks_from_latent_frames_with_a_causal_vae_and_fps() -> None:
+    with Profiler("blk", **QUIET) as prof:
+        for _ in prof.blocks(range(3), latent_frames_per_block=3, vae_temporal_factor=4, fps=16):
+            pass
+    blocks = [s for s in prof.run.spans if s.kind == "block"]
+    (phase,) = [s for s in prof.run.spans if s.kind == "phase"]
+    assert [b.attributes["frames"] for b in blocks] == [9, 12, 12]  # 1 + 4*(3-1), then 4*3
+    assert phase.name == "blocks" and phase.attributes["fps"] == 16 and "fps" not in blocks[0].attributes
+
+
+def test_blocks_latent_frames_without_the_vae_factor_is_a_usage_error() -> None:
+    with Profiler("blk", **QUIET) as prof:
+        with pytest.raises(genprof.UsageError, match="vae_temporal_factor"):
+            prof.blocks(range(2), latent_frames_per_block=3)
+        with pytest.raises(genprof.UsageError, match="not both"):
+            prof.blocks(range(2), latent_frames_per_block=3, vae_temporal_factor=4, output_frames_per_block=12)
+    assert prof.run.spans == []
+
+
+def test_frames_per_block_is_a_deprecated_alias_warned_once(caplog: pytest.LogCaptureFixture) -> None:
+    import genprof.profiler.core as prof_mod
+
+    prof_mod._frames_alias_warned = False
+    with caplog.at_level("WARNING", logger="genprof"), Profiler("blk", **QUIET) as prof:
+        for _ in range(2):
+            for _ in prof.blocks(range(2), frames_per_block=5):
+                pass
+    assert [b.attributes["frames"] for b in prof.run.spans if b.kind == "block"] == [5, 5, 5, 5]
+    assert sum("frames_per_block" in r.getMessage() and "deprecated" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_reports_attach_without_importing_any_renderer(tmp_path: Path) -> None:
+    # the user imports only genprof: the outputs module attached at start writes the reports
+    script = textwrap.dedent(
+        f"""
+        import genprof
+        with genprof.Profiler("plainuser", output_dir={str(tmp_path)!r}, generate_final_report=True,
+                              report_format="json", console_summary=False, handle_sigterm=False) as prof:
+            with prof.phase("p"):
+                pass
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "PYTHONPATH": str(Path(genprof.__file__).parents[1])})
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".json"]
+    assert len(list(tmp_path.glob("plainuser-*.report.json"))) == 1
+
+
+def test_run_end_listeners_hear_the_end_after_the_run_file_is_written(tmp_path: Path) -> None:
+    seen: list[bool] = []
+    with Profiler("order", output_dir=str(tmp_path), **QUIET) as prof:
+        prof.subscribe(lambda kind, run: seen.append(load_run(prof.run_path).end.status == "ok"),  # type: ignore[arg-type]
+                       kinds=("run_end",))
+    assert seen == [True]

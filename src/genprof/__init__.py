@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from genprof import outputs as _outputs  # noqa: F401 - registers the report/summary/live-view attachment
 from genprof._version import __version__
 
 # public name -> module that defines it (imported on first access)
@@ -21,6 +22,8 @@ _EXPORTS: dict[str, str] = {
     "Event": "genprof.model",
     "Series": "genprof.model",
     "load_run": "genprof.model",
+    "write_html": "genprof.outputs",
+    "write_trace": "genprof.outputs",
     "ProfilerConfig": "genprof.config",
     "load_config": "genprof.config",
     "monitor_generation": "genprof.decorators",
@@ -73,6 +76,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from genprof.model import Series as Series
     from genprof.model import Span as Span
     from genprof.model import load_run as load_run
+    from genprof.outputs import write_html as write_html
+    from genprof.outputs import write_trace as write_trace
     from genprof.profiler import Profiler as Profiler
     from genprof.profiler import current_profiler as current_profiler
     from genprof.profiler import phase as phase

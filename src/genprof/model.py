@@ -489,17 +489,6 @@ class Run:
 
     # ------------------------------------------------------------- renderers
     # Façades for convenience; the renderers live in genprof.render and read the run only.
-    def to_html(self, path: str | os.PathLike[str], **kwargs: Any) -> Path:
-        """Write the self-contained HTML report (see ``genprof.render.html``)."""
-        from genprof.render import html as _html  # façade: see pyproject's import-linter note
-
-        return _html.write_html(self, path, **kwargs)
-
-    def to_trace(self, path: str | os.PathLike[str]) -> Path:
-        """Write a Chrome Trace Event / Perfetto JSON file (see ``genprof.render.trace``)."""
-        from genprof.render import trace as _trace
-
-        return _trace.write_trace(self, path)
 
 
 def _json_default(o: Any) -> Any:

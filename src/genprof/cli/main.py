@@ -8,27 +8,16 @@ A subcommand module defines ``register(subparsers)`` (adding its parser, with
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from genprof._version import __version__
+from genprof.cli import aggregate, check, compare, demo, doctor, estimate, history, plan, report, run, summary
 from genprof.errors import GenprofError
 
-SUBCOMMANDS = (
-    "demo",
-    "run",
-    "summary",
-    "report",
-    "doctor",
-    "check",
-    "compare",
-    "history",
-    "aggregate",
-    "estimate",
-    "plan",
-)
+# in the order ``genprof --help`` lists them
+SUBCOMMANDS = (demo, run, summary, report, doctor, check, compare, history, aggregate, estimate, plan)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,13 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"genprof {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(f"genprof.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"genprof.cli.{name}":
-                continue  # subcommand not part of this build
-            raise
+    for mod in SUBCOMMANDS:
         mod.register(sub)
     return parser
 

@@ -34,7 +34,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.0f}%"
 
 
-def _num(x: float | None, unit: str, nd: int = 0) -> str:
+def _with_unit(x: float | None, unit: str, nd: int = 0) -> str:
     return "n/a" if x is None else f"{x:.{nd}f} {unit}"
 
 
@@ -77,7 +77,7 @@ def render_snapshot(snap: Snapshot) -> RenderableType:
     gpu = snap.get("gpu") or None
     rows: list[tuple[str, str, str, str]] = [
         ("phase", "n/a" if phase is None else str(phase), "step", "n/a" if step_index is None else str(step_index)),
-        ("steps", f"{done}/{total}" if total else str(done), "rate", _num(rate, "steps/s", 2)),
+        ("steps", f"{done}/{total}" if total else str(done), "rate", _with_unit(rate, "steps/s", 2)),
         (
             "elapsed",
             format_seconds(snap.get("elapsed_s")),
@@ -90,8 +90,8 @@ def render_snapshot(snap: Snapshot) -> RenderableType:
             ("GPU", str(gpu.get("name") or "GPU"), "memory",
              _mem_pair(gpu.get("memory_used_bytes"), gpu.get("memory_total_bytes")))
         )
-        rows.append(("util", _pct(gpu.get("utilization_pct")), "power", _num(gpu.get("power_w"), "W")))
-        rows.append(("temp", _num(gpu.get("temperature_c"), "C"), "", ""))
+        rows.append(("util", _pct(gpu.get("utilization_pct")), "power", _with_unit(gpu.get("power_w"), "W")))
+        rows.append(("temp", _with_unit(gpu.get("temperature_c"), "C"), "", ""))
     else:
         rows.append(("GPU", "n/a", "", ""))
     rows.append(("allocated", format_bytes(snap.get("allocated_bytes")), "reserved", format_bytes(snap.get("reserved_bytes"))))

@@ -9,7 +9,6 @@ report so that the page and the JSON report show the same numbers.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from genprof.analysis.findings import Finding
+from genprof.analysis.rules import run_rules
 from genprof.analysis.summary import energy_total, peak_memory, phase_table
 from genprof.errors import UsageError
 from genprof.model import Run, atomic_write_text
@@ -30,12 +30,6 @@ REPORT_SCHEMA_VERSION = 1
 """Version of the JSON report layout (``<stem>.report.json``); bumped on incompatible changes."""
 
 REPORT_FORMATS = ("html", "json", "both", "none")
-
-NO_RULES_NOTE = (
-    "No analysis rules ran: the module genprof.analysis.rules is not part of this genprof build, "
-    "so this report has no findings. Install a genprof release that includes it."
-)
-
 
 # ---------------------------------------------------------------- summary figures
 def summary_figures(run: Run) -> dict[str, Any]:
@@ -108,20 +102,12 @@ def collect_findings(
 ) -> tuple[list[Finding] | None, str | None]:
     """Findings to show: the given ones, else those of ``genprof.analysis.rules.run_rules``.
 
-    Returns ``(findings, note)``. ``findings`` is ``None`` (with ``note`` saying why) when no
-    rules could run because the rules module is absent from this build.
+    Returns ``(findings, note)``; ``note`` (a reason shown instead of findings) is ``None``
+    here, since the rules are part of genprof and always run.
     """
     if findings is not None:
         return [f if isinstance(f, Finding) else Finding.from_dict(dict(f)) for f in findings], None
-    try:
-        rules = importlib.import_module("genprof.analysis.rules")
-    except ModuleNotFoundError as exc:
-        if exc.name != "genprof.analysis.rules":
-            raise
-        log.debug("genprof.analysis.rules not found; reports have no findings")
-        return None, NO_RULES_NOTE
-    result = rules.run_rules(run)
-    return list(result), None
+    return list(run_rules(run)), None
 
 
 # ------------------------------------------------------------------ JSON report

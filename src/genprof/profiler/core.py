@@ -18,30 +18,26 @@ folding the counter into every open span before each reset. Turn resets off with
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import functools
 import itertools
 import logging
 import os
 import platform
 import signal
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextvars import ContextVar
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 from genprof._version import __version__
 from genprof.config import ProfilerConfig, load_config
 from genprof.errors import UsageError
+from genprof.lifecycle import notify_started
 from genprof.model import (
-    DistributedInfo,
     Event,
     GpuInfo,
     HostInfo,
@@ -52,246 +48,37 @@ from genprof.model import (
 from genprof.probes import host as host_probe
 from genprof.probes import torch_cuda
 from genprof.probes.nvml import NvmlDevice, NvmlProbe
+from genprof.profiler.energy import _ENERGY_RELIABLE_MIN_S, _EnergyReader
+from genprof.profiler.facts import _allocator_fns, _detect_distributed, _job_id, _module_version
+from genprof.profiler.registry import _active, _active_lock, _current
+from genprof.profiler.spans import (
+    _LOGGED_KINDS,
+    _NULL,
+    _log_span,
+    _make_open,
+    _new,
+    _OpenSpan,
+    _root,
+    _stack_paths,
+)
 from genprof.sampler import Readings, Sampler, Source
 from genprof.timing import GpuTimer, Nvtx
 
 log = logging.getLogger("genprof")
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-_current: ContextVar[Profiler | None] = ContextVar("genprof_current_profiler", default=None)
-_active: list[Profiler] = []  # started and not stopped, in start order (process-wide fallback)
-_active_lock = threading.Lock()
-_start_callbacks: list[Callable[[Profiler], None]] = []
-
 _ENERGY_KINDS = {"phases": ("phase", "generation"), "all": ("phase", "generation", "step", "block", "call"), "none": ()}
 _MEMORY_KINDS = ("phase", "generation", "step", "block")
-_ENERGY_RELIABLE_MIN_S = 0.1
 _EVENT_KINDS = ("span_end", "samples", "run_end")
-
-
-def current_profiler() -> Profiler | None:
-    """The profiler active in this context, else the most recently started one still running."""
-    p = _current.get()
-    if p is not None and p._running:
-        return p
-    with _active_lock:
-        return _active[-1] if _active else None
-
-
-def on_profiler_start(callback: Callable[[Profiler], None]) -> Callable[[], None]:
-    """Call ``callback(profiler)`` whenever a profiler starts. Returns a function that unregisters it."""
-    _start_callbacks.append(callback)
-
-    def unregister() -> None:
-        with contextlib.suppress(ValueError):
-            _start_callbacks.remove(callback)
-
-    return unregister
-
-
-class _OpenSpan:
-    """A span while it is open, and its ``with`` context manager (one object: less allocation and GC work).
-
-    The Span it fills stays plain data; the CUDA events, energy reading and running peaks live here.
-    Opening is inlined in ``__enter__`` and closing in ``__exit__`` (the hot path: no further
-    Python call when the span is host-only); allocator, RSS, energy and NVTX work sits behind one
-    flag, ``extra``, and happens in :meth:`Profiler._open_extra` / :meth:`Profiler._close_extra`.
-
-    Hot-path tricks (CPython 3.11 specialises attribute access by type): ``Span`` defines
-    ``__getattr__`` (defaults for unset fields), so every *read* of a Span field goes through a
-    slow generic lookup; the hot path only writes Span fields and reads its own copies here
-    (``kind``, ``id``, ``start``), which are slot reads. Each thread's stack is an exact
-    ``list`` (subscripts of a list subclass are not specialised) whose first item is a root
-    (:func:`_root`): ``stack[-1].id`` is the parent's id, None at top level, with no emptiness
-    test, and ``stack[0].thread`` is the thread's name.
-    When the profiler has no GPU timer and no extras (``Profiler._plain``), ``gpu_start`` and
-    ``extra`` are neither set nor read.
-    """
-
-    __slots__ = ("_p", "span", "kind", "id", "start", "stack", "thread", "gpu_start", "extra",
-                 "energy_start_j", "peak_alloc", "peak_res", "nvtx", "mem")
-    _p: Profiler
-    span: Span
-    kind: str  # span.kind
-    id: int | None  # span.id; None on a thread's root
-    start: float  # span.start_s
-    stack: list[_OpenSpan]  # the opening thread's stack (root first)
-    thread: str  # set on a thread's root only: the thread's name
-    gpu_start: Any  # these two only when the profiler is not _plain
-    extra: bool
-    energy_start_j: float | None  # set by the energy reader's thread
-    peak_alloc: int | None  # running peaks, set by Profiler._mem_start
-    peak_res: int | None
-    nvtx: bool  # set by Profiler._open_extra
-    mem: bool
-
-    def __enter__(self) -> Span:
-        p = self._p
-        try:
-            stack: list[_OpenSpan] = p._tls.stack
-        except AttributeError:
-            stack = p._stack()
-        self.stack = stack
-        span = self.span
-        span.id = self.id = next(p._ids)
-        span.parent_id = stack[-1].id  # the innermost open span's, or the root's None
-        span.thread = stack[0].thread
-        if p._plain:
-            span.start_s = self.start = _perf_counter() - p._t0
-        else:
-            self.extra = p._extras and p._open_extra(self, span, self.kind)
-            span.start_s = self.start = _perf_counter() - p._t0
-            self.gpu_start = None if p._timer is None else p._timer.start()
-        stack.append(self)
-        if self.kind == "phase":
-            p._progress["phase"] = span.name
-        return span
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None,
-                 status: str | None = None) -> None:
-        # also the body of Profiler.close_span, which passes ``status``; returns None so that a
-        # ``with`` block never swallows an exception
-        span = self.span
-        p = self._p
-        if p._plain:
-            span.duration_s = _perf_counter() - p._t0 - self.start
-        else:
-            if self.gpu_start is not None:
-                p._timer.stop(span, self.gpu_start)  # type: ignore[union-attr]
-            span.duration_s = _perf_counter() - p._t0 - self.start
-            if self.extra:
-                p._close_extra(self, span, self.kind)
-        if et is not None:
-            if et is GeneratorExit:
-                # a generator holding this span was closed early (a step loop left by break or an error)
-                span.status = "aborted"
-            else:
-                p._span_failed(span, et, ev)
-        elif status is not None:
-            span.status = status
-        # the stack it was opened on (a hook may close it from another thread); never empty: the root
-        stack = self.stack
-        if stack[-1] is self:
-            stack.pop()
-        elif self in stack:
-            stack.remove(self)
-        p._spans.append(span)
-        kind = self.kind
-        if kind == "phase" or kind == "generation":  # _LOGGED_KINDS, spelled out: two cheap compares
-            p._end_logged(span, kind, stack)
-        elif p._listeners:
-            for cb in p._listeners:
-                p._notify_one(cb, "span_end", span)
-
-
-_new = object.__new__
-_perf_counter = time.perf_counter
-
-# _LAZY_ATTRIBUTES: a span opened without attributes leaves Span.attributes unset; the first
-# read creates and stores an empty dict (Span.__getattr__), so what is recorded is the same.
-# The ``**attributes`` dict of the call is then freed at once, back to CPython's dict free list,
-# instead of being kept with every span: half the garbage collector's allocation count per
-# span (the collector runs when that count grows) and less memory.
-
-
-def _root(thread: str) -> _OpenSpan:
-    """The first item of a thread's stack: no span, id None (its children's parent_id), the thread's name."""
-    r = _OpenSpan()
-    r.id = None
-    r.thread = thread
-    return r
-
-
-def _make_open(p: Profiler, name: str, kind: str, index: int | None, attrs: dict[str, Any]) -> _OpenSpan:
-    """A new, not yet entered span (no ``__init__`` frames: the hot path sets the fields itself).
-
-    The Span gets its id, parent, thread and start time when it is entered.
-    """
-    span = _new(Span)
-    span.name = name
-    span.kind = kind
-    span.index = index
-    if attrs:  # else left unset: it reads as a new {} (see _LAZY_ATTRIBUTES)
-        span.attributes = attrs
-    # _OpenSpan() rather than object.__new__(_OpenSpan): a plain type call, cheaper (it has no __init__)
-    o = _OpenSpan()
-    o._p = p
-    o.span = span
-    o.kind = kind
-    return o
-
-
-class _NullCM:
-    """The shared no-op context manager returned when profiling is off.
-
-    ``__enter__`` and ``__exit__`` are C functions, not Python methods: a ``with`` statement
-    looks them up on the type, and built-in methods do not bind to the instance, so entering
-    calls ``{}.clear()`` (returns None: ``with ... as x`` gives None) and leaving calls
-    ``"".format(exc_type, exc, tb)`` (returns "", false: an exception propagates). Neither
-    runs a Python frame, which halves the cost of a disabled span.
-    """
-
-    __slots__ = ()
-    __enter__ = {}.clear
-    __exit__ = "".format
-
-
-_NULL: Any = _NullCM()
-
-
-class _EnergyReader:
-    """Reads NVML's total-energy counter on its own thread, in request order.
-
-    A read takes about 4 ms on an H100; doing it on the caller's thread would stall the
-    launch of GPU work at every phase edge. Requests are served first in, first out, so a
-    span's start reading always precedes its end reading; :meth:`drain` waits for all.
-    """
-
-    def __init__(self, read: Callable[[], float | None]) -> None:
-        import queue
-
-        self._read = read
-        self._q: queue.SimpleQueue[tuple[_OpenSpan, bool] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._loop, name="genprof-energy", daemon=True)
-        self._thread.start()
-
-    def request_start(self, o: _OpenSpan) -> None:
-        self._q.put((o, True))
-
-    def request_end(self, o: _OpenSpan) -> None:
-        self._q.put((o, False))
-
-    def _loop(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is None:
-                return
-            o, is_start = item
-            try:
-                v = self._read()
-            except Exception as exc:  # noqa: BLE001 - energy is optional; the run goes on
-                log.warning("energy read failed: %s: %s", type(exc).__name__, exc)
-                v = None
-            if is_start:
-                o.energy_start_j = v
-            elif v is not None and o.energy_start_j is not None:
-                span = o.span
-                span.energy_j = max(0.0, v - o.energy_start_j)
-                span.energy_reliable = (span.duration_s or 0.0) >= _ENERGY_RELIABLE_MIN_S
-
-    def drain(self) -> None:
-        self._q.put(None)
-        self._thread.join(timeout=30.0)
-        if self._thread.is_alive():
-            log.warning("energy reader did not finish within 30 s; some span energies are missing")
 
 
 class Profiler:
     """Collects a :class:`genprof.model.Run`.
 
     ``config`` is a YAML path, a mapping or a :class:`ProfilerConfig`; ``preset`` names
-    ``"dev"`` or ``"prod"``; further keyword arguments override config keys.
+    ``"dev"`` or ``"prod"``; further keyword arguments override config keys. ``clock`` is the
+    monotonic clock in seconds that times every span and event (the sampler's seam; tests
+    pass a fake one). Reports, the console summary and the live view are attached when the
+    profiler starts, by :mod:`genprof.outputs` (see :mod:`genprof.lifecycle`).
     """
 
     def __init__(
@@ -301,13 +88,15 @@ class Profiler:
         tags: dict[str, Any] | None = None,
         config: str | os.PathLike[str] | dict[str, Any] | ProfilerConfig | None = None,
         preset: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
         **config_keys: Any,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise UsageError("Profiler name must be a non-empty string")
         self.config = load_config(config, preset=preset, **config_keys)
         self.name = name
-        self._t0 = time.perf_counter()
+        self._clock = clock  # read on the hot path: a plain instance attribute
+        self._t0 = clock()
         self._ids = itertools.count(1)
         self._tls = threading.local()  # per-thread stack of open spans (a list, mutated in place; root first)
         self._all_stacks: list[list[_OpenSpan]] = []
@@ -342,7 +131,6 @@ class Profiler:
         self._abort_path: list[str] | None = None
         self._abort_mark: int | None = None
         self._oom_state: dict[str, Any] | None = None
-        self._live: Any = None
         self._log_handler: logging.Handler | None = None
         self._prev_sigterm: Any = None
         self._token: Any = None
@@ -372,7 +160,7 @@ class Profiler:
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
         """Seconds since the run started (monotonic)."""
-        return time.perf_counter() - self._t0
+        return self._clock() - self._t0
 
     @property
     def enabled(self) -> bool:
@@ -406,7 +194,7 @@ class Profiler:
         if self.config.enabled:
             self._setup_log_file()
             self._collect_facts()  # before the clock starts: importing torch is not part of the run
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock()
         now = time.time()
         self.run.started_at = datetime.fromtimestamp(now, timezone.utc).isoformat()
         self.run.started_unix_s = now
@@ -430,13 +218,7 @@ class Profiler:
             self._install_sigterm()
         if self.config.output_dir:
             self._write_run_file(partial=True)
-        if self.config.real_time_display:
-            self._start_live()
-        for cb in list(_start_callbacks):
-            try:
-                cb(self)
-            except Exception as exc:  # noqa: BLE001 - a plug-in must not stop the run
-                log.warning("profiler start callback %r failed: %s: %s", cb, type(exc).__name__, exc)
+        notify_started(self)  # genprof.outputs attaches the live view, reports and summary here
         log.info("genprof run %r started (%s)", self.name, self.run.run_id)
         return self
 
@@ -459,11 +241,6 @@ class Profiler:
             self._record_failure(exc)
         if not self.config.enabled:
             return self.run
-        if self._live is not None:
-            try:
-                self._live.stop()
-            except Exception as e:  # noqa: BLE001 - the display must not lose the run
-                log.warning("live view failed to stop: %s", e)
         self._close_left_open_spans()
         if self._sampler is not None:
             self._sampler.stop()
@@ -486,15 +263,12 @@ class Profiler:
         self._fill_sampled_peaks()
         self.run.unavailable.update({f"nvml.{k}": v for k, v in self._nvml.unavailable.items()})
         self._restore_sigterm()
-        for cb in list(self._end_listeners):
-            self._notify_one(cb, "run_end", self.run)
         self._log_usage()
         if self.config.output_dir:
             self._write_run_file(partial=False)
-            if self.config.generate_final_report and self.config.report_format != "none":
-                self._write_reports()
-        if self.config.console_summary:
-            self._console_summary()
+        # after the run file: a failing listener (a report writer) cannot lose it
+        for cb in list(self._end_listeners):
+            self._notify_one(cb, "run_end", self.run)
         if self._host is not None:
             self._host.close()
         if self._rss is not None:
@@ -635,7 +409,7 @@ class Profiler:
             meta[("process", "rss_bytes")] = ("gauge", "resident set size of this process")
         if sources:
             self._sampler = Sampler(
-                sources, t0=self._t0, max_points=cfg.max_data_points, sources_meta=meta,
+                sources, t0=self._t0, clock=self._clock, max_points=cfg.max_data_points, sources_meta=meta,
                 on_samples=self._on_samples if self._sample_listeners else None,
             )
             self._sampler.start()
@@ -743,14 +517,14 @@ class Profiler:
         ns.thread = stack[0].thread  # o is on this thread's stack
         n.stack = stack
         if self._plain:
-            t = _perf_counter() - self._t0
+            t = self._clock() - self._t0
             span.duration_s = t - o.start
             ns.start_s = n.start = t
         else:
             n.gpu_start = None
             if o.gpu_start is not None:
                 n.gpu_start = self._timer.stop_shared(span, o.gpu_start)  # type: ignore[union-attr]
-            t = _perf_counter() - self._t0
+            t = self._clock() - self._t0
             span.duration_s = t - o.start
             ns.start_s = n.start = t
             n.extra = o.extra
@@ -908,23 +682,51 @@ class Profiler:
         return self._loop(iterable, phase, total, name, "step", attributes, self.config.profile_inference_steps)
 
     def blocks(self, iterable: Iterable[Any], phase: str | None = "blocks", *, total: int | None = None,
-               steps_per_block: int | None = None, frames_per_block: int | None = None,
-               name: str = "block", **attributes: Any) -> Iterator[Any]:
+               steps_per_block: int | None = None, output_frames_per_block: int | None = None,
+               latent_frames_per_block: int | None = None, vae_temporal_factor: int | None = None,
+               fps: float | None = None, name: str = "block", frames_per_block: int | None = None,
+               **attributes: Any) -> Iterator[Any]:
         """Like :meth:`steps` for block-diffusion loops: one ``block`` span per item.
 
-        ``frames_per_block`` (output frames each block produces) is stored as the span attribute
-        ``frames``, which throughput analysis uses for blocks/s, latency and deadline misses.
+        Each block span carries the attribute ``frames``: the output (decoded) frames it
+        produces, which throughput analysis uses for blocks/s, latency and deadline misses.
+        Give ``output_frames_per_block``, or ``latent_frames_per_block`` with the causal video
+        VAE's ``vae_temporal_factor`` k: block 0 then decodes to ``1 + k * (n - 1)`` frames and
+        every later block to ``k * n``. ``fps`` (the playback rate the output is meant for) is
+        recorded as the attribute ``fps`` of the enclosing blocks phase span.
+        ``frames_per_block`` is the old name of ``output_frames_per_block`` (deprecated).
         """
+        if frames_per_block is not None:
+            _warn_frames_per_block_once()
+            if output_frames_per_block is None:
+                output_frames_per_block = frames_per_block
+        first_frames = later_frames = output_frames_per_block
+        if latent_frames_per_block is not None:
+            if output_frames_per_block is not None:
+                raise UsageError("pass output_frames_per_block or latent_frames_per_block, not both")
+            if vae_temporal_factor is None:
+                raise UsageError("latent_frames_per_block needs the VAE's temporal compression: pass "
+                                 "vae_temporal_factor= (4 for most causal video VAEs), or pass "
+                                 "output_frames_per_block= instead")
+            n, k = int(latent_frames_per_block), int(vae_temporal_factor)
+            if n < 1 or k < 1:
+                raise UsageError(f"latent_frames_per_block ({n}) and vae_temporal_factor ({k}) must be >= 1")
+            first_frames, later_frames = 1 + k * (n - 1), k * n
         if steps_per_block is not None:
             attributes["steps"] = steps_per_block
-        if frames_per_block is not None:
-            attributes["frames"] = frames_per_block
         if not self._on:
             return iter(iterable)
-        return self._loop(iterable, phase, total, name, "block", attributes, True)
+        phase_attrs = {} if fps is None else {"fps": fps}
+        if first_frames is not None and first_frames != later_frames:
+            return self._loop(iterable, phase, total, name, "block", attributes, True, phase_attrs,
+                              first_frames, later_frames)
+        if first_frames is not None:
+            attributes["frames"] = first_frames
+        return self._loop(iterable, phase, total, name, "block", attributes, True, phase_attrs)
 
     def _loop(self, iterable: Iterable[Any], phase: str | None, total: int | None, name: str, kind: str,
-              attributes: dict[str, Any], per_item: bool) -> Iterator[Any]:
+              attributes: dict[str, Any], per_item: bool, phase_attrs: dict[str, Any] | None = None,
+              first_frames: int | None = None, later_frames: int | None = None) -> Iterator[Any]:
         if total is None and hasattr(iterable, "__len__"):
             with contextlib.suppress(TypeError):
                 total = len(iterable)  # type: ignore[arg-type]
@@ -934,11 +736,13 @@ class Profiler:
                 self._step_scan_pos = len(self.run.spans)
                 self._steps_done = 0
             self._progress["first_step_s"] = self.now()
-        outer = self.phase(phase, total=total) if phase else contextlib.nullcontext()
+        outer = self.phase(phase, total=total, **(phase_attrs or {})) if phase else contextlib.nullcontext()
         with outer:
             o: _OpenSpan | None = None
             try:
                 for i, item in enumerate(iterable):
+                    if later_frames is not None:  # causal VAE: block 0 decodes to fewer frames
+                        attributes = {**attributes, "frames": first_frames if i == 0 else later_frames}
                     if per_item:
                         # one boundary between consecutive items: the previous span ends where
                         # this one starts (producing the next item counts in the previous one)
@@ -1200,26 +1004,6 @@ class Profiler:
         """Where the run file was written, if it was."""
         return self._saved_path
 
-    def _write_reports(self) -> None:
-        from genprof.render.reports import write_reports  # lazy façade; render reads the finished run only
-
-        out = Path(self.config.output_dir or ".")
-        stem = self.default_run_path()
-        try:
-            paths = write_reports(self.run, out, self.config.report_format, stem=stem.stem if stem else None)
-            for p in paths:
-                log.info("genprof report written: %s", p)
-        except Exception as exc:  # noqa: BLE001 - a failing renderer must not lose the run file
-            log.error("report generation failed (%s: %s); the run file is intact", type(exc).__name__, exc)
-
-    def _console_summary(self) -> None:
-        try:
-            from genprof.render.console import print_summary
-
-            print_summary(self.run)
-        except Exception as exc:  # noqa: BLE001 - the summary must not turn a good run into a failure
-            log.error("console summary failed: %s: %s", type(exc).__name__, exc)
-
     def _log_usage(self) -> None:
         st = self.run.usage_statistics()
         from genprof.units import format_bytes, format_seconds
@@ -1311,112 +1095,17 @@ class Profiler:
             "rss_bytes": latest.get("process.rss_bytes"),
         }
 
-    def _start_live(self) -> None:
-        try:
-            from genprof.render.live import LiveView  # lazy façade: the view only reads snapshots
-
-            self._live = LiveView(self.live_snapshot, self.config.display_interval, force=self.config.display_force)
-            self._live.start()
-        except Exception as exc:  # noqa: BLE001 - the display is optional; the run goes on
-            self.run.unavailable["live_view"] = f"{type(exc).__name__}: {exc}"
-            log.warning("live view unavailable: %s", exc)
-            self._live = None
-
 
 # ---------------------------------------------------------------------- helpers
-def _module_version(name: str) -> str | None:
-    mod = sys.modules.get(name)
-    if mod is not None:
-        return str(getattr(mod, "__version__", None))
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+_frames_alias_warned = False
 
 
-def _allocator_fns(torch: Any) -> tuple[Callable[[int], tuple[int, int, int, int]], Callable[[int], Any]]:
-    """Fast readers of (allocated, peak allocated, reserved, peak reserved) and the peak reset."""
-    raw = getattr(torch._C, "_cuda_memoryStats", None)
-    if raw is not None:
-
-        def stats(idx: int) -> tuple[int, int, int, int]:
-            s = raw(idx)
-            a = s["allocated_bytes"]["all"]
-            r = s["reserved_bytes"]["all"]
-            return int(a["current"]), int(a["peak"]), int(r["current"]), int(r["peak"])
-    else:  # pragma: no cover - older or future torch without the private accessor
-
-        def stats(idx: int) -> tuple[int, int, int, int]:
-            return (
-                int(torch.cuda.memory_allocated(idx)), int(torch.cuda.max_memory_allocated(idx)),
-                int(torch.cuda.memory_reserved(idx)), int(torch.cuda.max_memory_reserved(idx)),
-            )
-
-    reset = getattr(torch._C, "_cuda_resetPeakMemoryStats", None) or torch.cuda.reset_peak_memory_stats
-    return stats, reset
-
-
-def _detect_distributed(torch: Any | None) -> DistributedInfo | None:
-    try:
-        if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
-            lr = os.environ.get("LOCAL_RANK")
-            return DistributedInfo(
-                rank=int(torch.distributed.get_rank()), world_size=int(torch.distributed.get_world_size()),
-                local_rank=int(lr) if lr and lr.isdigit() else None, backend=str(torch.distributed.get_backend()),
-            )
-    except (RuntimeError, ValueError) as exc:
-        log.debug("torch.distributed state unreadable: %s", exc)
-    r, w = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
-    if r and w and r.isdigit() and w.isdigit():
-        lr = os.environ.get("LOCAL_RANK")
-        return DistributedInfo(rank=int(r), world_size=int(w), local_rank=int(lr) if lr and lr.isdigit() else None,
-                               source="environment (RANK, WORLD_SIZE)")
-    return None
-
-
-_LOGGED_KINDS = frozenset(("phase", "generation"))
-
-
-def _log_span(span: Span) -> None:
-    """Seed 000's log line: a stage's time and the memory after it."""
-    from genprof.units import format_bytes, format_seconds
-
-    parts = [f"{span.kind} {span.name!r} ended ({span.status}) after {format_seconds(span.duration_s)}"]
-    if span.allocated_end_bytes is not None:
-        parts.append(f"allocated {format_bytes(span.allocated_end_bytes)}, reserved "
-                     f"{format_bytes(span.reserved_end_bytes)}, peak {format_bytes(span.peak_allocated_bytes)}")
-    if span.rss_end_bytes is not None:
-        parts.append(f"RSS {format_bytes(span.rss_end_bytes)}")
-    log.info("; ".join(parts))
-
-
-def _job_id() -> tuple[str | None, str | None]:
-    """An id shared by every rank of one distributed job, and where it came from (docs/analysis.md)."""
-    env = os.environ
-    rid = env.get("TORCHELASTIC_RUN_ID")
-    if env.get("GENPROF_JOB_ID"):
-        return env["GENPROF_JOB_ID"], "GENPROF_JOB_ID"
-    if rid and rid.lower() != "none":
-        return rid, "TORCHELASTIC_RUN_ID"
-    if env.get("SLURM_JOB_ID"):
-        step = f".{env['SLURM_STEP_ID']}" if env.get("SLURM_STEP_ID") else ""
-        return env["SLURM_JOB_ID"] + step, "SLURM_JOB_ID"
-    if env.get("MASTER_ADDR") and env.get("MASTER_PORT"):
-        return f"{env['MASTER_ADDR']}:{env['MASTER_PORT']}", "MASTER_ADDR:MASTER_PORT"
-    return None, None
-
-
-def _stack_paths(stack: list[_OpenSpan]) -> list[str]:
-    """["generation", "generation/denoise", "generation/denoise/step[3]"] for a thread's stack (root first)."""
-    out: list[str] = []
-    cur = ""
-    for o in stack[1:]:
-        label = o.span.name if o.span.index is None else f"{o.span.name}[{o.span.index}]"
-        cur = f"{cur}/{label}" if cur else label
-        out.append(cur)
-    return out
+def _warn_frames_per_block_once() -> None:
+    global _frames_alias_warned
+    if not _frames_alias_warned:
+        _frames_alias_warned = True
+        log.warning("Profiler.blocks(frames_per_block=) is deprecated: use output_frames_per_block= "
+                    "(or latent_frames_per_block= with vae_temporal_factor=)")
 
 
 def _window_max(ts: list[float], vs: list[float], start: float, end: float) -> tuple[float, float] | None:
@@ -1430,57 +1119,3 @@ def _window_max(ts: list[float], vs: list[float], start: float, end: float) -> t
     return ts[k], vs[k]
 
 
-# ------------------------------------------------------------------ phase decorator
-class phase:  # noqa: N801 - used as @genprof.phase("name") and with genprof.phase("name")
-    """``@genprof.phase("vae_decode")`` on a function, or ``with genprof.phase("x"):``.
-
-    Uses the profiler active in the current context; does nothing when none is active.
-    """
-
-    def __init__(self, name: str, kind: str = "phase", **attributes: Any) -> None:
-        self.name = name
-        self.kind = kind
-        self.attributes = attributes
-        self._cms: list[contextlib.AbstractContextManager[Any]] = []
-
-    def __call__(self, fn: F) -> F:
-        name, kind, attrs = self.name, self.kind, self.attributes
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            prof = current_profiler()
-            if prof is None:
-                return fn(*args, **kwargs)
-            cm = prof.phase(name, **attrs) if kind == "phase" else prof.span(name, kind, **attrs)
-            with cm:
-                return fn(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    def __enter__(self) -> Span | None:
-        prof = current_profiler()
-        cm: contextlib.AbstractContextManager[Any]
-        if prof is None:
-            cm = contextlib.nullcontext()
-        elif self.kind == "phase":
-            cm = prof.phase(self.name, **self.attributes)
-        else:
-            cm = prof.span(self.name, self.kind, **self.attributes)
-        self._cms.append(cm)
-        return cm.__enter__()
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> bool | None:
-        return self._cms.pop().__exit__(et, ev, tb)
-
-
-def _stop_all_at_exit() -> None:
-    with _active_lock:
-        left = list(_active)
-    for p in reversed(left):
-        try:
-            p.stop(SystemExit("interpreter exited while the profiler was running"))
-        except Exception as exc:  # noqa: BLE001 - best effort at interpreter exit
-            log.error("could not finish genprof run %r at exit: %s", p.name, exc)
-
-
-atexit.register(_stop_all_at_exit)
