@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -114,8 +115,8 @@ class Span:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Span:
-        return _build(cls, d, "span")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "span") -> Span:
+        return _build(cls, d, what)
 
 
 _DICT = object()
@@ -143,8 +144,8 @@ class Event:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Event:
-        return _build(cls, d, "event")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "event") -> Event:
+        return _build(cls, d, what)
 
 
 @dataclass
@@ -178,10 +179,10 @@ class Series:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Series:
-        s = _build(cls, d, "series")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "series") -> Series:
+        s = _build(cls, d, what)
         if len(s.t_s) != len(s.values):
-            raise ValueError(f"series {s.name!r}: {len(s.t_s)} times but {len(s.values)} values")
+            raise ValueError(f"{what} {s.name!r}: {len(s.t_s)} times but {len(s.values)} values")
         return s
 
     @property
@@ -214,8 +215,8 @@ class GpuInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GpuInfo:
-        return _build(cls, d, "gpu")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "gpu") -> GpuInfo:
+        return _build(cls, d, what)
 
 
 @dataclass
@@ -270,8 +271,8 @@ class DistributedInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DistributedInfo:
-        return _build(cls, d, "distributed")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "distributed") -> DistributedInfo:
+        return _build(cls, d, what)
 
 
 @dataclass
@@ -456,17 +457,19 @@ class Run:
                 name=_req(d, "name", str),
                 run_id=_req(d, "run_id", str),
                 started_at=_req(d, "started_at", str),
-                started_unix_s=float(_req(d, "started_unix_s", (int, float))),
-                duration_s=_opt_num(d.get("duration_s")),
+                started_unix_s=_unix_time(_req(d, "started_unix_s", (int, float))),
+                duration_s=_opt_num(d.get("duration_s"), "duration_s"),
                 tags=_dict(d.get("tags", {}), "tags"),
                 config=_dict(d.get("config", {}), "config"),
                 software=SoftwareInfo.from_dict(_dict(d.get("software", {}), "software")),
                 host=HostInfo.from_dict(_dict(d.get("host", {}), "host")),
-                gpus=[GpuInfo.from_dict(g) for g in _list(d.get("gpus", []), "gpus")],
+                gpus=[GpuInfo.from_dict(g, what=f"gpus[{i}]") for i, g in enumerate(_list(d.get("gpus", []), "gpus"))],
                 distributed=None if dist is None else DistributedInfo.from_dict(dist),
-                spans=[Span.from_dict(s) for s in _list(d.get("spans", []), "spans")],
-                events=[Event.from_dict(e) for e in _list(d.get("events", []), "events")],
-                series=[Series.from_dict(s) for s in _list(d.get("series", []), "series")],
+                spans=[Span.from_dict(s, what=f"spans[{i}]") for i, s in enumerate(_list(d.get("spans", []), "spans"))],
+                events=[Event.from_dict(e, what=f"events[{i}]")
+                        for i, e in enumerate(_list(d.get("events", []), "events"))],
+                series=[Series.from_dict(s, what=f"series[{i}]")
+                        for i, s in enumerate(_list(d.get("series", []), "series"))],
                 unavailable={str(k): str(v) for k, v in _dict(d.get("unavailable", {}), "unavailable").items()},
                 end=EndState.from_dict(_dict(d.get("end", {}), "end")),
                 metadata=_dict(d.get("metadata", {}), "metadata"),
@@ -474,7 +477,7 @@ class Run:
             )
         except RunFileError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise RunFileError(f"{source}: damaged genprof run file: {exc}") from exc
         return run
 
@@ -514,17 +517,27 @@ def _json_default(o: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    The temporary file is created with ``os.open(..., 0o666)``, so the kernel gives it the
+    mode a plain ``open()`` would (the umask and any default ACL applied): the process umask
+    is never read or changed (changing it, even briefly, races with other threads creating files).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise FileExistsError(f"could not create a temporary file next to {path}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.fchmod(fh.fileno(), 0o666 & ~mask)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -565,7 +578,7 @@ def loads_run(data: bytes | str, *, source: str = "<string>") -> Run:
     if not text.strip():
         raise RunFileError(f"{source}: empty file, not a genprof run file")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except _NonFinite as exc:
         raise RunFileError(f"{source}: holds {exc.args[0]}, which genprof never writes: not a genprof run file") from None
     except json.JSONDecodeError as exc:
@@ -574,6 +587,10 @@ def loads_run(data: bytes | str, *, source: str = "<string>") -> Run:
         raise RunFileError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}{hint}") from exc
     except RecursionError as exc:
         raise RunFileError(f"{source}: JSON nested too deeply to be a genprof run file") from exc
+    except ValueError as exc:  # Python's limit on integer literals (4,300 digits)
+        raise RunFileError(f"{source}: holds a number genprof cannot read ({exc}); not a genprof run file") from None
+    if _SURROGATE_ESCAPE.search(text):
+        obj = _escape_lone_surrogates(obj)
     return Run.from_dict(obj, source=source)
 
 
@@ -585,6 +602,39 @@ class _NonFinite(ValueError):
 def _reject_constant(name: str) -> Any:
     """Python's JSON parser accepts NaN and Infinity, which are not JSON and never in a run file."""
     raise _NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number such as ``1e400`` reads as infinity: refused like ``Infinity``."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise _NonFinite(f"the number {text[:40]} (out of the range of a float)")
+    return v
+
+
+# a \uD800-\uDFFF escape in the JSON text: the only way a lone surrogate gets into a run file's
+# strings (raw surrogates are not valid UTF-8 and are refused when the bytes are decoded)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _escape_lone_surrogates(obj: Any) -> Any:
+    """Replace lone surrogates in every string and key by their ``\\udxxx`` text.
+
+    JSON joins a valid surrogate pair into one character; a lone one cannot be encoded as UTF-8,
+    so reports and the console would fail on it. It is kept, visibly, as the six characters of its
+    escape (a string that genprof wrote from a file name with undecodable bytes stays readable).
+    """
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return obj
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, list):
+        return [_escape_lone_surrogates(x) for x in obj]
+    if isinstance(obj, dict):
+        return {_escape_lone_surrogates(k): _escape_lone_surrogates(v) for k, v in obj.items()}
+    return obj
 
 
 def _max_or_none(values: list[Any]) -> float | None:
@@ -601,14 +651,22 @@ def _req(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
     return v
 
 
-def _opt_num(v: Any) -> float | None:
+def _opt_num(v: Any, name: str) -> float | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"expected a number or null, got {type(v).__name__}")
-    if not math.isfinite(v):
-        raise ValueError(f"expected a finite number, got {v}")
-    return float(v)
+        raise TypeError(f"{name!r} must be a number or null, got {type(v).__name__}")
+    return _check_float(v, repr(name), name)
+
+
+_MAX_UNIX_S = 32503680000.0  # 3000-01-01: a start time past it is a damaged file, not a date to print
+
+
+def _unix_time(v: int | float) -> float:
+    x = _check_float(v, "'started_unix_s'", "started_unix")
+    if not 0 <= x < _MAX_UNIX_S:
+        raise ValueError(f"'started_unix_s' is {x:g}, not a time between 1970 and 3000")
+    return x
 
 
 def _dict(v: Any, what: str) -> dict[str, Any]:
@@ -625,9 +683,40 @@ def _list(v: Any, what: str) -> list[Any]:
 
 _NUMERIC = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bool,)}
 
+MAX_SECONDS = 1e9
+"""Largest time or duration (seconds, about 31 years) a run file may hold; more is a damaged file."""
+
+_MAX_INT = 2**63 - 1  # every integer genprof writes (ids, indexes, byte counts) fits in 64 bits
+_NON_NEGATIVE_S = frozenset({"duration_s", "gpu_time_s"})
+
+
+def _check_float(v: int | float, where: str, name: str) -> float:
+    """``v`` as a finite float within the range its field allows, else ValueError naming the field."""
+    try:
+        x = float(v)
+    except OverflowError:
+        raise ValueError(f"{where} is an integer of {len(str(abs(int(v))))} digits, out of the range of a float") \
+            from None
+    if not math.isfinite(x):
+        raise ValueError(f"{where} is {x}, not a finite number")
+    if name.endswith("_s"):
+        if abs(x) > MAX_SECONDS:
+            raise ValueError(f"{where} is {x:g} s, beyond {MAX_SECONDS:g} s: not a time genprof records")
+        if name in _NON_NEGATIVE_S and x < 0:
+            raise ValueError(f"{where} is {x:g} s; a duration is never negative")
+    return x
+
+
+def _check_int(v: int, where: str, name: str) -> int:
+    if abs(v) > _MAX_INT:
+        raise ValueError(f"{where} is an integer of {len(str(abs(v)))} digits, beyond 64 bits")
+    if name.endswith("_bytes") and v < 0:
+        raise ValueError(f"{where} is {v}; a byte count is never negative")
+    return v
+
 
 def _build(cls: Any, d: Any, what: str) -> Any:
-    """Build dataclass ``cls`` from mapping ``d``, checking scalar field types."""
+    """Build dataclass ``cls`` from mapping ``d``, checking scalar field types and numeric ranges."""
     if not isinstance(d, Mapping):
         raise TypeError(f"{what} must be an object, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
@@ -644,9 +733,9 @@ def _build(cls: Any, d: Any, what: str) -> Any:
                 if not ok:
                     raise TypeError(f"{what}.{k} must be {base}, got {type(v).__name__}")
                 if base == "float":
-                    v = float(v)
-                    if not math.isfinite(v):
-                        raise ValueError(f"{what}.{k} is not finite")
+                    v = _check_float(v, f"{what}.{k}", k)
+                elif base == "int":
+                    v = _check_int(v, f"{what}.{k}", k)
             elif base.startswith("dict") and not isinstance(v, dict):
                 raise TypeError(f"{what}.{k} must be an object, got {type(v).__name__}")
             elif base.startswith("list"):
@@ -656,7 +745,7 @@ def _build(cls: Any, d: Any, what: str) -> Any:
                     bad = [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))]
                     if bad:
                         raise TypeError(f"{what}.{k} holds a non-number: {bad[0]!r}")
-                    v = [float(x) for x in v]
+                    v = [_check_float(x, f"{what}.{k}[{n}]", k) for n, x in enumerate(v)]
                 elif base == "list[str]":
                     v = [str(x) for x in v]
         elif "None" not in t and k in known and f.default is not None:
