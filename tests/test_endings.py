@@ -204,3 +204,32 @@ def test_sigterm_while_writing_reports_says_which_outputs_were_not_written(tmp_p
     assert any("html" in str(k) for k in missing), missing
     assert "SIGTERM" in json.dumps(missing)
     assert "not written" in stderr and ".html" in stderr
+
+
+@pytest.mark.xfail(strict=True, reason="needs profiler wiring: Profiler.stop() reads Sampler.failure() into "
+                   "metadata['sampler_failure'], unavailable['sampler'] and a 'sampler_failed' event")
+def test_a_sampler_that_dies_is_recorded_in_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from genprof import Profiler
+    from genprof.probes import host
+
+    died = threading.Event()
+
+    def garbage_read(self: object, *, cpu: bool = True, memory: bool = True) -> dict[str, object]:
+        died.set()
+        return {"cpu_pct": "not a number"}  # the sampler's float() fails: its thread ends
+
+    monkeypatch.setattr(host.HostProbe, "read", garbage_read)
+    with Profiler("sampler-dies", monitor_cpu_usage=True, cpu_monitor_interval=0.01) as prof:
+        assert died.wait(10.0)
+        with prof.phase("work"):
+            pass
+    run = prof.run
+    fail = run.metadata["sampler_failure"]
+    assert 0 <= fail["at_s"] <= run.duration_s
+    assert "ValueError" in fail["reason"] and "not a number" in fail["reason"]
+    assert "not a number" in run.unavailable["sampler"]
+    (ev,) = [e for e in run.events if e.name == "sampler_failed"]
+    assert ev.t_s == pytest.approx(fail["at_s"]) and ev.attributes["reason"] == fail["reason"]
+    assert run.end.status == "ok"  # the run itself went on; the file says what was lost
