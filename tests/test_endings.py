@@ -177,7 +177,7 @@ STOP_SCRIPT = textwrap.dedent("""
         return original(*args, **kwargs)
 
     reports.write_reports = blocking_write_reports
-    with Profiler("endings", output_dir=sys.argv[1], report_format="html") as prof:
+    with Profiler("endings", output_dir=sys.argv[1], generate_final_report=True, report_format="html") as prof:
         with prof.phase("work"):
             pass
 """)
