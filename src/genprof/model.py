@@ -393,7 +393,8 @@ class Run:
             [s.peak_reserved_bytes for s in self.spans]
             + [v for ser in self.series_named("reserved_bytes") for v in ser.values]
         )
-        fin = self.metadata.get("final_memory", {})
+        fin = self.metadata.get("final_memory")
+        fin = fin if isinstance(fin, dict) else {}
         return {
             "initialization_time_s": init,
             "generations": len(times),
@@ -402,8 +403,8 @@ class Run:
             "peak_reserved_bytes": None if peak_res is None else int(peak_res),
             "average_inference_time_s": (sum(times) / len(times)) if times else None,
             "total_inference_time_s": sum(times) if times else None,
-            "current_allocated_bytes": fin.get("allocated_bytes"),
-            "current_reserved_bytes": fin.get("reserved_bytes"),
+            "current_allocated_bytes": _int_or_none(fin.get("allocated_bytes")),
+            "current_reserved_bytes": _int_or_none(fin.get("reserved_bytes")),
             "device_name": self.gpus[0].name if self.gpus else "cpu",
         }
 
@@ -472,7 +473,7 @@ class Run:
                         for i, s in enumerate(_list(d.get("series", []), "series"))],
                 unavailable={str(k): str(v) for k, v in _dict(d.get("unavailable", {}), "unavailable").items()},
                 end=EndState.from_dict(_dict(d.get("end", {}), "end")),
-                metadata=_dict(d.get("metadata", {}), "metadata"),
+                metadata=_check_metadata(_dict(d.get("metadata", {}), "metadata")),
                 schema_version=version,
             )
         except RunFileError:
@@ -635,6 +636,43 @@ def _escape_lone_surrogates(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {_escape_lone_surrogates(k): _escape_lone_surrogates(v) for k, v in obj.items()}
     return obj
+
+
+# metadata keys the profiler writes with a fixed shape, which reports read: (type, numeric sub-keys)
+_METADATA_SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "energy": (dict, ("total_j", "average_power_w")),
+    "final_memory": (dict, ("allocated_bytes", "reserved_bytes")),
+    "generations": (list, ()),
+    "sampler_missed_ticks": (dict, ()),
+}
+
+
+def _check_metadata(md: dict[str, Any]) -> dict[str, Any]:
+    """The shape of the metadata entries genprof itself writes; free-form entries are kept as they are."""
+    for key, (typ, numeric) in _METADATA_SHAPES.items():
+        if key not in md or md[key] is None:
+            continue
+        v = md[key]
+        if not isinstance(v, typ):
+            raise TypeError(f"metadata.{key} must be {'an object' if typ is dict else 'a list'}, "
+                            f"got {type(v).__name__}")
+        for sub in numeric:
+            x = v.get(sub)
+            if x is not None:
+                if isinstance(x, bool) or not isinstance(x, (int, float)):
+                    raise TypeError(f"metadata.{key}.{sub} must be a number or null, got {type(x).__name__}")
+                _check_float(x, f"metadata.{key}.{sub}", sub)
+        if typ is list and any(not isinstance(x, dict) for x in v):
+            raise TypeError(f"metadata.{key} must be a list of objects")
+    share = md.get("sampler_cpu_share")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))):
+        raise TypeError(f"metadata.sampler_cpu_share must be a number or null, got {type(share).__name__}")
+    return md
+
+
+def _int_or_none(v: Any) -> int | None:
+    """A byte count read from free-form metadata: an int, else None (a damaged value is not shown)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_INT else None
 
 
 def _max_or_none(values: list[Any]) -> float | None:
