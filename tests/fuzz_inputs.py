@@ -158,6 +158,11 @@ def _bomb(levels: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+_CFG_GOOD = {"enabled": ["true", "false"], "gpu_monitor_interval": ["0.5", "1", "0.01"],
+             "cpu_monitor_interval": ["2", "0.25"], "display_interval": ["1.0"], "report_format": ["json", "both"],
+             "max_data_points": ["100", "20000"], "output_dir": ["./out", "null"], "session_tags": ["{a: 1, b: [x]}"],
+             "targets": ["{generation_time_s: 5}"], "preset": ["dev", "prod"], "device_index": ["0", "null"],
+             "energy_spans": ["all", "none"], "nvtx": ["true"]}
 _CFG_KEYS = ["enabled", "gpu_monitor_interval", "cpu_monitor_interval", "display_interval", "report_format",
              "max_data_points", "output_dir", "session_tags", "targets", "preset", "device_index", "energy_spans",
              "nvtx", "unknown_key", "profiling"]
@@ -174,7 +179,10 @@ def mutate_config(rng: random.Random) -> bytes:
         return _bomb(rng.randint(1, 9)).encode()
     lines = rng.choice(BASE_CONFIGS).splitlines()
     for _ in range(rng.randint(1, 4)):
-        line = f"{rng.choice(_CFG_KEYS)}: {rng.choice(_CFG_VALUES)}"
+        key = rng.choice(_CFG_KEYS)
+        good = _CFG_GOOD.get(key)
+        value = rng.choice(good) if good and rng.random() < 0.6 else rng.choice(_CFG_VALUES)
+        line = f"{key}: {value}"
         if lines and rng.random() < 0.5:
             lines[rng.randrange(len(lines))] = line
         else:
