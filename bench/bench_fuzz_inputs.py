@@ -52,7 +52,7 @@ def main() -> int:
     t_start = time.perf_counter()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        for i in range(args.runs):
+        for _ in range(args.runs):
             data = F.mutate_run(rng, rng.choice(bases))
             if len(samples) < args.subprocess and rng.random() < 2 * args.subprocess / max(args.runs, 1):
                 samples.append(data)
@@ -65,7 +65,7 @@ def main() -> int:
                 examples.setdefault(key, traceback.format_exc()[-1500:])
             slowest = max(slowest, time.perf_counter() - t0)
         t_runs = time.perf_counter() - t_start
-        for i in range(args.configs):
+        for _ in range(args.configs):
             data = F.mutate_config(rng)
             t0 = time.perf_counter()
             try:

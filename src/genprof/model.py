@@ -652,10 +652,10 @@ def _check_metadata(md: dict[str, Any]) -> dict[str, Any]:
     for key, (typ, numeric) in _METADATA_SHAPES.items():
         if key not in md or md[key] is None:
             continue
-        v = md[key]
-        if not isinstance(v, typ):
+        if not isinstance(md[key], typ):
             raise TypeError(f"metadata.{key} must be {'an object' if typ is dict else 'a list'}, "
-                            f"got {type(v).__name__}")
+                            f"got {type(md[key]).__name__}")
+        v: Any = md[key]
         for sub in numeric:
             x = v.get(sub)
             if x is not None:
