@@ -251,9 +251,11 @@ class Sampler:
     def _fail(self, exc: BaseException) -> None:
         """Record why sampling stopped (the first failure only) and say so in the log."""
         try:
-            t_rel = self.clock() - self.t0
-        except Exception:  # noqa: BLE001 - the clock itself failed: the time is unknown
-            t_rel = math.nan
+            t_rel = float(self.clock() - self.t0)
+        except Exception:  # noqa: BLE001 - the injected clock itself failed: the process clock instead
+            t_rel = time.perf_counter() - self.t0
+        if not math.isfinite(t_rel):
+            t_rel = time.perf_counter() - self.t0
         reason = f"{type(exc).__name__}: {exc}"[:500]
         if self._failure is None:
             self._failure = (t_rel, reason)
