@@ -109,8 +109,10 @@ BILLION_LAUGHS = "\n".join(
     [
         (BILLION_LAUGHS, ["alias *a", "write the value out"]),
         ("session_tags: {a: &x 1, b: *x}\n", ["alias *x"]),
-        ("session_tags:\n  x: " + "[" * 5000 + "]" * 5000 + "\n", ["too deeply"]),
+        ("session_tags:\n  x: " + "[" * 5000 + "]" * 5000 + "\n", ["nested more than 40 deep"]),
         ("session_tags:\n  x: " + "[" * 40 + "]" * 40 + "\n", ["more than 32 deep"]),
+        ("session_tags:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 60)) + " " * 60 + "v: 1\n",
+         ["nested more than 40 deep"]),
         ("preset: [dev]\n", ["unknown preset ['dev']", "one name"]),
         ("preset: {dev: 1}\n", ["unknown preset"]),
         ("gpu_monitor_interval: 0.5\nnvtx: true\ngpu_monitor_interval: 1\n", ["'gpu_monitor_interval' twice", "line 1"]),

@@ -225,6 +225,8 @@ def _set(path: str, raw: str):
         ("duration_s", "-3", ["duration_s", "never negative"]),
         ("metadata", '{"energy": {"total_j": "lots"}}', ["metadata.energy.total_j", "number"]),
         ("metadata", '{"final_memory": 3}', ["metadata.final_memory"]),
+        ("end", '{"status": "oom", "oom": {"reserved_bytes": 1' + "0" * 400 + '}}', ["end.oom.reserved_bytes", "64 bits"]),
+        ("end", '{"status": "oom", "oom": {"allocated_bytes": "x"}}', ["end.oom.allocated_bytes", "integer"]),
     ],
 )
 def test_hostile_numbers_raise_run_file_error_naming_the_field(path: str, raw: str, fragments: list[str]) -> None:

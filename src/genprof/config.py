@@ -197,6 +197,9 @@ def _depth(value: Any, limit: int = MAX_VALUE_DEPTH + 1) -> int:
     return deepest
 
 
+_MAX_YAML_DEPTH = MAX_VALUE_DEPTH + 8  # a value's depth plus the keys above it (profiling:, session_tags:)
+
+
 def _strict_loader() -> type:
     """A ``yaml.SafeLoader`` that refuses aliases and duplicate keys.
 
@@ -207,6 +210,20 @@ def _strict_loader() -> type:
     import yaml
 
     class StrictLoader(yaml.SafeLoader):
+        # nesting is bounded while scanning: pyyaml's scanner is quadratic in the depth of
+        # flow collections ("[[[[...") and recursive in the composer
+        def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+            if self.flow_level >= _MAX_YAML_DEPTH:
+                raise yaml.scanner.ScannerError(
+                    None, None, f"lists or mappings nested more than {_MAX_YAML_DEPTH} deep", self.get_mark())
+            super().fetch_flow_collection_start(TokenClass)
+
+        def add_indent(self, column: int) -> bool:
+            if len(self.indents) >= _MAX_YAML_DEPTH:
+                raise yaml.scanner.ScannerError(
+                    None, None, f"lists or mappings nested more than {_MAX_YAML_DEPTH} deep", self.get_mark())
+            return bool(super().add_indent(column))
+
         def compose_node(self, parent: Any, index: Any) -> Any:
             if self.check_event(yaml.AliasEvent):
                 ev = self.peek_event()

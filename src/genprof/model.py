@@ -299,6 +299,11 @@ class EndState:
         e = _build(cls, d, "end")
         if e.status not in END_STATUSES:
             raise ValueError(f"end.status is {e.status!r}; allowed: {', '.join(END_STATUSES)}")
+        for k, v in (e.oom or {}).items():  # the allocator state: byte counts reports compute with
+            if isinstance(k, str) and k.endswith("_bytes") and v is not None:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise TypeError(f"end.oom.{k} must be an integer or null, got {type(v).__name__}")
+                _check_int(v, f"end.oom.{k}", k)
         return e
 
 
