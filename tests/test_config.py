@@ -49,7 +49,7 @@ def test_unknown_key_is_an_error_with_a_suggestion(tmp_path: Path) -> None:
         ("gpu_monitor_interval", 0, "must be > 0"),
         ("gpu_monitor_interval", "fast", "number of seconds"),
         ("enabled", "yes", "true or false"),
-        ("max_data_points", 3, ">= 16"),
+        ("max_data_points", 3, "between 16 and"),
         ("session_tags", [1, 2], "mapping"),
         ("energy_spans", "some", "allowed values"),
     ],
@@ -85,3 +85,60 @@ def test_bad_yaml(tmp_path: Path) -> None:
         load_config(p)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+# --------------------------------------------------------------- hostile config files
+def _cfg(tmp_path: Path, text: str | bytes) -> Path:
+    p = tmp_path / "bad.yaml"
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    return p
+
+
+BILLION_LAUGHS = "\n".join(
+    ["session_tags:", "  a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    + [f"  {chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+       f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]" for i in range(8)]
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        (BILLION_LAUGHS, ["alias *a", "write the value out"]),
+        ("session_tags: {a: &x 1, b: *x}\n", ["alias *x"]),
+        ("session_tags:\n  x: " + "[" * 5000 + "]" * 5000 + "\n", ["nested more than 40 deep"]),
+        ("session_tags:\n  x: " + "[" * 40 + "]" * 40 + "\n", ["more than 32 deep"]),
+        ("session_tags:\n" + "".join(" " * i + f"k{i}:\n" for i in range(1, 60)) + " " * 60 + "v: 1\n",
+         ["nested more than 40 deep"]),
+        ("preset: [dev]\n", ["unknown preset ['dev']", "one name"]),
+        ("preset: {dev: 1}\n", ["unknown preset"]),
+        ("gpu_monitor_interval: 0.5\nnvtx: true\ngpu_monitor_interval: 1\n", ["'gpu_monitor_interval' twice", "line 1"]),
+        ("cpu_monitor_interval: .inf\n", ["'cpu_monitor_interval'", "finite"]),
+        ("cpu_monitor_interval: .nan\n", ["'cpu_monitor_interval'", "finite"]),
+        ("cpu_monitor_interval: -1\n", ["'cpu_monitor_interval'", "> 0"]),
+        ("gpu_monitor_interval: 0\n", ["'gpu_monitor_interval'", "> 0"]),
+        ("display_interval: 90000\n", ["'display_interval'", "a day"]),
+        ("cpu_monitor_interval: 1" + "0" * 400 + "\n", ["'cpu_monitor_interval'", "finite"]),
+        ("max_data_points: 1" + "0" * 5000 + "\n", ["cannot read"]),
+        ("max_data_points: 1" + "0" * 400 + "\n", ["'max_data_points'", "401 digits"]),
+    ],
+)
+def test_hostile_config_files_raise_config_error(tmp_path: Path, text: str, fragments: list[str]) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_config(_cfg(tmp_path, text))
+    for f in fragments:
+        assert f in str(ei.value)
+
+
+def test_non_utf8_config_names_the_byte(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        load_config(_cfg(tmp_path, b"nvtx: true\nsession_tags: {a: \"\xff\xfe\"}\n"))
+    assert "not UTF-8" in str(ei.value) and "byte 30" in str(ei.value)
+
+
+def test_anchors_without_aliases_and_plain_files_still_load(tmp_path: Path) -> None:
+    cfg = load_config(_cfg(tmp_path, "session_tags: &t {a: 1}\ncpu_monitor_interval: 86400\n"))
+    assert cfg.session_tags == {"a": 1} and cfg.cpu_monitor_interval == 86400.0

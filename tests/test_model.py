@@ -181,3 +181,88 @@ def test_span_fields_left_unset_by_the_hot_path_read_as_their_defaults() -> None
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         s.nope  # noqa: B018
     assert not hasattr(s, "__dict__")  # slots: no per-span dict
+
+
+# ---------------------------------------------------------------- hostile numbers and strings
+def _file_with(mutate: object) -> str:
+    run = Run(name="r", run_id="id", started_at="2026-01-01T00:00:00+00:00", started_unix_s=1.7e9)
+    run.spans.append(Span(id=1, name="work", kind="phase", start_s=0.0, duration_s=1.0))
+    run.series.append(Series(name="power_w", device="gpu0", t_s=[0.0, 1.0], values=[100.0, 200.0]))
+    d = json.loads(run.to_json())
+    mutate(d)  # type: ignore[operator]
+    return json.dumps(d)
+
+
+def _set(path: str, raw: str):
+    def f(d: dict) -> None:
+        keys = path.split(".")
+        obj = d
+        for k in keys[:-1]:
+            obj = obj[int(k)] if isinstance(obj, list) else obj[k]
+        last = keys[-1]
+        if isinstance(obj, list):
+            obj[int(last)] = "@@RAW@@"
+        else:
+            obj[last] = "@@RAW@@"
+    return f, raw
+
+
+@pytest.mark.parametrize(
+    ("path", "raw", "fragments"),
+    [
+        ("spans.0.index", "1" + "0" * 5000, ["cannot read", "4300"]),
+        ("spans.0.start_s", "1" + "0" * 400, ["spans[0].start_s", "401 digits", "range of a float"]),
+        ("spans.0.duration_s", "1e400", ["1e400", "out of the range"]),
+        ("series.0.values.1", "1e400", ["1e400"]),
+        ("series.0.t_s.0", "-1e400", ["-1e400"]),
+        ("spans.0.duration_s", "-1e308", ["spans[0].duration_s"]),
+        ("spans.0.duration_s", "-1", ["spans[0].duration_s", "never negative"]),
+        ("spans.0.duration_s", "1e12", ["spans[0].duration_s", "beyond"]),
+        ("series.0.t_s.1", "1e300", ["series[0].t_s[1]", "beyond"]),
+        ("spans.0.peak_allocated_bytes", "-5", ["spans[0].peak_allocated_bytes", "never negative"]),
+        ("spans.0.id", str(2**64), ["spans[0].id", "beyond 64 bits"]),
+        ("started_unix_s", "1e300", ["started_unix_s", "between 1970 and 3000"]),
+        ("duration_s", "-3", ["duration_s", "never negative"]),
+        ("metadata", '{"energy": {"total_j": "lots"}}', ["metadata.energy.total_j", "number"]),
+        ("metadata", '{"final_memory": 3}', ["metadata.final_memory"]),
+        ("end", '{"status": "oom", "oom": {"reserved_bytes": 1' + "0" * 400 + '}}', ["end.oom.reserved_bytes", "64 bits"]),
+        ("end", '{"status": "oom", "oom": {"allocated_bytes": "x"}}', ["end.oom.allocated_bytes", "integer"]),
+    ],
+)
+def test_hostile_numbers_raise_run_file_error_naming_the_field(path: str, raw: str, fragments: list[str]) -> None:
+    mutate, raw = _set(path, raw)
+    text = _file_with(mutate).replace('"@@RAW@@"', raw)
+    with pytest.raises(RunFileError) as ei:
+        loads_run(text, source="bad.json")
+    msg = str(ei.value)
+    assert msg.startswith("bad.json: ")
+    for f in fragments:
+        assert f in msg, msg
+
+
+def test_lone_surrogates_are_escaped_visibly_and_pairs_kept() -> None:
+    text = _file_with(lambda d: d.update(name="a\\ud800b", tags={"k\\udfff": "\\ud83d\\ude00"}))
+    text = text.replace("\\\\u", "\\u")  # the JSON escapes themselves, not escaped backslashes
+    run = loads_run(text)
+    assert run.name == "a\\ud800b"  # six visible characters where the lone surrogate was
+    assert run.tags == {"k\\udfff": "\U0001f600"}
+    json.dumps(run.to_dict(), ensure_ascii=False).encode("utf-8")  # encodable everywhere
+
+
+def test_atomic_write_never_touches_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from genprof.model import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        def forbidden(mask: int) -> int:
+            raise AssertionError("atomic_write_text changed the process umask")
+
+        monkeypatch.setattr(os, "umask", forbidden)
+        atomic_write_text(tmp_path / "f.json", "{}")
+        monkeypatch.undo()
+        assert (tmp_path / "f.json").stat().st_mode & 0o777 == 0o640  # 0666 less the umask, as open() gives
+        assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left
+    finally:
+        os.umask(old)

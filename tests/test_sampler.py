@@ -133,3 +133,71 @@ def test_state_series_records_changes_only() -> None:
         buf.append(float(i), float(v))
     s = buf.to_series()
     assert s.values == [0.0, 4.0, 0.0, 64.0] and s.t_s == [0.0, 3.0, 5.0, 7.0]
+
+
+# ------------------------------------------------------------------ failures and missed ticks
+import math  # noqa: E402
+import threading  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+def test_a_dying_sampler_thread_records_its_reason_and_time() -> None:
+    clock = FakeClock()
+    reached = threading.Event()
+
+    def read() -> dict:
+        clock.t += 0.5  # the fake clock: the failing read happens 0.5 s after t0
+        reached.set()
+        return {("host", "v"): "not a number"}  # _record's float() fails: the thread ends
+
+    s = Sampler([Source("host", 0.01, read)], t0=100.0, max_points=100, clock=clock)
+    assert s.failure() is None
+    s.start()
+    assert reached.wait(10.0)
+    s.stop()  # joins the thread; the final sample is skipped after a failure
+    fail = s.failure()
+    assert fail is not None
+    at, reason = fail
+    assert at == pytest.approx(0.5)
+    assert reason.startswith("ValueError") and "not a number" in reason
+    assert not s.alive()
+
+
+def test_a_failing_final_sample_is_recorded_not_raised() -> None:
+    clock = FakeClock()
+    s = Sampler([Source("host", 0.1, lambda: {("host", "v"): object()})], t0=100.0, max_points=100, clock=clock)
+    s._thread = threading.Thread(target=lambda: None)  # a started-and-finished thread: stop() joins it
+    s._thread.start()
+    s.stop()
+    fail = s.failure()
+    assert fail is not None and "TypeError" in fail[1]
+
+
+@pytest.mark.parametrize("interval", [math.inf, math.nan, 0.0, -1.0])
+def test_bad_intervals_are_refused_at_construction(interval: float) -> None:
+    with pytest.raises(ValueError, match="interval_s must be a finite number > 0"):
+        Sampler([Source("host", interval, lambda: {})], t0=0.0, max_points=100)
+
+
+def test_missed_ticks_at_one_millisecond_are_counted_exactly() -> None:
+    clock = FakeClock()
+    reads = {"n": 0}
+
+    def read() -> dict:
+        reads["n"] += 1
+        return {("host", "v"): 1.0}
+
+    s = Sampler([Source("host", 0.001, read)], t0=100.0, max_points=100, clock=clock)
+    s.sources[0].next_deadline = clock.t
+    for k in range(4001):  # a reading takes 2.5 ms: one tick served, one or two skipped, for 10 s
+        s.tick(100.0 + 0.0025 * k)
+    deadlines = 10001  # 100.000, 100.001, ..., 110.000 (the last one may fall just after 110.0 in floating point)
+    assert reads["n"] + s.missed()["host"] in (deadlines - 1, deadlines)
+    assert s.missed()["host"] > 5000
+    # exactly on time at 1 ms: nothing is counted as missed
+    s2 = Sampler([Source("host", 0.001, read)], t0=100.0, max_points=100, clock=clock)
+    s2.sources[0].next_deadline = 100.0
+    for k in range(10000):
+        s2.tick(100.0 + 0.001 * k)
+    assert s2.missed() == {}

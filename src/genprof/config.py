@@ -8,6 +8,7 @@ See ``docs/config.md`` for what each key does.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -70,6 +71,12 @@ class ProfilerConfig:
 _FIELDS = {f.name: f for f in fields(ProfilerConfig)}
 
 _POSITIVE = {"display_interval", "gpu_monitor_interval", "cpu_monitor_interval"}
+MAX_INTERVAL_S = 86400.0
+"""Longest sampling or display interval accepted (a day): a longer one samples nothing useful."""
+MAX_DATA_POINTS = 10_000_000
+"""Largest ``max_data_points`` accepted: the in-memory bound on each sampled series."""
+MAX_VALUE_DEPTH = 32
+"""Deepest nesting of lists and mappings accepted in ``session_tags`` and ``targets``."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # Seed 001's "development mode": sample often, show everything, keep all data.
@@ -129,14 +136,23 @@ def _check_value(key: str, value: Any, source: str) -> Any:
     if t == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {key!r}{where} must be a number of seconds, got {value!r}")
-        if key in _POSITIVE and not value > 0:
-            raise ConfigError(f"config key {key!r}{where} must be > 0, got {value!r}")
-        return float(value)
+        try:
+            x = float(value)
+        except OverflowError:
+            x = math.inf
+        if not math.isfinite(x):
+            raise ConfigError(f"config key {key!r}{where} must be a finite number of seconds, got {value!r}")
+        if key in _POSITIVE and not 0 < x <= MAX_INTERVAL_S:
+            raise ConfigError(f"config key {key!r}{where} must be > 0 and at most {MAX_INTERVAL_S:g} s (a day), "
+                              f"got {value!r}")
+        return x
     if t == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"config key {key!r}{where} must be an integer, got {value!r}")
-        if key == "max_data_points" and value < 16:
-            raise ConfigError(f"config key 'max_data_points'{where} must be >= 16, got {value}")
+        if key == "max_data_points" and not 16 <= value <= MAX_DATA_POINTS:
+            shown = value if abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
+            raise ConfigError(f"config key 'max_data_points'{where} must be between 16 and {MAX_DATA_POINTS:,}, "
+                              f"got {shown}")
         return value
     if t == "int | None":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
@@ -156,23 +172,108 @@ def _check_value(key: str, value: Any, source: str) -> Any:
     if t == "dict[str, Any]":
         if not isinstance(value, Mapping):
             raise ConfigError(f"config key {key!r}{where} must be a mapping of tag names to values, got {value!r}")
+        if _depth(value) > MAX_VALUE_DEPTH:
+            raise ConfigError(f"config key {key!r}{where} nests lists or mappings more than {MAX_VALUE_DEPTH} deep")
         return dict(value)
     raise AssertionError(f"unhandled config type {t} for {key}")  # pragma: no cover
+
+
+def _depth(value: Any, limit: int = MAX_VALUE_DEPTH + 1) -> int:
+    """Nesting depth of lists and mappings in ``value``, counted up to ``limit`` (no deep recursion)."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        v, d = todo.pop()
+        if isinstance(v, Mapping):
+            items: Any = v.values()
+        elif isinstance(v, (list, tuple)):
+            items = v
+        else:
+            continue
+        deepest = max(deepest, d)
+        if d >= limit:
+            return d
+        todo.extend((x, d + 1) for x in items)
+    return deepest
+
+
+_MAX_YAML_DEPTH = MAX_VALUE_DEPTH + 8  # a value's depth plus the keys above it (profiling:, session_tags:)
+
+
+def _strict_loader() -> type:
+    """A ``yaml.SafeLoader`` that refuses aliases and duplicate keys.
+
+    Aliases (``*name``) are refused in user config: a few lines of them expand to billions of
+    values (the "billion laughs"), and no genprof key needs one. A duplicate key would silently
+    drop the first value; it is named instead. Built on pyyaml's own composer and constructor.
+    """
+    import yaml
+
+    class StrictLoader(yaml.SafeLoader):
+        # nesting is bounded while scanning: pyyaml's scanner is quadratic in the depth of
+        # flow collections ("[[[[...") and recursive in the composer
+        def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+            if self.flow_level >= _MAX_YAML_DEPTH:
+                raise yaml.scanner.ScannerError(
+                    None, None, f"lists or mappings nested more than {_MAX_YAML_DEPTH} deep", self.get_mark())
+            super().fetch_flow_collection_start(TokenClass)
+
+        def add_indent(self, column: int) -> bool:
+            if len(self.indents) >= _MAX_YAML_DEPTH:
+                raise yaml.scanner.ScannerError(
+                    None, None, f"lists or mappings nested more than {_MAX_YAML_DEPTH} deep", self.get_mark())
+            return bool(super().add_indent(column))
+
+        def compose_node(self, parent: Any, index: Any) -> Any:
+            if self.check_event(yaml.AliasEvent):
+                ev = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None,
+                    f"found the alias *{ev.anchor}: YAML aliases are not accepted in a genprof config "
+                    "(they can expand without bound); write the value out instead", ev.start_mark)
+            return super().compose_node(parent, index)
+
+        def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+            seen: dict[Any, Any] = {}
+            if isinstance(node, yaml.MappingNode):
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=True)
+                    try:
+                        first = seen.setdefault(key, key_node)
+                    except TypeError:
+                        continue  # an unhashable key: the base constructor reports it
+                    if first is not key_node:
+                        raise yaml.constructor.ConstructorError(
+                            "while constructing a mapping", node.start_mark,
+                            f"found the key {key!r} twice (first on line {first.start_mark.line + 1}); "
+                            "keep one", key_node.start_mark)
+            return super().construct_mapping(node, deep=deep)
+
+    return StrictLoader
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     import yaml
 
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
     try:
-        data = yaml.safe_load(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                          "save it as UTF-8") from None
+    try:
+        data = yaml.load(text, Loader=_strict_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {path} is not valid YAML for genprof: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests lists or mappings too deeply to be a genprof config") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. an integer over Python's 4,300-digit limit
+        raise ConfigError(f"config file {path} holds a value genprof cannot read: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -213,8 +314,9 @@ def load_config(
     for name in (preset, file_preset):
         if name is None:
             continue
-        if name not in PRESETS:
-            raise ConfigError(f"unknown preset {name!r}; allowed presets: {', '.join(PRESETS)}")
+        if not isinstance(name, str) or name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}" + (f" in {source}" if source else "")
+                              + f"; a preset is one name: {', '.join(PRESETS)}")
         layers.append((f"preset {name!r}", PRESETS[name]))
     layers.append((source, {k: v for k, v in file_data.items() if k != "preset"}))
     layers.append(("keyword arguments", overrides))

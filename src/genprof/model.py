@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Iterator, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
@@ -114,8 +115,8 @@ class Span:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Span:
-        return _build(cls, d, "span")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "span") -> Span:
+        return _build(cls, d, what)
 
 
 _DICT = object()
@@ -143,8 +144,8 @@ class Event:
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Event:
-        return _build(cls, d, "event")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "event") -> Event:
+        return _build(cls, d, what)
 
 
 @dataclass
@@ -178,10 +179,10 @@ class Series:
         }
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Series:
-        s = _build(cls, d, "series")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "series") -> Series:
+        s = _build(cls, d, what)
         if len(s.t_s) != len(s.values):
-            raise ValueError(f"series {s.name!r}: {len(s.t_s)} times but {len(s.values)} values")
+            raise ValueError(f"{what} {s.name!r}: {len(s.t_s)} times but {len(s.values)} values")
         return s
 
     @property
@@ -214,8 +215,8 @@ class GpuInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GpuInfo:
-        return _build(cls, d, "gpu")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "gpu") -> GpuInfo:
+        return _build(cls, d, what)
 
 
 @dataclass
@@ -270,8 +271,8 @@ class DistributedInfo:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DistributedInfo:
-        return _build(cls, d, "distributed")
+    def from_dict(cls, d: Mapping[str, Any], *, what: str = "distributed") -> DistributedInfo:
+        return _build(cls, d, what)
 
 
 @dataclass
@@ -298,6 +299,11 @@ class EndState:
         e = _build(cls, d, "end")
         if e.status not in END_STATUSES:
             raise ValueError(f"end.status is {e.status!r}; allowed: {', '.join(END_STATUSES)}")
+        for k, v in (e.oom or {}).items():  # the allocator state: byte counts reports compute with
+            if isinstance(k, str) and k.endswith("_bytes") and v is not None:
+                if isinstance(v, bool) or not isinstance(v, int):
+                    raise TypeError(f"end.oom.{k} must be an integer or null, got {type(v).__name__}")
+                _check_int(v, f"end.oom.{k}", k)
         return e
 
 
@@ -392,7 +398,8 @@ class Run:
             [s.peak_reserved_bytes for s in self.spans]
             + [v for ser in self.series_named("reserved_bytes") for v in ser.values]
         )
-        fin = self.metadata.get("final_memory", {})
+        fin = self.metadata.get("final_memory")
+        fin = fin if isinstance(fin, dict) else {}
         return {
             "initialization_time_s": init,
             "generations": len(times),
@@ -401,8 +408,8 @@ class Run:
             "peak_reserved_bytes": None if peak_res is None else int(peak_res),
             "average_inference_time_s": (sum(times) / len(times)) if times else None,
             "total_inference_time_s": sum(times) if times else None,
-            "current_allocated_bytes": fin.get("allocated_bytes"),
-            "current_reserved_bytes": fin.get("reserved_bytes"),
+            "current_allocated_bytes": _int_or_none(fin.get("allocated_bytes")),
+            "current_reserved_bytes": _int_or_none(fin.get("reserved_bytes")),
             "device_name": self.gpus[0].name if self.gpus else "cpu",
         }
 
@@ -456,25 +463,27 @@ class Run:
                 name=_req(d, "name", str),
                 run_id=_req(d, "run_id", str),
                 started_at=_req(d, "started_at", str),
-                started_unix_s=float(_req(d, "started_unix_s", (int, float))),
-                duration_s=_opt_num(d.get("duration_s")),
+                started_unix_s=_unix_time(_req(d, "started_unix_s", (int, float))),
+                duration_s=_opt_num(d.get("duration_s"), "duration_s"),
                 tags=_dict(d.get("tags", {}), "tags"),
                 config=_dict(d.get("config", {}), "config"),
                 software=SoftwareInfo.from_dict(_dict(d.get("software", {}), "software")),
                 host=HostInfo.from_dict(_dict(d.get("host", {}), "host")),
-                gpus=[GpuInfo.from_dict(g) for g in _list(d.get("gpus", []), "gpus")],
+                gpus=[GpuInfo.from_dict(g, what=f"gpus[{i}]") for i, g in enumerate(_list(d.get("gpus", []), "gpus"))],
                 distributed=None if dist is None else DistributedInfo.from_dict(dist),
-                spans=[Span.from_dict(s) for s in _list(d.get("spans", []), "spans")],
-                events=[Event.from_dict(e) for e in _list(d.get("events", []), "events")],
-                series=[Series.from_dict(s) for s in _list(d.get("series", []), "series")],
+                spans=[Span.from_dict(s, what=f"spans[{i}]") for i, s in enumerate(_list(d.get("spans", []), "spans"))],
+                events=[Event.from_dict(e, what=f"events[{i}]")
+                        for i, e in enumerate(_list(d.get("events", []), "events"))],
+                series=[Series.from_dict(s, what=f"series[{i}]")
+                        for i, s in enumerate(_list(d.get("series", []), "series"))],
                 unavailable={str(k): str(v) for k, v in _dict(d.get("unavailable", {}), "unavailable").items()},
                 end=EndState.from_dict(_dict(d.get("end", {}), "end")),
-                metadata=_dict(d.get("metadata", {}), "metadata"),
+                metadata=_check_metadata(_dict(d.get("metadata", {}), "metadata")),
                 schema_version=version,
             )
         except RunFileError:
             raise
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise RunFileError(f"{source}: damaged genprof run file: {exc}") from exc
         return run
 
@@ -503,17 +512,27 @@ def _json_default(o: Any) -> Any:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    The temporary file is created with ``os.open(..., 0o666)``, so the kernel gives it the
+    mode a plain ``open()`` would (the umask and any default ACL applied): the process umask
+    is never read or changed (changing it, even briefly, races with other threads creating files).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions of 48 random bits
+        raise FileExistsError(f"could not create a temporary file next to {path}")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
-            # mkstemp makes the file 0600; give it the mode a plain open() would (0666 less the umask)
-            mask = os.umask(0)
-            os.umask(mask)
-            os.fchmod(fh.fileno(), 0o666 & ~mask)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -554,7 +573,7 @@ def loads_run(data: bytes | str, *, source: str = "<string>") -> Run:
     if not text.strip():
         raise RunFileError(f"{source}: empty file, not a genprof run file")
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except _NonFinite as exc:
         raise RunFileError(f"{source}: holds {exc.args[0]}, which genprof never writes: not a genprof run file") from None
     except json.JSONDecodeError as exc:
@@ -563,6 +582,10 @@ def loads_run(data: bytes | str, *, source: str = "<string>") -> Run:
         raise RunFileError(f"{source}: not valid JSON at line {exc.lineno} column {exc.colno}{hint}") from exc
     except RecursionError as exc:
         raise RunFileError(f"{source}: JSON nested too deeply to be a genprof run file") from exc
+    except ValueError as exc:  # Python's limit on integer literals (4,300 digits)
+        raise RunFileError(f"{source}: holds a number genprof cannot read ({exc}); not a genprof run file") from None
+    if _SURROGATE_ESCAPE.search(text):
+        obj = _escape_lone_surrogates(obj)
     return Run.from_dict(obj, source=source)
 
 
@@ -574,6 +597,76 @@ class _NonFinite(ValueError):
 def _reject_constant(name: str) -> Any:
     """Python's JSON parser accepts NaN and Infinity, which are not JSON and never in a run file."""
     raise _NonFinite(name)
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number such as ``1e400`` reads as infinity: refused like ``Infinity``."""
+    v = float(text)
+    if not math.isfinite(v):
+        raise _NonFinite(f"the number {text[:40]} (out of the range of a float)")
+    return v
+
+
+# a \uD800-\uDFFF escape in the JSON text: the only way a lone surrogate gets into a run file's
+# strings (raw surrogates are not valid UTF-8 and are refused when the bytes are decoded)
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _escape_lone_surrogates(obj: Any) -> Any:
+    """Replace lone surrogates in every string and key by their ``\\udxxx`` text.
+
+    JSON joins a valid surrogate pair into one character; a lone one cannot be encoded as UTF-8,
+    so reports and the console would fail on it. It is kept, visibly, as the six characters of its
+    escape (a string that genprof wrote from a file name with undecodable bytes stays readable).
+    """
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+            return obj
+        except UnicodeEncodeError:
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(obj, list):
+        return [_escape_lone_surrogates(x) for x in obj]
+    if isinstance(obj, dict):
+        return {_escape_lone_surrogates(k): _escape_lone_surrogates(v) for k, v in obj.items()}
+    return obj
+
+
+# metadata keys the profiler writes with a fixed shape, which reports read: (type, numeric sub-keys)
+_METADATA_SHAPES: dict[str, tuple[type, tuple[str, ...]]] = {
+    "energy": (dict, ("total_j", "average_power_w")),
+    "final_memory": (dict, ("allocated_bytes", "reserved_bytes")),
+    "generations": (list, ()),
+    "sampler_missed_ticks": (dict, ()),
+}
+
+
+def _check_metadata(md: dict[str, Any]) -> dict[str, Any]:
+    """The shape of the metadata entries genprof itself writes; free-form entries are kept as they are."""
+    for key, (typ, numeric) in _METADATA_SHAPES.items():
+        if key not in md or md[key] is None:
+            continue
+        if not isinstance(md[key], typ):
+            raise TypeError(f"metadata.{key} must be {'an object' if typ is dict else 'a list'}, "
+                            f"got {type(md[key]).__name__}")
+        v: Any = md[key]
+        for sub in numeric:
+            x = v.get(sub)
+            if x is not None:
+                if isinstance(x, bool) or not isinstance(x, (int, float)):
+                    raise TypeError(f"metadata.{key}.{sub} must be a number or null, got {type(x).__name__}")
+                _check_float(x, f"metadata.{key}.{sub}", sub)
+        if typ is list and any(not isinstance(x, dict) for x in v):
+            raise TypeError(f"metadata.{key} must be a list of objects")
+    share = md.get("sampler_cpu_share")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, (int, float))):
+        raise TypeError(f"metadata.sampler_cpu_share must be a number or null, got {type(share).__name__}")
+    return md
+
+
+def _int_or_none(v: Any) -> int | None:
+    """A byte count read from free-form metadata: an int, else None (a damaged value is not shown)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= _MAX_INT else None
 
 
 def _max_or_none(values: list[Any]) -> float | None:
@@ -590,14 +683,22 @@ def _req(d: Mapping[str, Any], key: str, typ: type | tuple[type, ...]) -> Any:
     return v
 
 
-def _opt_num(v: Any) -> float | None:
+def _opt_num(v: Any, name: str) -> float | None:
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise TypeError(f"expected a number or null, got {type(v).__name__}")
-    if not math.isfinite(v):
-        raise ValueError(f"expected a finite number, got {v}")
-    return float(v)
+        raise TypeError(f"{name!r} must be a number or null, got {type(v).__name__}")
+    return _check_float(v, repr(name), name)
+
+
+_MAX_UNIX_S = 32503680000.0  # 3000-01-01: a start time past it is a damaged file, not a date to print
+
+
+def _unix_time(v: int | float) -> float:
+    x = _check_float(v, "'started_unix_s'", "started_unix")
+    if not 0 <= x < _MAX_UNIX_S:
+        raise ValueError(f"'started_unix_s' is {x:g}, not a time between 1970 and 3000")
+    return x
 
 
 def _dict(v: Any, what: str) -> dict[str, Any]:
@@ -614,9 +715,40 @@ def _list(v: Any, what: str) -> list[Any]:
 
 _NUMERIC = {"float": (int, float), "int": (int,), "str": (str,), "bool": (bool,)}
 
+MAX_SECONDS = 1e9
+"""Largest time or duration (seconds, about 31 years) a run file may hold; more is a damaged file."""
+
+_MAX_INT = 2**63 - 1  # every integer genprof writes (ids, indexes, byte counts) fits in 64 bits
+_NON_NEGATIVE_S = frozenset({"duration_s", "gpu_time_s"})
+
+
+def _check_float(v: int | float, where: str, name: str) -> float:
+    """``v`` as a finite float within the range its field allows, else ValueError naming the field."""
+    try:
+        x = float(v)
+    except OverflowError:
+        raise ValueError(f"{where} is an integer of {len(str(abs(int(v))))} digits, out of the range of a float") \
+            from None
+    if not math.isfinite(x):
+        raise ValueError(f"{where} is {x}, not a finite number")
+    if name.endswith("_s"):
+        if abs(x) > MAX_SECONDS:
+            raise ValueError(f"{where} is {x:g} s, beyond {MAX_SECONDS:g} s: not a time genprof records")
+        if name in _NON_NEGATIVE_S and x < 0:
+            raise ValueError(f"{where} is {x:g} s; a duration is never negative")
+    return x
+
+
+def _check_int(v: int, where: str, name: str) -> int:
+    if abs(v) > _MAX_INT:
+        raise ValueError(f"{where} is an integer of {len(str(abs(v)))} digits, beyond 64 bits")
+    if name.endswith("_bytes") and v < 0:
+        raise ValueError(f"{where} is {v}; a byte count is never negative")
+    return v
+
 
 def _build(cls: Any, d: Any, what: str) -> Any:
-    """Build dataclass ``cls`` from mapping ``d``, checking scalar field types."""
+    """Build dataclass ``cls`` from mapping ``d``, checking scalar field types and numeric ranges."""
     if not isinstance(d, Mapping):
         raise TypeError(f"{what} must be an object, got {type(d).__name__}")
     known = {f.name: f for f in fields(cls)}
@@ -633,9 +765,9 @@ def _build(cls: Any, d: Any, what: str) -> Any:
                 if not ok:
                     raise TypeError(f"{what}.{k} must be {base}, got {type(v).__name__}")
                 if base == "float":
-                    v = float(v)
-                    if not math.isfinite(v):
-                        raise ValueError(f"{what}.{k} is not finite")
+                    v = _check_float(v, f"{what}.{k}", k)
+                elif base == "int":
+                    v = _check_int(v, f"{what}.{k}", k)
             elif base.startswith("dict") and not isinstance(v, dict):
                 raise TypeError(f"{what}.{k} must be an object, got {type(v).__name__}")
             elif base.startswith("list"):
@@ -645,7 +777,7 @@ def _build(cls: Any, d: Any, what: str) -> Any:
                     bad = [x for x in v if isinstance(x, bool) or not isinstance(x, (int, float))]
                     if bad:
                         raise TypeError(f"{what}.{k} holds a non-number: {bad[0]!r}")
-                    v = [float(x) for x in v]
+                    v = [_check_float(x, f"{what}.{k}[{n}]", k) for n, x in enumerate(v)]
                 elif base == "list[str]":
                     v = [str(x) for x in v]
         elif "None" not in t and k in known and f.default is not None:

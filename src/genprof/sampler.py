@@ -8,6 +8,8 @@
   resolution left, however long the run. No peak is lost.
 * Testable: the clock and the wait function are injected; :meth:`Sampler.tick` samples
   synchronously.
+* Never silent: an error that ends the sampler thread is kept, with its time, and read with
+  :meth:`Sampler.failure`; a probe's own errors are counted per source and do not end it.
 """
 
 from __future__ import annotations
@@ -154,6 +156,11 @@ class Sampler:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.stats = SamplerStats()
+        self._failure: tuple[float, str] | None = None
+        for src in sources:
+            if not (isinstance(src.interval_s, (int, float)) and math.isfinite(src.interval_s) and src.interval_s > 0):
+                raise ValueError(f"sampler source {src.name!r}: interval_s must be a finite number > 0, "
+                                 f"got {src.interval_s!r}")
 
     # ------------------------------------------------------------ sampling
     def tick(self, now: float | None = None) -> float:
@@ -234,10 +241,38 @@ class Sampler:
                 delay = nxt - self.clock()
                 if delay > 0 and self._stop.wait(delay):
                     break
+        except BaseException as exc:  # noqa: BLE001 - recorded (failure()) and logged; the thread ends
+            self._fail(exc)
         finally:
             if not first:
                 self.stats.thread_cpu_s += time.thread_time() - cpu0
                 self.stats.steady_wall_s += time.perf_counter() - wall0
+
+    def _fail(self, exc: BaseException) -> None:
+        """Record why sampling stopped (the first failure only) and say so in the log."""
+        try:
+            t_rel = float(self.clock() - self.t0)
+        except Exception:  # noqa: BLE001 - the injected clock itself failed: the process clock instead
+            t_rel = time.perf_counter() - self.t0
+        if not math.isfinite(t_rel):
+            t_rel = time.perf_counter() - self.t0
+        reason = f"{type(exc).__name__}: {exc}"[:500]
+        if self._failure is None:
+            self._failure = (t_rel, reason)
+        log.error("genprof sampler stopped at %.3f s into the run: %s; no samples were taken after it", t_rel, reason)
+
+    def failure(self) -> tuple[float, str] | None:
+        """``(seconds since t0, reason)`` if sampling stopped on an error, else None.
+
+        The sampler thread never dies silently: any exception that ends it (a probe's errors are
+        counted per source and do not end it) is kept here, with the time it happened. The
+        series hold what was sampled before it.
+        """
+        return self._failure
+
+    def alive(self) -> bool:
+        """True while the sampler thread runs."""
+        return self._thread is not None and self._thread.is_alive()
 
     def cpu_share(self) -> float | None:
         """CPU seconds the sampler thread used per second of wall time, in steady state."""
@@ -252,11 +287,14 @@ class Sampler:
         if self._thread.is_alive():
             log.warning("sampler thread did not stop within 10 s; its last readings may be missing")
         self._thread = None
-        if final_sample:
-            now = self.clock()
-            for s in self.sources:
-                s.next_deadline = now
-            self.tick(now)
+        if final_sample and self._failure is None:
+            try:
+                now = self.clock()
+                for s in self.sources:
+                    s.next_deadline = now
+                self.tick(now)
+            except Exception as exc:  # noqa: BLE001 - recorded (failure()); stopping must not fail the run
+                self._fail(exc)
 
     def series(self) -> list[Series]:
         with self._lock:

@@ -54,3 +54,25 @@ def test_corrupt_store_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 def test_add_without_files_or_bad_tag_exit_2(tmp_path: Path) -> None:
     assert main(["history", "--db", str(tmp_path / "h"), "add"]) == 2
     assert main(["history", "--db", str(tmp_path / "h"), "--tag", "nokey"]) == 2
+
+
+def test_options_go_before_or_after_the_action(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = _files(tmp_path)
+    db_after, db_before = tmp_path / "after.sqlite", tmp_path / "before.sqlite"
+    assert main(["history", "add", "--db", str(db_after), files[0], files[1]]) == 0
+    assert main(["history", "add", files[2], "--db", str(db_after)]) == 0
+    assert main(["history", "--db", str(db_before), "add", files[3]]) == 0
+    capsys.readouterr()
+    assert main(["history", "list", "--db", str(db_after), "--json"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["r0", "r1", "r2"]
+    assert main(["history", "--json", "--db", str(db_before)]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["r3"]
+    # an option after the action does not reset one given before it
+    assert main(["history", "--db", str(db_after), "list", "--json", "--tag", "gpu=h100"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["r1", "r2"]
+
+
+def test_run_files_without_add_exit_2(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["history", "--db", str(tmp_path / "h"), _files(tmp_path)[0]])
+    assert exc.value.code == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
@@ -119,3 +120,27 @@ def test_rss_reader_agrees_with_psutil_and_sees_growth() -> None:
     finally:
         r.close()
     assert r.read_bytes() > 0  # closed: psutil answers
+
+
+@linux
+def test_cpu_percent_needs_a_window_of_cpu_window_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    clock = {"cpu": 0.0, "wall": 1000.0}
+    monkeypatch.setattr(host.os, "times", lambda: types.SimpleNamespace(user=clock["cpu"], system=0.0))
+    monkeypatch.setattr(host.time, "monotonic", lambda: clock["wall"])
+    r = ProcStatReader.create()
+    assert r is not None
+    try:
+        # 1 ms later the process has been charged one 10 ms clock tick: 1000% over 1 ms, noise
+        clock["cpu"], clock["wall"] = 0.01, 1000.001
+        assert r.process_cpu_pct() is None
+        clock["wall"] = 1000.0 + host.CPU_WINDOW_S / 2
+        assert r.process_cpu_pct() is None
+        # the figure covers the whole window since the last one
+        clock["cpu"], clock["wall"] = 0.05, 1000.0 + host.CPU_WINDOW_S
+        assert r.process_cpu_pct() == pytest.approx(100.0 * 0.05 / host.CPU_WINDOW_S)
+        clock["cpu"], clock["wall"] = 100.0, 1000.0 + 2 * host.CPU_WINDOW_S  # impossible: capped at all cores
+        assert r.process_cpu_pct() == pytest.approx(100.0 * (os.cpu_count() or 1))
+    finally:
+        r.close()

@@ -15,16 +15,35 @@ def register(sub: Any) -> None:
         "beyond its noise. The store is SQLite: --db, else $GENPROF_HISTORY, else "
         "$XDG_DATA_HOME/genprof/history.sqlite (~/.local/share/genprof/history.sqlite).",
     )
-    p.add_argument("action", nargs="?", choices=("list", "add"), default="list", help="list (default) or add")
-    p.add_argument("files", nargs="*", metavar="RUN.json", help="run files to add")
-    p.add_argument("--db", metavar="PATH", help="history database file")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="only runs with this tag")
-    p.add_argument("--name", help="only runs with this name")
-    p.add_argument("--figure", metavar="NAME", help="show the trend of this figure (e.g. generation_time_s)")
-    p.add_argument("--regressions", action="store_true", help="show runs where a figure got worse beyond noise")
-    p.add_argument("--limit", type=int, default=50, help="show at most this many recent runs (default 50)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.set_defaults(func=run)
+    _add_options(p, defaults=True)
+    # ``add`` and ``list`` are sub-commands with the same options, so that options go before or
+    # after the action, as users type them (``history add --db X RUN.json``, ``history --db X add``)
+    actions = p.add_subparsers(dest="action", metavar="ACTION", help="list (default) or add")
+    add = actions.add_parser("add", help="record run files in the history",
+                             description="Record RUN.json files in the history (all are read first: a bad file "
+                             "records nothing).")
+    add.add_argument("files", nargs="*", metavar="RUN.json", help="run files to add")
+    _add_options(add, defaults=False)
+    lst = actions.add_parser("list", help="list recorded runs (the default)")
+    _add_options(lst, defaults=False)
+    p.set_defaults(func=run, files=[])
+
+
+def _add_options(p: argparse.ArgumentParser, *, defaults: bool) -> None:
+    """The history options; on an action's parser they default to unset, keeping what came before it."""
+
+    def d(value: Any) -> Any:
+        return value if defaults else argparse.SUPPRESS
+
+    p.add_argument("--db", metavar="PATH", default=d(None), help="history database file")
+    p.add_argument("--tag", action="append", default=d([]), metavar="KEY=VALUE", help="only runs with this tag")
+    p.add_argument("--name", default=d(None), help="only runs with this name")
+    p.add_argument("--figure", metavar="NAME", default=d(None),
+                   help="show the trend of this figure (e.g. generation_time_s)")
+    p.add_argument("--regressions", action="store_true", default=d(False),
+                   help="show runs where a figure got worse beyond noise")
+    p.add_argument("--limit", type=int, default=d(50), help="show at most this many recent runs (default 50)")
+    p.add_argument("--json", action="store_true", default=d(False), help="print JSON instead of a table")
 
 
 _COLUMNS = ("generation_time_s", "step_time_p95_s", "peak_reserved_bytes", "energy_per_generation_j", "output_fps")

@@ -46,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     sys.argv = [str(script), *args.args]
     sys.path.insert(0, str(script.resolve().parent))
     code = 0
+    interrupted = False
     try:
+        # the script's ending passes through ``with prof:`` so that the profiler records it
+        # (SIGTERM's SystemExit(143), sys.exit(n), an exception, Ctrl-C) with the open spans
         with prof:
             try:
                 runpy.run_path(str(script), run_name="__main__")
@@ -54,22 +57,39 @@ def run(args: argparse.Namespace) -> int:
                 code = _exit_code(exc)
                 if code != 0:
                     prof.run.metadata["script_exit_code"] = code
+                    raise
+    except SystemExit:
+        pass  # code set above; the profiler saw it and recorded the ending
     except KeyboardInterrupt:
-        raise
+        interrupted = True
+        code = 130
     except Exception:  # noqa: BLE001 - the script's own error: print it as python would, keep the run file
         traceback.print_exc()
         code = 1
     finally:
         sys.argv, sys.path[:] = old_argv, old_path
     path = prof.run_path
-    if path is not None:
-        print(f"genprof: run file: {path}", file=sys.stderr)
-    else:
-        saved = prof.save(Path(cfg.output_dir or ".") / f"{script.stem}.json")
-        print(f"genprof: run file: {saved}", file=sys.stderr)
-    print(f"genprof: run ended {prof.run.end.status}; see it with: genprof summary {path or ''}".rstrip(),
-          file=sys.stderr)
+    if path is None:
+        path = prof.save(Path(cfg.output_dir or ".") / f"{script.stem}.json")
+    print(f"genprof: run file: {path}", file=sys.stderr)
+    print(f"genprof: {_ending(prof.run)}; see it with: genprof summary {path}", file=sys.stderr)
+    if interrupted:
+        print("genprof: interrupted", file=sys.stderr)
     return code
+
+
+def _ending(run: Any) -> str:
+    """One line on how the run ended: status, what ended it, the spans left open."""
+    end = run.end
+    text = f"run ended {end.status}"
+    if end.status != "ok":
+        what = end.message if end.status == "interrupted" else \
+            ": ".join(x for x in (end.exception_type, end.message) if x)
+        if what:
+            text += f" ({what})"
+        if end.open_spans:
+            text += f" with open spans {', '.join(end.open_spans)}"
+    return text
 
 
 def _exit_code(exc: SystemExit) -> int:

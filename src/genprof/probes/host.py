@@ -57,6 +57,15 @@ class RssReader:
             self._fd = None
 
 
+CPU_WINDOW_S = 0.1
+"""Shortest window a CPU percent is computed over. The kernel counts CPU time in clock ticks
+(10 ms); over 1 ms a process that ran one tick would read 1,000%. A read sooner than this after
+the last figure returns None, and the next figure covers the whole window since it."""
+
+_CLK_TCK = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") and "SC_CLK_TCK" in os.sysconf_names else 100.0
+_NCPU = os.cpu_count() or 1
+
+
 class ProcStatReader:
     """System CPU percent, process CPU percent and RAM in use, from ``/proc`` on Linux.
 
@@ -106,19 +115,21 @@ class ProcStatReader:
     def cpu_pct(self) -> float | None:
         total, idle = self._cpu_times()
         t0, i0 = self._cpu_prev
-        self._cpu_prev = (total, idle)
         dt = total - t0
-        if dt <= 0:
-            return None  # no tick elapsed since the last read: no figure, not 0
+        # /proc/stat counts in clock ticks (10 ms): over fewer than CPU_WINDOW_S of all CPUs' time the
+        # figure is noise; the window grows until it is long enough (None until then, not 0)
+        if dt <= 0 or dt < CPU_WINDOW_S * _CLK_TCK * _NCPU:
+            return None
+        self._cpu_prev = (total, idle)
         return max(0.0, min(100.0, 100.0 * (dt - (idle - i0)) / dt))
 
     def process_cpu_pct(self) -> float | None:
         cpu, wall = self._proc_times()
         c0, w0 = self._proc_prev
+        if wall - w0 < CPU_WINDOW_S:
+            return None  # os.times() moves in 10 ms ticks: a shorter window reads 1000s of percent
         self._proc_prev = (cpu, wall)
-        if wall - w0 <= 0:
-            return None
-        return max(0.0, 100.0 * (cpu - c0) / (wall - w0))
+        return max(0.0, min(100.0 * _NCPU, 100.0 * (cpu - c0) / (wall - w0)))
 
     def ram(self) -> tuple[int, int]:
         """(total, in use) bytes."""
@@ -146,6 +157,7 @@ class HostProbe:
     def __init__(self, *, fast: bool = True) -> None:
         self._proc = psutil.Process()
         self._fast = ProcStatReader.create() if fast else None
+        self._psutil_cpu_at = time.monotonic()
         if self._fast is None:
             # The first cpu_percent call primes the counters and returns 0.0 meaninglessly; prime here.
             self._proc.cpu_percent(None)
@@ -176,10 +188,16 @@ class HostProbe:
                 self._fast = None
                 self._proc.cpu_percent(None)
                 psutil.cpu_percent(None)
+                self._psutil_cpu_at = time.monotonic()
                 out = {}
         if cpu:
-            out["cpu_pct"] = float(psutil.cpu_percent(None))
-            out["process_cpu_pct"] = float(self._proc.cpu_percent(None))
+            now = time.monotonic()
+            if now - self._psutil_cpu_at >= CPU_WINDOW_S:  # psutil's figures are since its last call
+                self._psutil_cpu_at = now
+                out["cpu_pct"] = float(psutil.cpu_percent(None))
+                out["process_cpu_pct"] = float(self._proc.cpu_percent(None))
+            else:
+                out["cpu_pct"] = out["process_cpu_pct"] = None
         if memory:
             vm = psutil.virtual_memory()
             out["ram_used_bytes"] = int(vm.total - vm.available)
