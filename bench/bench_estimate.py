@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from genprof.integrations.model_configs import build_component, get_config
+from genprof.catalog import get_config
+from genprof.planning.build import build_component
 from genprof.planning.estimate import _denoiser_inputs, estimate, fit_calibration
 
 CASES = {

@@ -41,8 +41,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from genprof.catalog import ComponentSpec, ModelSpec, get_config
 from genprof.errors import MissingDependencyError, UsageError
-from genprof.integrations.model_configs import ComponentSpec, ModelSpec, build_component, get_config
+from genprof.planning.build import build_component
 
 log = logging.getLogger(__name__)
 
@@ -908,7 +909,7 @@ def _resolve(pipe_or_config: Any) -> ModelSpec:
 
 
 def _known() -> list[str]:
-    from genprof.integrations.model_configs import MODEL_NAMES
+    from genprof.catalog import MODEL_NAMES
 
     return list(MODEL_NAMES)
 
@@ -933,7 +934,7 @@ def estimate(
 ) -> Estimate:
     """Predict peak GPU memory (allocated and reserved) of one generation, by component and phase.
 
-    ``pipe_or_config`` is a model name or alias from :mod:`genprof.integrations.model_configs`,
+    ``pipe_or_config`` is a model name or alias from :mod:`genprof.catalog`,
     a diffusers model folder (``model_index.json`` + component ``config.json`` files), a
     :class:`ModelSpec`, or a loaded diffusers pipeline (only its configs are read). Sizes default
     to the model's defaults. ``offload`` is one of :data:`OFFLOAD_MODES`; ``attention_backend``
@@ -1350,7 +1351,7 @@ def _spec_from_components(name: str, pipeline_class: str, comps: dict[str, tuple
 
 
 def _all_specs() -> list[ModelSpec]:
-    from genprof.integrations.model_configs import MODEL_NAMES
+    from genprof.catalog import MODEL_NAMES
 
     return [get_config(n) for n in MODEL_NAMES]
 
