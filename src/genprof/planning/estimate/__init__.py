@@ -58,7 +58,7 @@ from genprof.planning.estimate.trace import CachingAllocatorModel, GiB, LiveByte
 from genprof.planning.estimate.weights import _meta_module as _meta_module
 from genprof.planning.estimate.weights import _register as _register
 from genprof.planning.estimate.weights import component_weights
-from genprof.planning.estimate.whole import estimate
+from genprof.planning.estimate.whole import PHASES, estimate
 
 __all__ = [
     "ATTENTION_BACKENDS",
@@ -67,6 +67,7 @@ __all__ = [
     "GiB",
     "MiB",
     "OFFLOAD_MODES",
+    "PHASES",
     "CachingAllocatorModel",
     "ComponentWeights",
     "Estimate",

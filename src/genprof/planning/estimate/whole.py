@@ -38,6 +38,9 @@ from genprof.planning.estimate.weights import _register, _resident, _side_pool, 
 
 log = logging.getLogger(__name__)
 
+PHASES = ("text_encode", "denoise", "vae_decode")
+"""The phases of one call, in order."""
+
 def estimate(
     pipe_or_config: Any,
     *,
@@ -55,6 +58,7 @@ def estimate(
     layerwise_fp8: bool = False,
     vae_dtype: str | None = None,
     calibration: Mapping[str, float] | None = None,
+    phases: tuple[str, ...] | None = None,
 ) -> Estimate:
     """Predict peak GPU memory (allocated and reserved) of one generation, by component and phase.
 
@@ -63,6 +67,7 @@ def estimate(
     :class:`ModelSpec`, or a loaded diffusers pipeline (only its configs are read). Sizes default
     to the model's defaults. ``offload`` is one of :data:`OFFLOAD_MODES`; ``attention_backend``
     one of :data:`ATTENTION_BACKENDS`. No GPU and no weights are needed.
+    ``phases`` (a subset of :data:`PHASES`) estimates only those phases, e.g. ``("vae_decode",)``.
     """
     spec = _resolve(pipe_or_config)
     _register(spec)
@@ -108,12 +113,17 @@ def estimate(
                 raise UsageError(f"unknown calibration constant {key!r}; known: {', '.join(cal)}")
             cal[key] = float(val)
     t0 = time.perf_counter()
-    result = _estimate(spec, gen, cal)
+    if phases is not None:
+        bad = [p for p in phases if p not in PHASES]
+        if bad or not phases:
+            raise UsageError(f"unknown phase(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PHASES)}")
+    result = _estimate(spec, gen, cal, frozenset(phases or PHASES))
     result.trace_time_s = time.perf_counter() - t0
     return result
 
 
-def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float]) -> Estimate:
+def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
+              want: frozenset[str] = frozenset(PHASES)) -> Estimate:
     esize = DTYPE_BYTES[gen.dtype]
     notes: list[str] = []
     weights = [
@@ -174,99 +184,107 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float]) -
     ws = int(cal["workspace_bytes"])
 
     # text encoding: each encoder in turn; the negative prompt is a second call of the same size
-    te_peak = 0
-    te_detail: dict[str, Any] = {}
-    traced_all = True
-    for c in te_specs:
-        peak, err = _trace_text_encoder(spec.name, c.name, gen.dtype, b, gen.attention_backend)
-        if err is not None:
-            traced_all = False
-            peak = _text_analytic(c, b, esize)
-            notes.append(f"{c.name} ({c.class_name}) could not run on the meta device; analytic estimate used ({err[:120]})")
-        te_detail[c.name] = {"activation_peak_bytes": peak, "traced": err is None}
-        te_peak = max(te_peak, peak)
-    names = [c.name for c in te_specs]
-    (wa, wr), with_act = ((model_offload_max(names), None) if gen.offload == "model" else leaf_weights(names))
-    act = int(te_peak * cal["activation_factor_text_encode"])
-    persistent = embeds
-    phases.append(_phase("text_encode", ",".join(names), wa, wr, persistent, act, ws, cal["reserved_factor_text_encode"], traced_all, te_detail,
-                         cal["weights_reserved_factor"], with_act))
+    if "text_encode" in want:
+        te_peak = 0
+        te_detail: dict[str, Any] = {}
+        traced_all = True
+        for c in te_specs:
+            peak, err = _trace_text_encoder(spec.name, c.name, gen.dtype, b, gen.attention_backend)
+            if err is not None:
+                traced_all = False
+                peak = _text_analytic(c, b, esize)
+                notes.append(f"{c.name} ({c.class_name}) could not run on the meta device; analytic estimate used ({err[:120]})")
+            te_detail[c.name] = {"activation_peak_bytes": peak, "traced": err is None}
+            te_peak = max(te_peak, peak)
+        names = [c.name for c in te_specs]
+        (wa, wr), with_act = ((model_offload_max(names), None) if gen.offload == "model" else leaf_weights(names))
+        act = int(te_peak * cal["activation_factor_text_encode"])
+        persistent = embeds
+        phases.append(_phase("text_encode", ",".join(names), wa, wr, persistent, act, ws, cal["reserved_factor_text_encode"], traced_all, te_detail,
+                             cal["weights_reserved_factor"], with_act))
 
     # denoising: one call with batch*cfg (batched CFG) or cfg calls of batch (separate)
-    den = spec.denoiser
-    call_batch = b * cfgp if spec.cfg_mode == "batched" else b
-    den_key = replace(gen, offload="none", vae_tiling=False, vae_slicing=False, layerwise_fp8=False,
-                      num_inference_steps=0, guidance_scale=0.0, vae_dtype=gen.dtype)
-    peak, tokens, ops, err = _trace_denoiser(spec.name, den_key, call_batch)
-    if err is not None:
-        raise UsageError(f"cannot estimate {den.class_name} activations on the meta device: {err}")
-    inputs = _input_bytes(_denoiser_inputs(spec, gen, call_batch))
-    noise_keep = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=esize) if (cfgp == 2 and spec.cfg_mode == "separate") else 0
-    # latents (fp32) + scheduler step temporaries (about two more latent-sized fp32 tensors)
-    persistent = embeds + 3 * latent_fp32 + inputs + noise_keep
-    act = int(peak * cal["activation_factor_denoise"])
-    (wa, wr), with_act = leaf_weights([den.name])
-    if gen.offload == "model":
-        wa, wr = model_offload_max([den.name])
-    phases.append(
-        _phase(
-            "denoise",
-            den.name,
-            wa,
-            wr,
-            persistent,
-            act,
-            ws,
-            cal["reserved_factor_denoise"],
-            True,
-            {
-                "call_batch": call_batch,
-                "calls_per_step": 1 if spec.cfg_mode == "batched" or cfgp == 1 else cfgp,
-                "tokens": tokens,
-                "traced_ops": ops,
-                "input_bytes": inputs,
-                "attention_flops_per_call": _ATTN_FLOPS.get((spec.name, den_key, call_batch), 0.0),
-                "latent_frames": lf,
-            },
-            cal["weights_reserved_factor"],
-            with_act,
+    if "denoise" in want:
+        den = spec.denoiser
+        call_batch = b * cfgp if spec.cfg_mode == "batched" else b
+        den_key = replace(gen, offload="none", vae_tiling=False, vae_slicing=False, layerwise_fp8=False,
+                          num_inference_steps=0, guidance_scale=0.0, vae_dtype=gen.dtype)
+        peak, tokens, ops, err = _trace_denoiser(spec.name, den_key, call_batch)
+        if err is not None:
+            raise UsageError(f"cannot estimate {den.class_name} activations on the meta device: {err}")
+        inputs = _input_bytes(_denoiser_inputs(spec, gen, call_batch))
+        noise_keep = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=esize) if (cfgp == 2 and spec.cfg_mode == "separate") else 0
+        # latents (fp32) + scheduler step temporaries (about two more latent-sized fp32 tensors)
+        persistent = embeds + 3 * latent_fp32 + inputs + noise_keep
+        act = int(peak * cal["activation_factor_denoise"])
+        (wa, wr), with_act = leaf_weights([den.name])
+        if gen.offload == "model":
+            wa, wr = model_offload_max([den.name])
+        phases.append(
+            _phase(
+                "denoise",
+                den.name,
+                wa,
+                wr,
+                persistent,
+                act,
+                ws,
+                cal["reserved_factor_denoise"],
+                True,
+                {
+                    "call_batch": call_batch,
+                    "calls_per_step": 1 if spec.cfg_mode == "batched" or cfgp == 1 else cfgp,
+                    "tokens": tokens,
+                    "traced_ops": ops,
+                    "input_bytes": inputs,
+                    "attention_flops_per_call": _ATTN_FLOPS.get((spec.name, den_key, call_batch), 0.0),
+                    "latent_frames": lf,
+                },
+                cal["weights_reserved_factor"],
+                with_act,
+            )
         )
-    )
 
     # VAE decode
-    vae_key = replace(gen, offload="none", layerwise_fp8=False, num_inference_steps=0, guidance_scale=0.0, dtype=gen.vae_dtype)
-    vpeak, out_bytes, verr = _trace_vae_decode(spec.name, vae_key, b)
-    dec_calls, dec_bytes, dec_leaves = _VAE_CALLS.get((spec.name, vae_key, b), (1, 0, 0))
-    if verr is not None:
-        raise UsageError(f"cannot estimate {spec.vae.class_name}.decode on the meta device: {verr}")
-    vae_in = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=DTYPE_BYTES[gen.vae_dtype])
-    persistent = latent_fp32 + vae_in
-    act = int(vpeak * cal["activation_factor_vae_decode"])
-    video_vae = spec.kind == "video"
-    # image VAEs: allocated from the measured factor, which includes the convolution workspaces
-    alloc_act_ws = None if video_vae else (int(vpeak * cal["activation_factor_vae_decode_image"]), ws)
-    (wa, wr), with_act = leaf_weights([spec.vae.name])
-    if gen.offload == "model":
-        wa, wr = model_offload_max([spec.vae.name])
-    phases.append(
-        _phase(
-            "vae_decode",
-            spec.vae.name,
-            wa,
-            wr,
-            persistent,
-            act,
-            ws + int(cal["vae_conv_workspace_bytes"]),
-            cal["reserved_factor_vae_decode_video" if video_vae else "reserved_factor_vae_decode"],
-            True,
-            {"output_bytes": out_bytes, "tiling": gen.vae_tiling, "slicing": gen.vae_slicing,
-             "decoder_calls": dec_calls, "decoder_weight_bytes": dec_bytes, "decoder_leaves": dec_leaves},
-            cal["weights_reserved_factor"],
-            with_act,
-            alloc_act_ws,
+    if "vae_decode" in want:
+        vae_key = replace(gen, offload="none", layerwise_fp8=False, num_inference_steps=0, guidance_scale=0.0, dtype=gen.vae_dtype)
+        vpeak, out_bytes, verr = _trace_vae_decode(spec.name, vae_key, b)
+        dec_calls, dec_bytes, dec_leaves = _VAE_CALLS.get((spec.name, vae_key, b), (1, 0, 0))
+        if verr is not None:
+            raise UsageError(f"cannot estimate {spec.vae.class_name}.decode on the meta device: {verr}")
+        vae_in = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=DTYPE_BYTES[gen.vae_dtype])
+        persistent = latent_fp32 + vae_in
+        act = int(vpeak * cal["activation_factor_vae_decode"])
+        video_vae = spec.kind == "video"
+        # image VAEs: allocated from the measured factor, which includes the convolution workspaces
+        alloc_act_ws = None if video_vae else (int(vpeak * cal["activation_factor_vae_decode_image"]), ws)
+        (wa, wr), with_act = leaf_weights([spec.vae.name])
+        if gen.offload == "model":
+            wa, wr = model_offload_max([spec.vae.name])
+        phases.append(
+            _phase(
+                "vae_decode",
+                spec.vae.name,
+                wa,
+                wr,
+                persistent,
+                act,
+                ws + int(cal["vae_conv_workspace_bytes"]),
+                cal["reserved_factor_vae_decode_video" if video_vae else "reserved_factor_vae_decode"],
+                True,
+                {"output_bytes": out_bytes, "tiling": gen.vae_tiling, "slicing": gen.vae_slicing,
+                 "decoder_calls": dec_calls, "decoder_weight_bytes": dec_bytes, "decoder_leaves": dec_leaves},
+                cal["weights_reserved_factor"],
+                with_act,
+                alloc_act_ws,
+            )
         )
-    )
-    _offload_cache(phases, weights, spec, gen, cal)
+
+    if len(want) < len(PHASES):
+        notes.append(f"only {', '.join(p for p in PHASES if p in want)} estimated: the peak is that phase's alone, "
+                     "without cache carried over from earlier phases")
+    else:
+        _offload_cache(phases, weights, spec, gen, cal)
     if gen.attention_backend == "math":
         notes.append("math attention: the Lq x Lk score matrix is materialised (quadratic in tokens)")
     if gen.offload != "none":
@@ -280,6 +298,8 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float]) -
         "guidance_scale": gen.guidance_scale,
         "cfg_mode": spec.cfg_mode,
         "cfg_passes": cfgp,
+        "denoiser_call_batch": b * cfgp if spec.cfg_mode == "batched" else b,
+        "denoiser_calls_per_step": 1 if spec.cfg_mode == "batched" or cfgp == 1 else cfgp,
         "dtype": gen.dtype,
         "vae_dtype": gen.vae_dtype,
         "offload": gen.offload,
