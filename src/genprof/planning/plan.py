@@ -399,10 +399,16 @@ def plan(
 
 
 def _leaf_count(spec: Any) -> int:
-    from genprof.planning.estimate import _meta_module
+    from genprof.planning.estimate import _meta_module, cache
 
+    key = cache.cache_key("leaf_count", spec)
+    hit = cache.load(key)
+    if hit is not None:
+        return int(hit)
     m = _meta_module(spec.name, spec.denoiser.name, "bf16")
-    return sum(1 for sub in m.modules() if not list(sub.children()) and any(True for _ in sub.parameters(recurse=False)))
+    n = sum(1 for sub in m.modules() if not list(sub.children()) and any(True for _ in sub.parameters(recurse=False)))
+    cache.store(key, n)
+    return n
 
 
 def _describe(s: Mapping[str, Any]) -> str:

@@ -14,6 +14,7 @@ from typing import Any
 
 from genprof.catalog import ComponentSpec, ModelSpec
 from genprof.errors import UsageError
+from genprof.planning.estimate import cache
 from genprof.planning.estimate.settings import _TORCH_DTYPES, GenerationSettings, _denoiser_inputs
 from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, trace_live_bytes
 from genprof.planning.estimate.weights import _SPEC_REGISTRY, _meta_module, _register
@@ -36,9 +37,15 @@ def _run_denoiser(model: str, gen: GenerationSettings, batch: int, record: bool 
 
 @functools.lru_cache(maxsize=256)
 def _trace_denoiser(model: str, gen: GenerationSettings, batch: int) -> tuple[int, int, int, str | None]:
+    key = cache.cache_key("denoise", _SPEC_REGISTRY[model], gen, batch)
+    hit = cache.load(key)
+    if hit is not None:
+        _ATTN_FLOPS[(model, gen, batch)] = float(hit["attention_flops"])
+        return int(hit["peak"]), int(hit["tokens"]), int(hit["ops"]), None
     try:
         counter, attn = _run_denoiser(model, gen, batch)
         _ATTN_FLOPS[(model, gen, batch)] = attn.flops
+        cache.store(key, {"peak": counter.peak, "tokens": attn.max_tokens, "ops": counter.ops, "attention_flops": attn.flops})
         return counter.peak, attn.max_tokens, counter.ops, None
     except _TRACE_ERRORS as exc:
         log.warning("tracing %s on the meta device failed: %s", _SPEC_REGISTRY[model].denoiser.class_name, exc)
@@ -64,8 +71,14 @@ def _run_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backen
 
 @functools.lru_cache(maxsize=256)
 def _trace_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backend: str) -> tuple[int, str | None]:
+    key = cache.cache_key("text_encode", _SPEC_REGISTRY[model], comp_name, dtype, batch, backend)
+    hit = cache.load(key)
+    if hit is not None:
+        return int(hit["peak"]), None
     try:
-        return _run_text_encoder(model, comp_name, dtype, batch, backend).peak, None
+        peak = _run_text_encoder(model, comp_name, dtype, batch, backend).peak
+        cache.store(key, {"peak": peak})
+        return peak, None
     except (*_TRACE_ERRORS, AttributeError) as exc:
         cls = _SPEC_REGISTRY[model].component(comp_name).class_name
         log.info("tracing %s on the meta device failed (%s); using the analytic estimate", cls, exc)
@@ -117,9 +130,15 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int,
 @functools.lru_cache(maxsize=256)
 def _trace_vae_decode(model: str, gen: GenerationSettings, batch: int) -> tuple[int, int, str | None]:
     """(activation peak, output bytes, error) of ``vae.decode``; also fills :data:`_VAE_CALLS`."""
+    key = cache.cache_key("vae_decode", _SPEC_REGISTRY[model], gen, batch)
+    hit = cache.load(key)
+    if hit is not None:
+        _VAE_CALLS[(model, gen, batch)] = (int(hit["calls"][0]), int(hit["calls"][1]), int(hit["calls"][2]))
+        return int(hit["peak"]), int(hit["output_bytes"]), None
     try:
         counter, out_bytes, calls = _run_vae_decode(model, gen, batch)
         _VAE_CALLS[(model, gen, batch)] = calls
+        cache.store(key, {"peak": counter.peak, "output_bytes": out_bytes, "calls": list(calls)})
         return counter.peak, out_bytes, None
     except _TRACE_ERRORS as exc:
         log.warning("tracing %s.decode on the meta device failed: %s", _SPEC_REGISTRY[model].vae.class_name, exc)

@@ -5,12 +5,14 @@ Part of :mod:`genprof.planning.estimate`; see its docstring for the method.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from typing import Any
 
 from genprof.catalog import ComponentSpec, ModelSpec
 from genprof.planning.build import build_component
+from genprof.planning.estimate import cache
 from genprof.planning.estimate.results import ComponentWeights
 from genprof.planning.estimate.settings import _TORCH_DTYPES
 from genprof.planning.estimate.trace import MiB, _round_alloc, _round_reserved, _torch
@@ -66,9 +68,19 @@ def _fp8_eligible(module: Any) -> set[str]:
 
 
 def component_weights(spec: ModelSpec, comp: ComponentSpec, dtype: str) -> ComponentWeights:
-    """Bytes of ``comp``'s weights at ``dtype`` and what each offload mode keeps resident."""
-    torch = _torch()
+    """Bytes of ``comp``'s weights at ``dtype`` and what each offload mode keeps resident (disk-cached)."""
     _register(spec)
+    key = cache.cache_key("weights", spec, comp, dtype)
+    hit = cache.load(key)
+    if hit is not None:
+        return ComponentWeights(**hit)
+    cw = _component_weights(spec, comp, dtype)
+    cache.store(key, dataclasses.asdict(cw))
+    return cw
+
+
+def _component_weights(spec: ModelSpec, comp: ComponentSpec, dtype: str) -> ComponentWeights:
+    torch = _torch()
     m = _meta_module(spec.name, comp.name, dtype)
     tensors = dict(m.named_parameters())
     tensors.update(dict(m.named_buffers()))
