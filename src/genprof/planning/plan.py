@@ -33,9 +33,7 @@ DEFAULT_SAFETY_MARGIN = 0.08
 The rule: the estimator's worst measured under-prediction of peak reserved, rounded up to a whole
 percent. Over the 38 configurations measured on the H100 (the ten estimate cases run as whole
 pipeline calls, and the 28 offload / tiling candidates of the plan validation) the worst was 7.9%
-(Wan 2.1 with streamed leaf-level group offloading and VAE tiling; docs/BENCHMARKS.md). Until
-session 4 it was 10%, when SDXL without offload was under-predicted by 9.6% (the image VAE's
-decode reuses only part of the denoise phase's cache, now modelled).
+(Wan 2.1 with streamed leaf-level group offloading and VAE tiling; docs/BENCHMARKS.md).
 """
 
 

@@ -77,7 +77,7 @@ CALIBRATION: dict[str, float] = {
     # exceeded the same decode from an emptied cache by this fraction of the denoise phase's
     # predicted cache (its peak reserved less its resident weights): 0.53 / 0.58 / 0.70 / 0.95 for
     # SD 1.5 / SDXL / SDXL tiled / Flux, mean 0.69 (bench/results/estimate_h100_seq.json, H100,
-    # bench_estimate.py --sequence, session 4). Video VAEs decode frame by frame in small blocks and
+    # bench_estimate.py --sequence). Video VAEs decode frame by frame in small blocks and
     # reuse the cache: -0.06..+0.05 for CogVideoX, Wan 2.1 81 frames and Wan 2.2 (not applied).
     "carry_unreused_fraction_vae_decode_image": 0.69,
 }
