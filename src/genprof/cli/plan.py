@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 from typing import Any
 
@@ -36,11 +38,11 @@ def register(sub: Any) -> None:
 
 
 def _cuda_here() -> bool:
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+    """Whether this machine has a CUDA GPU; asks torch only if it is already imported (a warm plan never imports it)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return bool(torch.cuda.is_available())
+    return os.path.exists("/proc/driver/nvidia/version") or shutil.which("nvidia-smi") is not None
 
 
 def run(args: argparse.Namespace) -> int:

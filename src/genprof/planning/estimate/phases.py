@@ -15,7 +15,12 @@ from typing import Any
 from genprof.catalog import ComponentSpec, ModelSpec
 from genprof.errors import UsageError
 from genprof.planning.estimate import cache
-from genprof.planning.estimate.settings import _TORCH_DTYPES, GenerationSettings, _denoiser_inputs
+from genprof.planning.estimate.settings import (
+    _TORCH_DTYPES,
+    GenerationSettings,
+    _denoiser_inputs,
+    _input_bytes,
+)
 from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, trace_live_bytes
 from genprof.planning.estimate.weights import _SPEC_REGISTRY, _meta_module, _register
 
@@ -50,6 +55,17 @@ def _trace_denoiser(model: str, gen: GenerationSettings, batch: int) -> tuple[in
     except _TRACE_ERRORS as exc:
         log.warning("tracing %s on the meta device failed: %s", _SPEC_REGISTRY[model].denoiser.class_name, exc)
         return 0, 0, 0, f"{type(exc).__name__}: {exc}"
+
+
+def _denoiser_input_bytes(spec: ModelSpec, gen: GenerationSettings, batch: int) -> int:
+    """Bytes of the denoiser's call inputs (disk-cached: a warm ``plan`` then needs no torch import)."""
+    key = cache.cache_key("denoiser_inputs", spec, gen, batch)
+    hit = cache.load(key)
+    if hit is not None:
+        return int(hit)
+    n = _input_bytes(_denoiser_inputs(spec, gen, batch))
+    cache.store(key, n)
+    return n
 
 
 _ATTN_FLOPS: dict[tuple[str, GenerationSettings, int], float] = {}

@@ -18,6 +18,7 @@ from genprof.planning.estimate.phases import (
     _ATTN_FLOPS,
     _VAE_5D,
     _VAE_CALLS,
+    _denoiser_input_bytes,
     _text_analytic,
     _trace_denoiser,
     _trace_text_encoder,
@@ -29,8 +30,6 @@ from genprof.planning.estimate.settings import (
     DTYPE_BYTES,
     OFFLOAD_MODES,
     GenerationSettings,
-    _denoiser_inputs,
-    _input_bytes,
     _nbytes,
 )
 from genprof.planning.estimate.specs import _resolve
@@ -212,7 +211,7 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
         peak, tokens, ops, err = _trace_denoiser(spec.name, den_key, call_batch)
         if err is not None:
             raise UsageError(f"cannot estimate {den.class_name} activations on the meta device: {err}")
-        inputs = _input_bytes(_denoiser_inputs(spec, gen, call_batch))
+        inputs = _denoiser_input_bytes(spec, gen, call_batch)
         noise_keep = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=esize) if (cfgp == 2 and spec.cfg_mode == "separate") else 0
         # latents (fp32) + scheduler step temporaries (about two more latent-sized fp32 tensors)
         persistent = embeds + 3 * latent_fp32 + inputs + noise_keep
