@@ -26,7 +26,8 @@ import time
 
 import torch
 
-from genprof.integrations.model_configs import build_component, get_config
+from genprof.catalog import get_config
+from genprof.planning.build import build_component
 from genprof.planning.estimate import _denoiser_inputs, estimate, fit_calibration
 
 CASES = {
@@ -219,10 +220,10 @@ def run_case(name, model, kw, dev, build="cpu", sequence=False):
 
 
 def _gen(est):
-    from genprof.planning.estimate import Generation
+    from genprof.planning.estimate import GenerationSettings
 
     s = est.settings
-    return Generation(height=s["height"], width=s["width"], num_frames=s["num_frames"], batch_size=s["batch_size"],
+    return GenerationSettings(height=s["height"], width=s["width"], num_frames=s["num_frames"], batch_size=s["batch_size"],
                       num_inference_steps=1, guidance_scale=s["guidance_scale"], dtype=s["dtype"], offload="none",
                       vae_tiling=False, vae_slicing=False, attention_backend="flash", layerwise_fp8=False,
                       vae_dtype=s["vae_dtype"])

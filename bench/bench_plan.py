@@ -110,7 +110,8 @@ class Model:
             self.seq_len = 16
             self.plan_target: Any = demo.pipe
         else:
-            from genprof.integrations.model_configs import build_component, get_config
+            from genprof.catalog import get_config
+            from genprof.planning.build import build_component
 
             spec = get_config(name)
             comps: dict[str, Any] = {}
@@ -359,7 +360,8 @@ def _preimport(name: str) -> None:
     import diffusers.hooks  # noqa: F401 - layerwise casting / group offloading (plan, apply)
     import transformers  # noqa: F401
 
-    from genprof.integrations.model_configs import build_component, get_config
+    from genprof.catalog import get_config
+    from genprof.planning.build import build_component
 
     for c in get_config(name).components:
         build_component(c, device="meta", dtype=torch.bfloat16)

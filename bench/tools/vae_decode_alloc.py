@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from genprof.integrations.model_configs import build_component
 from genprof.planning import estimate as est
+from genprof.planning.build import build_component
 
 SIZES = (512, 768, 1024, 1280)
 VARIANTS = ("default", "no_cudnn", "sdpa_math", "sdpa_efficient")

@@ -1,7 +1,8 @@
 import pytest
 
+from genprof.catalog import MODEL_NAMES, get_config
 from genprof.errors import UsageError
-from genprof.integrations.model_configs import MODEL_NAMES, build_component, get_config
+from genprof.planning.build import build_component
 
 # published parameter counts (billions) of each component
 EXPECTED_B = {

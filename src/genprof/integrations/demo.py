@@ -7,7 +7,7 @@
   (``StableDiffusionPipeline``), ``"sdxl"``, ``"flux"``, ``"cogvideox"``.
 
 ``size="tiny"`` uses 1-2 layer configs with a few channels (seconds on a CPU); ``size="full"``
-builds the real architectures of :mod:`genprof.integrations.model_configs` with random weights
+builds the real architectures of :mod:`genprof.catalog` with random weights
 (for a GPU; ``wan``, ``wan22-5b``, ``sd``, ``sdxl``, ``flux``, ``cogvideox``).
 
 Tokenizers are built in code: a word-level ``tokenizers`` model wrapped in transformers'
@@ -218,15 +218,14 @@ def _tiny(kind: str, torch: Any, d: Any, tr: Any) -> DemoPipeline:
 
 
 def _full(kind: str, torch: Any, d: Any, tr: Any, device: str, dtype: Any) -> DemoPipeline:
-    try:
-        from genprof.integrations import model_configs
-    except ImportError:  # pragma: no cover - shipped with genprof
-        raise UsageError("--size full is not available in this build (genprof.integrations.model_configs missing)") from None
-    spec = model_configs.get_config(_FULL_NAMES[kind])
+    from genprof import catalog
+    from genprof.planning.build import build_component
+
+    spec = catalog.get_config(_FULL_NAMES[kind])
     comps: dict[str, Any] = {}
     for c in spec.components:
         # build directly on the target device in the target dtype: random weights, no download
-        comps[c.name] = model_configs.build_component(c, device=device, dtype=dtype)
+        comps[c.name] = build_component(c, device=device, dtype=dtype)
     for c in spec.text_encoders:
         tok_name = c.name.replace("text_encoder", "tokenizer")
         clip_style = "CLIP" in c.class_name

@@ -72,7 +72,7 @@ def explain_oom(run: Run, *, budget_bytes: int | None = None) -> dict[str, Any] 
 
 
 def match_model(pipe_meta: dict[str, Any]) -> str | None:
-    """The shipped config (``genprof.integrations.model_configs``) that a recorded pipeline is.
+    """The shipped config (``genprof.catalog``) that a recorded pipeline is.
 
     Matches the denoiser's class, then the parameter count within 3% (counted on the meta device,
     only for configs with that class). ``None`` when nothing matches, e.g. for the tiny demo models.
@@ -81,7 +81,8 @@ def match_model(pipe_meta: dict[str, Any]) -> str | None:
     if not isinstance(comps, dict):
         return None
     try:
-        from genprof.integrations.model_configs import MODEL_NAMES, build_component, get_config
+        from genprof.catalog import MODEL_NAMES, get_config
+        from genprof.planning.build import build_component
     except ImportError as exc:  # torch/diffusers missing: no match possible
         log.info("no model match: %s", exc)
         return None

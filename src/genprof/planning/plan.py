@@ -33,9 +33,7 @@ DEFAULT_SAFETY_MARGIN = 0.08
 The rule: the estimator's worst measured under-prediction of peak reserved, rounded up to a whole
 percent. Over the 38 configurations measured on the H100 (the ten estimate cases run as whole
 pipeline calls, and the 28 offload / tiling candidates of the plan validation) the worst was 7.9%
-(Wan 2.1 with streamed leaf-level group offloading and VAE tiling; docs/BENCHMARKS.md). Until
-session 4 it was 10%, when SDXL without offload was under-predicted by 9.6% (the image VAE's
-decode reuses only part of the denoise phase's cache, now modelled).
+(Wan 2.1 with streamed leaf-level group offloading and VAE tiling; docs/BENCHMARKS.md).
 """
 
 
@@ -58,6 +56,7 @@ class TimeModel:
     h2d_bandwidth_bytes_per_s: float | None = None
     pageable_fraction: float = 0.5  # kept for old callers; the copies below have their own measured rates
     assumed_flops: float = 300e12  # effective dense bf16 FLOP/s of an H100-class GPU; assumption
+    assumed_device: str = "an NVIDIA H100-class GPU (300 TFLOP/s effective dense bf16)"  # whose speed assumed_flops is
     assumed_bandwidth: float = 20e9  # assumption
     # pageable host-to-device copies (.to("cuda") of unpinned weights: model offload, sequential offload):
     # bench/results/plan_wan_h100.json, model offload, text encoding: 11.36 GB of UMT5 in 1.88 s
@@ -128,6 +127,20 @@ class Plan:
     def fastest_feasible(self) -> list[Candidate]:
         return sorted((c for c in self.candidates if c.fits), key=lambda c: c.time_s)
 
+    def undominated(self, only_fitting: bool = True) -> list[Candidate]:
+        """Candidates no other one beats: none is at least as fast with no more GPU memory and no more host RAM
+        (and strictly better in one of them). Sorted by predicted time."""
+        pool = [c for c in self.candidates if c.fits or not only_fitting]
+
+        def beats(a: Candidate, b: Candidate) -> bool:
+            no_worse = (a.time_s <= b.time_s and a.peak_reserved_bytes <= b.peak_reserved_bytes
+                        and a.host_ram_bytes <= b.host_ram_bytes)
+            better = (a.time_s < b.time_s or a.peak_reserved_bytes < b.peak_reserved_bytes
+                      or a.host_ram_bytes < b.host_ram_bytes)
+            return no_worse and better
+
+        return sorted((c for c in pool if not any(beats(o, c) for o in pool)), key=lambda c: c.time_s)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -173,7 +186,8 @@ def _predict_time(est: Estimate, tm: TimeModel, params: int, leaves: int) -> tup
         step = tm.step_time_s
     else:
         step = max(1e-3, (2.0 * params * max(tokens, 1) * passes + attn_flops) / tm.assumed_flops)
-        assumptions.append(f"step time {step:.3f} s from (2*params*tokens*passes + attention FLOPs) / {tm.assumed_flops:.0e} FLOP/s (pass --step-time)")
+        assumptions.append(f"step time {step:.3f} s from (2*params*tokens*passes + attention FLOPs) / {tm.assumed_flops:.0e} FLOP/s, "
+                           f"the speed of {tm.assumed_device} (pass --step-time measured on your GPU)")
     vae = tm.vae_decode_s if tm.vae_decode_s is not None else step
     if tm.vae_decode_s is None:
         assumptions.append("VAE decode time assumed equal to one step (pass --vae-time)")
@@ -383,10 +397,16 @@ def plan(
 
 
 def _leaf_count(spec: Any) -> int:
-    from genprof.planning.estimate import _meta_module
+    from genprof.planning.estimate import _meta_module, cache
 
+    key = cache.cache_key("leaf_count", spec)
+    hit = cache.load(key)
+    if hit is not None:
+        return int(hit)
     m = _meta_module(spec.name, spec.denoiser.name, "bf16")
-    return sum(1 for sub in m.modules() if not list(sub.children()) and any(True for _ in sub.parameters(recurse=False)))
+    n = sum(1 for sub in m.modules() if not list(sub.children()) and any(True for _ in sub.parameters(recurse=False)))
+    cache.store(key, n)
+    return n
 
 
 def _describe(s: Mapping[str, Any]) -> str:
@@ -399,6 +419,38 @@ def _describe(s: Mapping[str, Any]) -> str:
         parts.append("VAE slicing")
     parts.append(f"attention={s['attention_backend']}")
     return ", ".join(parts)
+
+
+def plan_code(settings: Mapping[str, Any], *, denoiser: str = "transformer", device: str = "cuda") -> list[str]:
+    """The diffusers statements that :func:`apply` runs for ``settings``, as Python source lines.
+
+    ``denoiser`` is the pipeline attribute of the denoiser (``"transformer"`` or ``"unet"``).
+    """
+    dt = {"bf16": "torch.bfloat16", "fp16": "torch.float16", "fp32": "torch.float32"}[settings.get("dtype", "bf16")]
+    lines = ["import torch", "", f"pipe.to(dtype={dt})"]
+    if settings.get("layerwise_fp8"):
+        lines.append(f"pipe.{denoiser}.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype={dt})")
+    mode = settings.get("offload", "none")
+    if mode == "none":
+        lines.append(f"pipe.to({device!r})")
+    elif mode == "model":
+        lines.append("pipe.enable_model_cpu_offload()")
+    elif mode == "sequential":
+        lines.append("pipe.enable_sequential_cpu_offload()")
+    elif mode.startswith("group_"):
+        level = "block_level" if mode.startswith("group_block") else "leaf_level"
+        blocks = ", num_blocks_per_group=1" if level == "block_level" else ""
+        lines.append(f"pipe.enable_group_offload(onload_device=torch.device({device!r}), offload_device=torch.device('cpu'), "
+                     f"offload_type={level!r}{blocks}, use_stream={mode.endswith('_stream')})")
+    else:
+        raise UsageError(f"unknown offload mode {mode!r}")
+    if settings.get("vae_tiling"):
+        lines.append("pipe.vae.enable_tiling()")
+    if settings.get("vae_slicing"):
+        lines.append("pipe.vae.enable_slicing()")
+    attn = settings.get("attention_backend", "flash")
+    lines.append(f"pipe.{denoiser}.set_attention_backend({_ATTN_NAMES[attn]!r})  # diffusers >= 0.35")
+    return lines
 
 
 _ATTN_NAMES = {"flash": "_native_flash", "efficient": "_native_efficient", "cudnn": "_native_cudnn", "math": "_native_math"}

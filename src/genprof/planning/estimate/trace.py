@@ -1,0 +1,255 @@
+"""The meta trace: live storage bytes of real forwards on meta tensors, and a caching-allocator model.
+
+Part of :mod:`genprof.planning.estimate`; see its docstring for the method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+from genprof.errors import MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+MiB = 1024**2
+GiB = 1024**3
+
+
+# ------------------------------------------------------------------ tracing
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:
+        raise MissingDependencyError("torch", "memory estimates", "torch") from exc
+    return torch
+
+
+def _round_alloc(n: int) -> int:
+    """The caching allocator rounds every request up to a multiple of 512 bytes."""
+    return ((n + 511) // 512) * 512
+
+
+def _round_reserved(n: int) -> int:
+    """Bytes a tensor holds in reserved memory: small ones share 2 MiB segments, large ones round to 2 MiB."""
+    if n <= MiB:
+        return _round_alloc(n)
+    return ((n + 2 * MiB - 1) // (2 * MiB)) * (2 * MiB)
+
+
+class CachingAllocatorModel:
+    """A model of PyTorch's CUDA caching allocator (native backend, one stream, no expandable segments).
+
+    Requests round up to 512 bytes; up to 1 MiB they come from 2 MiB segments (small pool),
+    up to 10 MiB from 20 MiB segments, larger ones get a segment rounded up to 2 MiB. A request
+    takes the smallest free block that fits (best fit) and splits it when the rest is at least
+    512 bytes (small pool) or more than 1 MiB (large pool); frees merge with free neighbours;
+    :meth:`empty_cache` returns only segments with no live block. Used to explain reserved
+    over allocated (see ``docs/planning.md``): e.g. replaying the parameter allocations of a
+    model built in fp32 on the GPU then cast to bf16 leaves segments pinned by a few blocks,
+    while ``.to("cuda")`` of loaded weights packs them (reserved/allocated about 1.01).
+    """
+
+    def __init__(self) -> None:
+        import bisect
+
+        self._bisect = bisect
+        self._free: dict[bool, list[tuple[int, int, int]]] = {True: [], False: []}  # (size, segment, offset)
+        self._segments: dict[int, tuple[int, bool, dict[int, list[Any]]]] = {}  # id -> (size, small, blocks)
+        self._live: dict[int, tuple[int, int]] = {}
+        self._next_segment = 0
+        self._next_handle = 0
+        self.allocated = 0
+        self.reserved = 0
+        self.peak_allocated = 0
+        self.peak_reserved = 0
+
+    @staticmethod
+    def segment_size(n: int) -> int:
+        if n <= MiB:
+            return 2 * MiB
+        if n < 10 * MiB:
+            return 20 * MiB
+        return ((n + 2 * MiB - 1) // (2 * MiB)) * (2 * MiB)
+
+    def malloc(self, nbytes: int) -> int:
+        """Allocate; returns a handle for :meth:`free`."""
+        n = max(512, _round_alloc(nbytes))
+        small = n <= MiB
+        pool = self._free[small]
+        i = self._bisect.bisect_left(pool, (n, -1, -1))
+        if i < len(pool):
+            size, sid, off = pool.pop(i)
+        else:
+            size, sid, off = self.segment_size(n), self._next_segment, 0
+            self._next_segment += 1
+            self._segments[sid] = (size, small, {0: [size, False]})
+            self.reserved += size
+            self.peak_reserved = max(self.peak_reserved, self.reserved)
+        blocks = self._segments[sid][2]
+        rest = size - n
+        if (small and rest >= 512) or (not small and rest > MiB):
+            blocks[off] = [n, True]
+            blocks[off + n] = [rest, False]
+            self._bisect.insort(pool, (rest, sid, off + n))
+        else:
+            blocks[off] = [size, True]
+            n = size
+        self.allocated += n
+        self.peak_allocated = max(self.peak_allocated, self.allocated)
+        h = self._next_handle
+        self._next_handle += 1
+        self._live[h] = (sid, off)
+        return h
+
+    def free(self, handle: int) -> None:
+        sid, off = self._live.pop(handle)
+        _, small, blocks = self._segments[sid]
+        pool = self._free[small]
+        size = blocks.pop(off)[0]
+        self.allocated -= size
+        nxt = off + size
+        if nxt in blocks and not blocks[nxt][1]:
+            pool.remove((blocks[nxt][0], sid, nxt))
+            size += blocks.pop(nxt)[0]
+        prev = next((o for o, b in blocks.items() if o + b[0] == off), None)
+        if prev is not None and not blocks[prev][1]:
+            pool.remove((blocks[prev][0], sid, prev))
+            size += blocks.pop(prev)[0]
+            off = prev
+        blocks[off] = [size, False]
+        self._bisect.insort(pool, (size, sid, off))
+
+    def empty_cache(self) -> None:
+        for sid in list(self._segments):
+            size, small, blocks = self._segments[sid]
+            if len(blocks) == 1 and not blocks[0][1]:
+                self._free[small].remove((size, sid, 0))
+                self.reserved -= size
+                del self._segments[sid]
+
+
+class LiveBytes:
+    """Counts live bytes of storages created by operators (meta or real), and their peak.
+
+    A storage is counted once, however many views use it, from the operator that created it
+    until the last tensor viewing it is freed. ``spike(extra)`` records a transient peak that
+    is not a tensor (an attention backend's workspace).
+
+    With ``record=True`` it also keeps ``events``, the allocation sequence in order:
+    ``("alloc", storage_key, bytes)``, ``("free", storage_key, bytes)`` and
+    ``("spike", 0, bytes)`` (a transient workspace on top of what is live). That sequence is
+    what an allocator replay consumes instead of the fitted reserved factor (see
+    :func:`genprof.planning.estimate.trace_phase_allocations`).
+    """
+
+    def __init__(self, record: bool = False) -> None:
+        self.live: dict[int, list[int]] = {}
+        self.current = 0
+        self.peak = 0
+        self.ops = 0
+        self.events: list[tuple[str, int, int]] | None = [] if record else None
+
+    def _release(self, key: int) -> None:
+        ent = self.live.get(key)
+        if ent is None:
+            return
+        ent[1] -= 1
+        if ent[1] <= 0:
+            self.current -= ent[0]
+            del self.live[key]
+            if self.events is not None:
+                self.events.append(("free", key, ent[0]))
+
+    def add(self, t: Any) -> None:
+        st = t.untyped_storage()
+        key = int(st._cdata)
+        ent = self.live.get(key)
+        if ent is None:
+            ent = [_round_alloc(int(st.nbytes())), 0]
+            self.live[key] = ent
+            self.current += ent[0]
+            if self.events is not None:
+                self.events.append(("alloc", key, ent[0]))
+        ent[1] += 1
+        weakref.finalize(t, self._release, key)
+        if self.current > self.peak:
+            self.peak = self.current
+
+    def spike(self, extra: int) -> None:
+        if self.events is not None and extra > 0:
+            self.events.append(("spike", 0, extra))
+        self.peak = max(self.peak, self.current + extra)
+
+
+@functools.lru_cache(maxsize=1)
+def _modes() -> tuple[type, type]:
+    torch = _torch()
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    class _Track(TorchDispatchMode):
+        def __init__(self, counter: LiveBytes) -> None:
+            super().__init__()
+            self.counter = counter
+
+        def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            out = func(*args, **(kwargs or {}))
+            self.counter.ops += 1
+            for t in out if isinstance(out, (tuple, list)) else (out,):
+                if isinstance(t, torch.Tensor):
+                    self.counter.add(t)
+            return out
+
+    class _Attention(TorchFunctionMode):
+        def __init__(self, counter: LiveBytes, backend: str) -> None:
+            super().__init__()
+            self.counter = counter
+            self.backend = backend
+            self.calls = 0
+            self.max_tokens = 0
+            self.flops = 0.0  # QK^T and PV matmuls of every attention call: 4 * B*H * Lq * Lk * D
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is not sdpa:
+                return func(*args, **kwargs)
+            qkv = list(args[:3]) + [kwargs[n] for n in ("query", "key", "value") if n in kwargs]
+            q, k, v = qkv[:3]
+            self.calls += 1
+            lq, lk = int(q.shape[-2]), int(k.shape[-2])
+            self.max_tokens = max(self.max_tokens, lq, lk)
+            bh = q.numel() // max(1, q.shape[-1] * lq)
+            esize = q.element_size()
+            self.flops += 4.0 * bh * lq * lk * int(q.shape[-1])
+            if self.backend == "math":
+                # scores and softmax(scores), both Lq x Lk per head, alive together
+                extra = 2 * _round_alloc(bh * lq * lk * esize)
+            else:
+                extra = _round_alloc(bh * lq * 4)  # log-sum-exp, fp32
+            self.counter.spike(extra)
+            return torch.empty((*q.shape[:-1], v.shape[-1]), dtype=q.dtype, device=q.device)
+
+    return _Track, _Attention
+
+
+@contextlib.contextmanager
+def trace_live_bytes(backend: str = "flash", record: bool = False) -> Iterator[tuple[LiveBytes, Any]]:
+    """Count live bytes of everything created inside the block (see :class:`LiveBytes`).
+
+    ``record=True`` keeps the allocation sequence in ``counter.events``.
+    """
+    torch = _torch()
+    track_cls, attn_cls = _modes()
+    counter = LiveBytes(record=record)
+    attn = attn_cls(counter, backend)
+    with torch.no_grad(), track_cls(counter), attn:
+        yield counter, attn
+
+

@@ -1,0 +1,7 @@
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _trace_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Keep the meta-trace cache out of the user's home during tests (one folder for the session's tests)."""
+    monkeypatch.setenv("GENPROF_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "genprof-cache"))
