@@ -19,9 +19,9 @@ diffusers = pytest.importorskip("diffusers")
 
 import genprof  # noqa: E402
 from genprof.integrations import diffusers as gd  # noqa: E402
-from genprof.integrations.diffusers import facts  # noqa: E402
 from genprof.integrations import flops as flops_mod  # noqa: E402
 from genprof.integrations.demo import build_pipeline  # noqa: E402
+from genprof.integrations.diffusers import facts  # noqa: E402
 
 
 def _prof() -> genprof.Profiler:
