@@ -405,3 +405,17 @@ def test_profile_pipeline_leaves_reports_to_the_config_when_it_asks_for_them(tmp
                              report_format="json") as prof:
         demo.pipe(**dict(demo.call_kwargs, num_inference_steps=1))
     assert not list(tmp_path.glob("*.html")) and prof.run_path is not None
+
+
+def test_a_failing_html_renderer_returns_none_and_says_so(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from genprof.render import html as html_mod
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise KeyError("figure")
+
+    monkeypatch.setattr(html_mod, "write_html", broken)
+    with caplog.at_level("ERROR"):
+        run = genprof.Run(name="r", run_id="0", started_at="2026-01-01T00:00:00Z", started_unix_s=0.0)
+        assert gd.write_html_report(run, tmp_path / "r.html") is None
+    assert any("KeyError" in r.getMessage() for r in caplog.records)

@@ -126,5 +126,8 @@ def write_html_report(run: Any, path: Path) -> Path | None:
     except OSError as exc:
         log.warning("genprof: HTML report not written to %s: %s", path, exc)
         return None
+    except Exception as exc:  # noqa: BLE001 - a failing renderer must not hide the user's error or lose the run file
+        log.error("genprof: HTML report failed (%s: %s); the run file is intact", type(exc).__name__, exc)
+        return None
     log.info("genprof HTML report written: %s", written)
     return written
