@@ -126,10 +126,12 @@ class SelfTime:
 def _patch_for_self_time(st: SelfTime) -> Any:
     """Wrap genprof's entry points into the pipeline and its calls back out; returns an undo."""
     from genprof.integrations import diffusers as gd
+    from genprof.integrations.diffusers import handle as gd_handle
+    from genprof.integrations.diffusers import hooks as gd_hooks
 
     h = gd.InstrumentHandle
     orig = {"call": h.call, "dh": h._denoiser_hook, "th": h._text_hook,
-            "run_phase": gd._run_phase, "chain": gd._chain_callback}
+            "run_phase": gd_hooks._run_phase, "chain": gd_handle._chain_callback}
 
     def call(self: Any, orig_call: Any, pipe: Any, args: Any, kwargs: Any) -> Any:
         return st.wrap(orig["call"], True)(self, st.wrap(orig_call, False), pipe, args, kwargs)
@@ -144,12 +146,12 @@ def _patch_for_self_time(st: SelfTime) -> Any:
     h.call = call  # type: ignore[method-assign]
     h._denoiser_hook = lambda self, name: st.wrap(orig["dh"](self, name), True)  # type: ignore[method-assign]
     h._text_hook = lambda self, name: st.wrap(orig["th"](self, name), True)  # type: ignore[method-assign]
-    gd._run_phase = run_phase
-    gd._chain_callback = chain
+    gd_hooks._run_phase = run_phase  # looked up where it is called: the module, not the package
+    gd_handle._chain_callback = chain
 
     def undo() -> None:
         h.call, h._denoiser_hook, h._text_hook = orig["call"], orig["dh"], orig["th"]  # type: ignore[method-assign]
-        gd._run_phase, gd._chain_callback = orig["run_phase"], orig["chain"]
+        gd_hooks._run_phase, gd_handle._chain_callback = orig["run_phase"], orig["chain"]
 
     return undo
 

@@ -317,3 +317,105 @@ def test_wan22_two_experts_and_latent_output() -> None:
     assert g["output_frames"] is None and g["latents"]["decode"] is None
     (gen,) = run.iter_spans(kind="generation")
     assert [s.name for s in _children(run, gen)] == ["text_encode", "denoise"]
+
+
+class _StepLog:
+    """A step listener that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, Any]] = []
+
+    def on_step_start(self, index: int) -> None:
+        self.events.append(("start", index, None))
+
+    def on_step_end(self, index: int, span: Any) -> None:
+        self.events.append(("end", index, span))
+
+
+@pytest.mark.parametrize("scheduler_step", [False, True])
+def test_step_listener_sees_each_step_start_and_end(scheduler_step: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    demo = build_pipeline("sd", device="cpu")
+    if scheduler_step:  # steps then end in scheduler.step and open at the next forward
+        monkeypatch.setitem(gd._call_params, type(demo.pipe), False)
+    prof = genprof.Profiler("listener", gpu_monitor_interval=1.0, cpu_monitor_interval=1.0)
+    handle = gd.instrument(demo.pipe, prof)
+    seen = _StepLog()
+    remove = handle.add_step_listener(seen)
+    try:
+        with prof:
+            demo.pipe(**dict(demo.call_kwargs, num_inference_steps=3))
+            remove()
+            demo.pipe(**dict(demo.call_kwargs, num_inference_steps=2))
+    finally:
+        gd.uninstrument(demo.pipe)
+    steps = [s for s in prof.run.spans if s.kind == "step"]
+    assert [(k, i) for k, i, _ in seen.events] == [("start", 0), ("end", 0), ("start", 1), ("end", 1),
+                                                  ("start", 2), ("end", 2)]
+    assert [sp for k, _, sp in seen.events if k == "end"] == steps[:3]  # the first call's step spans
+    assert len(steps) == 5  # the second call ran with the listener removed
+
+
+def test_each_generation_span_names_its_pipeline() -> None:
+    wan, sd = build_pipeline("wan", device="cpu"), build_pipeline("sd", device="cpu")
+    prof = genprof.Profiler("two", gpu_monitor_interval=1.0, cpu_monitor_interval=1.0)
+    with prof:
+        for d in (wan, sd, wan):
+            gd.instrument(d.pipe, prof)
+            try:
+                d.pipe(**dict(d.call_kwargs, num_inference_steps=1))
+            finally:
+                gd.uninstrument(d.pipe)
+    gens = [s for s in prof.run.spans if s.kind == "generation"]
+    assert [g.attributes["pipeline"] for g in gens] == ["WanPipeline", "StableDiffusionPipeline", "WanPipeline"]
+    assert [g["pipeline_class"] for g in prof.run.metadata["generations"]] == [g.attributes["pipeline"] for g in gens]
+
+
+def test_profile_pipeline_writes_html_next_to_the_run_file(tmp_path: Any) -> None:
+    pytest.importorskip("plotly")
+    demo = build_pipeline("sd", device="cpu")
+    with gd.profile_pipeline(demo.pipe, name="sd-html", output_dir=str(tmp_path)) as prof:
+        demo.pipe(**dict(demo.call_kwargs, num_inference_steps=1))
+    assert prof.run_path is not None
+    html = prof.run_path.with_suffix(".html")
+    assert html.is_file() and "<html" in html.read_text(encoding="utf-8").lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([prof.run_path.name, html.name])
+
+
+def test_profile_pipeline_without_plotly_logs_why_no_html(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from genprof.errors import MissingDependencyError
+    from genprof.render import html as html_mod
+
+    def no_plotly(*a: Any, **k: Any) -> Any:
+        raise MissingDependencyError("plotly", "the HTML report", extra="html")
+
+    monkeypatch.setattr(html_mod, "write_html", no_plotly)
+    demo = build_pipeline("sd", device="cpu")
+    with caplog.at_level("WARNING"):
+        with gd.profile_pipeline(demo.pipe, output_dir=str(tmp_path)) as prof:
+            demo.pipe(**dict(demo.call_kwargs, num_inference_steps=1))
+    assert [p.name for p in tmp_path.iterdir()] == [prof.run_path.name]  # the run file is intact
+    lines = [r.getMessage() for r in caplog.records if "HTML report not written" in r.getMessage()]
+    assert len(lines) == 1 and "plotly" in lines[0]
+
+
+def test_profile_pipeline_leaves_reports_to_the_config_when_it_asks_for_them(tmp_path: Any) -> None:
+    demo = build_pipeline("sd", device="cpu")
+    with gd.profile_pipeline(demo.pipe, output_dir=str(tmp_path), generate_final_report=True,
+                             report_format="json") as prof:
+        demo.pipe(**dict(demo.call_kwargs, num_inference_steps=1))
+    assert not list(tmp_path.glob("*.html")) and prof.run_path is not None
+
+
+def test_a_failing_html_renderer_returns_none_and_says_so(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    from genprof.render import html as html_mod
+
+    def broken(*a: Any, **k: Any) -> Any:
+        raise KeyError("figure")
+
+    monkeypatch.setattr(html_mod, "write_html", broken)
+    with caplog.at_level("ERROR"):
+        run = genprof.Run(name="r", run_id="0", started_at="2026-01-01T00:00:00Z", started_unix_s=0.0)
+        assert gd.write_html_report(run, tmp_path / "r.html") is None
+    assert any("KeyError" in r.getMessage() for r in caplog.records)

@@ -19,9 +19,9 @@ diffusers = pytest.importorskip("diffusers")
 
 import genprof  # noqa: E402
 from genprof.integrations import diffusers as gd  # noqa: E402
-from genprof.integrations import diffusers_facts as facts  # noqa: E402
 from genprof.integrations import flops as flops_mod  # noqa: E402
 from genprof.integrations.demo import build_pipeline  # noqa: E402
+from genprof.integrations.diffusers import facts  # noqa: E402
 
 
 def _prof() -> genprof.Profiler:
@@ -144,3 +144,13 @@ def test_step_attributes_and_batches_filled_after_the_call() -> None:
     g = prof.run.metadata["generations"][0]
     assert g["denoiser_forwards"]["batch_per_forward"] == [2, 2, 2]
     assert g["denoiser_forwards"]["by_module"] == {"unet": 3}
+
+
+def test_old_module_paths_keep_their_names() -> None:
+    from genprof.integrations import diffusers_facts as old_facts
+
+    assert old_facts.fast_spec is facts.fast_spec and old_facts.pipeline_facts is facts.pipeline_facts
+    for name in ("instrument", "uninstrument", "profile_pipeline", "profile_load", "InstrumentHandle",
+                 "LoadRecorder", "refresh_utilization", "_CallState", "_chain_callback", "_run_phase", "_call_params"):
+        assert hasattr(gd, name), name
+    assert genprof.instrument is gd.instrument and genprof.profile_load is gd.profile_load
