@@ -75,3 +75,23 @@ def test_log_summary_writes_each_statistic(caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("Initialization time: 6.000 s") for m in msgs)
     assert any(m.startswith("Device: NVIDIA H100") for m in msgs)
+
+
+def test_block_loop_summary_shows_video_throughput_at_80_columns():
+    from block_loop import block_loop_run
+
+    from genprof.render.console import short_summary
+
+    # GIVEN a hand-written block loop with an fps, one block slower than its frames play
+    run = block_loop_run(generation=True, block_s=(0.9, 0.2, 0.2, 0.2))
+    con = Console(width=80, record=True, file=io.StringIO())
+    print_summary(run, console=con)
+    text = con.export_text()
+    for name in ("output_fps", "real_time_factor", "time_to_first_frame_s", "blocks_per_s", "deadline_misses"):
+        assert name in text
+    assert f"{36 / 1.7:.2f} fps" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # the end-of-run summary: one line in prod, a few lines otherwise, naming the run file
+    one = short_summary(run, "/tmp/loop.json", prod=True)
+    assert "\n" not in one and "/tmp/loop.json" in one and "fps" in one and "1 deadline misses" in one
+    assert "/tmp/loop.json" in short_summary(run, "/tmp/loop.json")

@@ -207,3 +207,12 @@ def test_one_hour_run_renders_small(tmp_path):
     p = write_html(run, tmp_path / "long.html", findings=[])
     size = p.stat().st_size
     assert size < 8 * 10**6, f"report is {size} bytes"
+
+
+def test_block_loop_report_shows_video_cards():
+    from block_loop import block_loop_run
+
+    page = render_html(block_loop_run(generation=False), findings=[])
+    for label in ("Output frames per second", "Real-time factor", "Time to first frame", "Deadline misses"):
+        assert label in page
+    assert f"{36 / 1.1:.2f} fps" in page

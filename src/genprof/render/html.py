@@ -367,7 +367,16 @@ def _phase_rows(rows: list[PhaseRow]) -> list[dict[str, Any]]:
     return out
 
 
-def _cards(fig: Mapping[str, Any]) -> list[dict[str, str]]:
+VIDEO_CARDS = {
+    "output_fps": "Output frames per second",
+    "real_time_factor": "Real-time factor",
+    "time_to_first_frame_s": "Time to first frame",
+    "deadline_misses": "Deadline misses",
+}
+"""Video figures shown as cards (all of them, with reasons for those not measured, once any is)."""
+
+
+def _cards(fig: Mapping[str, Any], run: Run) -> list[dict[str, str]]:
     gens = fig["generations"]
     gen_note = "one implicit generation (no generation spans)" if fig["generations_implicit"] else f"{gens} generation(s)"
     cards = [
@@ -384,6 +393,13 @@ def _cards(fig: Mapping[str, Any]) -> list[dict[str, str]]:
             "note": f"{fig['steps']} steps, over their summed host time",
         },
     ]
+    from genprof.analysis.targets import compute_figures, format_value
+
+    video = compute_figures(run, VIDEO_CARDS)
+    if any(m.value is not None for m in video.values()):
+        for name, m in video.items():
+            cards.append({"label": VIDEO_CARDS[name], "value": format_value(name, m.value),
+                          "note": (m.source if m.value is not None else m.reason) or ""})
     if fig["blocks"]:
         cards.append(
             {
@@ -571,7 +587,7 @@ def _context(
         "end": _end_ctx(run),
         "devices": devices,
         "software": sw,
-        "cards": _cards(data["summary"]),
+        "cards": _cards(data["summary"], run),
         "phases": _phase_rows(phase_table(run)),
         "findings": findings,
         "findings_note": note,
