@@ -216,3 +216,25 @@ def test_block_loop_report_shows_video_cards():
     for label in ("Output frames per second", "Real-time factor", "Time to first frame", "Deadline misses"):
         assert label in page
     assert f"{36 / 1.1:.2f} fps" in page
+
+
+def test_block_loop_steps_mark_only_the_loop_warmup_and_carry_their_block():
+    from genprof.model import Span
+
+    from block_loop import block_loop_run
+
+    # GIVEN a block loop of 4 blocks x 4 steps, the first step of block 0 the real outlier
+    run = block_loop_run(generation=True)
+    blocks = [s for s in run.spans if s.kind == "block"]
+    nid = max(s.id for s in run.spans) + 1
+    for b in blocks:
+        for k in range(4):
+            d = 0.3 if (b.index == 0 and k == 0) else 0.05
+            run.spans.append(Span(id=nid, name="step", kind="step", start_s=b.start_s + 0.06 * k, duration_s=d,
+                                  index=k, parent_id=b.id))
+            nid += 1
+    cols = html_mod.report_data(run, findings=[])["steps"]
+    # THEN only the loop's first step is warm-up, and each step names its block and its index
+    assert cols["warmup"] == [1] + [0] * 15
+    assert cols["block"] == [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+    assert cols["index"] == [0, 1, 2, 3] * 4
