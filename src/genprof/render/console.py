@@ -61,45 +61,72 @@ def usage_table(run: Run) -> Table:
 
 
 _PHASE_COLUMNS = ("path", "kind", "count", "total", "mean", "p50", "p95", "GPU total", "GPU mean",
-                  "GPU p50", "GPU p95", "share", "peak alloc", "energy")
+                  "GPU p50", "GPU p95", "share", "peak alloc", "peak RSS", "energy")
 # (column, width it needs) in the order columns are given up last to first on narrow consoles
 _PHASE_PRIORITY = (
     ("path", 20), ("count", 6), ("total", 10), ("mean", 10), ("p95", 10), ("GPU total", 10),
-    ("share", 6), ("peak alloc", 10), ("energy", 9), ("GPU mean", 10), ("p50", 10), ("GPU p95", 10),
-    ("kind", 10), ("GPU p50", 10),
+    ("share", 6), ("peak alloc", 10), ("peak RSS", 10), ("energy", 9), ("GPU mean", 10), ("p50", 10),
+    ("GPU p95", 10), ("kind", 10), ("GPU p50", 10),
 )
+_GPU_COLUMNS = ("GPU total", "GPU mean", "GPU p50", "GPU p95")
 
 
-def _columns_for(width: int | None) -> list[str]:
+def _columns_for(width: int | None, available: list[str] | None = None) -> list[str]:
+    cols = list(_PHASE_COLUMNS) if available is None else available
     if width is None:
-        return list(_PHASE_COLUMNS)
+        return cols
     budget = width - 2
     keep: set[str] = set()
     for name, need in _PHASE_PRIORITY:
+        if name not in cols:
+            continue
         if need + 2 <= budget or name == "path":
             keep.add(name)
             budget -= need + 2
-    return [c for c in _PHASE_COLUMNS if c in keep]
+    return [c for c in cols if c in keep]
 
 
 def phase_table(run: Run, *, width: int | None = None) -> Table:
     """Phase table: count, total, mean, p50 and p95 of host and GPU time, share, peak memory, energy.
 
-    ``width`` (the console's width) drops the least needed columns on narrow terminals (GPU
-    p50 first, then kind, GPU p95, p50, GPU mean, ...); ``None`` shows every column.
+    Columns with no value in the whole run (GPU time and energy on a CPU run) are left out, and
+    the caption says which and why; peak RSS is shown when no GPU memory was measured. ``width``
+    (the console's width) leaves out the least needed columns on narrow terminals (GPU p50
+    first, then kind, GPU p95, p50, GPU mean, ...), and the caption names them; ``None`` shows
+    every column. Phase names wrap, they are never cut.
     """
     from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    shown = _columns_for(width)
-    t = Table(title="Phases (host time; GPU time from CUDA events)", title_justify="left", box=box.SIMPLE_HEAD)
+    rows = _phase_rows(run)
+    empty: list[str] = []
+    available = [c for c in _PHASE_COLUMNS if c != "peak RSS"]
+    if rows:
+        if all(r.gpu.count == 0 for r in rows):
+            empty += list(_GPU_COLUMNS)
+        if all(r.peak_allocated_bytes is None for r in rows):
+            empty.append("peak alloc")
+            if any(r.rss_peak_bytes is not None for r in rows):
+                available.insert(available.index("energy"), "peak RSS")
+        if all(r.energy_j is None for r in rows):
+            empty.append("energy")
+    available = [c for c in available if c not in empty]
+    shown = _columns_for(width, available)
+    notes: list[str] = []
+    if empty:
+        why = run.unavailable.get("gpu") or ("no GPU was used" if not run.gpus else "not measured in this run")
+        notes.append(f"no values, left out: {', '.join(empty)} ({why})")
+    narrow = [c for c in available if c not in shown]
+    if narrow:
+        notes.append(f"left out at {width} columns: {', '.join(narrow)} (wider terminal or --width to see them)")
+    t = Table(title="Phases (host time; GPU time from CUDA events)", title_justify="left", box=box.SIMPLE_HEAD,
+              caption=Text("; ".join(notes)) if notes else None, caption_justify="left")
     for name in shown:
         if name == "path":
-            t.add_column(name, overflow="ellipsis", min_width=14)
+            t.add_column(name, overflow="fold", min_width=14)
         else:
             t.add_column(name, justify="left" if name == "kind" else "right", no_wrap=True)
-    rows = _phase_rows(run)
     for r in rows:
         cells: dict[str, Any] = {
             "path": Text("  " * r.depth + r.name),
@@ -115,6 +142,7 @@ def phase_table(run: Run, *, width: int | None = None) -> Table:
             "GPU p95": format_seconds(r.gpu.p95),
             "share": "n/a" if r.share_pct is None else f"{r.share_pct:.1f}%",
             "peak alloc": format_bytes(r.peak_allocated_bytes),
+            "peak RSS": format_bytes(r.rss_peak_bytes),
             "energy": _energy(r.energy_j),
         }
         t.add_row(*[cells[c] for c in shown])
