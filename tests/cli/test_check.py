@@ -84,3 +84,16 @@ def test_block_loop_with_fps_is_measured_by_check(tmp_path: Path, capsys: pytest
     assert by["deadline_misses"]["measured"] == 1 and by["deadline_misses"]["status"] == "fail"
     assert by["time_to_first_frame_s"]["measured"] == pytest.approx(0.7)
     assert by["blocks_per_s"]["status"] == "pass"
+
+
+def test_check_tables_at_80_columns_cut_no_name(run_file: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    main(["check", str(run_file), "-t", "peak_gpu_memory_used_bytes<=1GiB", "-t", "energy_per_generation_j<=1"])
+    main(["check", str(run_file), "--list-figures"])
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "\u2026" not in text
+    flat = "".join(text.split())
+    for name in ("peak_gpu_memory_used_bytes", "energy_per_generation_j", "time_to_first_frame_s", "deadline_misses"):
+        assert name in flat
