@@ -10,7 +10,6 @@ from __future__ import annotations
 import pytest
 
 from block_loop import block_loop_run
-
 from genprof.analysis.targets import check_targets, compute_figures
 
 

@@ -256,7 +256,6 @@ def test_rules_read_the_diffusers_helper_layout() -> None:
 
 def _block_loop_with_steps(first_step_s: float, second_block_first_s: float = 0.05):
     from block_loop import block_loop_run
-
     from genprof.model import Span
 
     run = block_loop_run(generation=True)

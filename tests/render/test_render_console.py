@@ -95,7 +95,6 @@ def test_log_summary_writes_each_statistic(caplog):
 
 def test_block_loop_summary_shows_video_throughput_at_80_columns():
     from block_loop import block_loop_run
-
     from genprof.render.console import short_summary
 
     # GIVEN a hand-written block loop with an fps, one block slower than its frames play

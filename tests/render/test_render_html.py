@@ -219,9 +219,8 @@ def test_block_loop_report_shows_video_cards():
 
 
 def test_block_loop_steps_mark_only_the_loop_warmup_and_carry_their_block():
-    from genprof.model import Span
-
     from block_loop import block_loop_run
+    from genprof.model import Span
 
     # GIVEN a block loop of 4 blocks x 4 steps, the first step of block 0 the real outlier
     run = block_loop_run(generation=True)
