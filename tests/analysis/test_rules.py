@@ -252,3 +252,27 @@ def test_rules_read_the_diffusers_helper_layout() -> None:
     hooked = {**PIPE_FACTS, "components": {k: {**v, "offload": {"CpuOffload": 1}} if "text" in k else v
                                             for k, v in PIPE_FACTS["components"].items()}}
     assert R.rule_text_encoder_on_gpu(make_run(pipeline=hooked)) is None
+
+
+def _block_loop_with_steps(first_step_s: float, second_block_first_s: float = 0.05):
+    from block_loop import block_loop_run
+    from genprof.model import Span
+
+    run = block_loop_run(generation=True)
+    nid = max(s.id for s in run.spans) + 1
+    for b in [s for s in run.spans if s.kind == "block"]:
+        for k in range(4):
+            d = first_step_s if (b.index == 0 and k == 0) else (second_block_first_s if k == 0 else 0.05)
+            run.spans.append(Span(id=nid, name="step", kind="step", start_s=b.start_s + 0.01 * nid, duration_s=d,
+                                  index=k, parent_id=b.id))
+            nid += 1
+    return run
+
+
+def test_warmup_in_a_block_loop_is_the_loops_first_step_only() -> None:
+    # GIVEN a block loop whose very first step is 6x slower; each block's first step is normal
+    f = R.rule_warmup_steps(_block_loop_with_steps(0.3))
+    assert f is not None and f.numbers["first_step_s"] == pytest.approx(0.3)
+    assert f.numbers["median_rest_s"] == pytest.approx(0.05)
+    # and a loop whose blocks all start at normal speed has no warm-up finding
+    assert R.rule_warmup_steps(_block_loop_with_steps(0.05)) is None

@@ -64,3 +64,36 @@ def test_targets_from_run_config(tmp_path: Path) -> None:
     p = tmp_path / "r.json"
     r.save(p)
     assert main(["check", str(p)]) == 1
+
+
+def test_block_loop_with_fps_is_measured_by_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from block_loop import block_loop_run
+
+    # GIVEN a saved block loop (36 frames at 16 fps in 1.1 s of blocks), one block over its deadline
+    p = tmp_path / "loop.json"
+    block_loop_run(generation=False, block_s=(0.7, 0.2, 0.2, 0.2)).save(p)
+    rep_path = tmp_path / "rep.json"
+    rc = main(["check", str(p), "-t", "output_fps>=16", "-t", "real_time_factor>=1", "-t", "deadline_misses<=0",
+               "-t", "time_to_first_frame_s<=1", "-t", "blocks_per_s>=2", "--json", str(rep_path)])
+    capsys.readouterr()
+    rep = json.loads(rep_path.read_text())
+    by = {r["target"]["figure"]: r for r in rep["results"]}
+    assert rc == 1  # the deadline miss fails
+    assert by["output_fps"]["measured"] == pytest.approx(36 / 1.3) and by["output_fps"]["status"] == "pass"
+    assert by["real_time_factor"]["measured"] == pytest.approx(2.25 / 1.3)
+    assert by["deadline_misses"]["measured"] == 1 and by["deadline_misses"]["status"] == "fail"
+    assert by["time_to_first_frame_s"]["measured"] == pytest.approx(0.7)
+    assert by["blocks_per_s"]["status"] == "pass"
+
+
+def test_check_tables_at_80_columns_cut_no_name(run_file: Path, capsys: pytest.CaptureFixture[str],
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "80")
+    main(["check", str(run_file), "-t", "peak_gpu_memory_used_bytes<=1GiB", "-t", "energy_per_generation_j<=1"])
+    main(["check", str(run_file), "--list-figures"])
+    text = capsys.readouterr().out
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "\u2026" not in text
+    flat = "".join(text.split())
+    for name in ("peak_gpu_memory_used_bytes", "energy_per_generation_j", "time_to_first_frame_s", "deadline_misses"):
+        assert name in flat

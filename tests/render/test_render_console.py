@@ -42,9 +42,25 @@ def test_missing_values_are_na_never_zero():
     assert rows["Peak memory allocated"] == "n/a"
     assert rows["Device"] == "cpu"
     text = _render(make_run(with_gpu=False))
-    gpu_cols = [line for line in text.splitlines() if "step " in line]
-    assert gpu_cols and "n/a" in gpu_cols[0]
     assert " 0 B" not in text
+
+
+def test_cpu_run_drops_all_na_columns_saying_why_and_shows_peak_rss():
+    # GIVEN a CPU run: no GPU time, no allocator memory, no energy, but RSS at span edges
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(phase_table(make_run(with_gpu=False), width=200))
+    out = buf.getvalue()
+    header = next(line for line in out.splitlines() if "path" in line)
+    assert "GPU total" not in header and "energy" not in header and "peak alloc" not in header
+    assert "peak RSS" in header and "GiB" in out
+    assert "no values, left out: GPU total, GPU mean, GPU p50, GPU p95, peak alloc, energy" in " ".join(out.split())
+
+
+def test_narrow_console_says_which_columns_it_left_out():
+    buf = io.StringIO()
+    Console(file=buf, width=80, color_system=None).print(phase_table(make_run(), width=80))
+    flat = " ".join(buf.getvalue().split())
+    assert "left out at 80 columns:" in flat and "GPU p50" in flat
 
 
 def test_names_are_not_read_as_markup():
@@ -75,3 +91,22 @@ def test_log_summary_writes_each_statistic(caplog):
     msgs = [r.getMessage() for r in caplog.records]
     assert any(m.startswith("Initialization time: 6.000 s") for m in msgs)
     assert any(m.startswith("Device: NVIDIA H100") for m in msgs)
+
+
+def test_block_loop_summary_shows_video_throughput_at_80_columns():
+    from block_loop import block_loop_run
+    from genprof.render.console import short_summary
+
+    # GIVEN a hand-written block loop with an fps, one block slower than its frames play
+    run = block_loop_run(generation=True, block_s=(0.9, 0.2, 0.2, 0.2))
+    con = Console(width=80, record=True, file=io.StringIO())
+    print_summary(run, console=con)
+    text = con.export_text()
+    for name in ("output_fps", "real_time_factor", "time_to_first_frame_s", "blocks_per_s", "deadline_misses"):
+        assert name in text
+    assert f"{36 / 1.7:.2f} fps" in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    # the end-of-run summary: one line in prod, a few lines otherwise, naming the run file
+    one = short_summary(run, "/tmp/loop.json", prod=True)
+    assert "\n" not in one and "/tmp/loop.json" in one and "fps" in one and "1 deadline misses" in one
+    assert "/tmp/loop.json" in short_summary(run, "/tmp/loop.json")

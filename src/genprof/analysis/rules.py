@@ -93,11 +93,18 @@ def _steps_by_phase(run: Run) -> dict[str, list[Span]]:
 
 
 def _step_runs(run: Run) -> list[tuple[str, list[Span]]]:
-    """Consecutive step sequences: steps grouped by their direct parent span (one denoise loop)."""
+    """Consecutive step sequences: steps grouped by their direct parent span (one denoise loop).
+
+    In a block loop the steps of every block form one sequence (grouped by the blocks' parent),
+    so only the loop's first steps count as warm-up, not the first step of each block.
+    """
+    by_id = {s.id: s for s in run.spans}
     groups: dict[int | None, list[Span]] = {}
     for s in sorted(run.spans, key=lambda s: s.start_s):
         if s.kind == "step" and s.duration_s is not None:
-            groups.setdefault(s.parent_id, []).append(s)
+            parent = by_id.get(s.parent_id) if s.parent_id is not None else None
+            key = parent.parent_id if parent is not None and parent.kind == "block" else s.parent_id
+            groups.setdefault(key, []).append(s)
     out = []
     for pid, steps in groups.items():
         parent = run.span_by_id(pid) if pid is not None else None

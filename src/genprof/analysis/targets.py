@@ -35,7 +35,7 @@ CONTAINER_KINDS = ("phase", "generation")
 
 # --------------------------------------------------------------------------- helpers
 @dataclass
-class Generation:
+class GenerationFigures:
     """One pipeline call: from ``run.metadata["generations"]`` or a ``generation`` span."""
 
     duration_s: float
@@ -43,9 +43,14 @@ class Generation:
     fps: float | None = None
     energy_j: float | None = None
     span_id: int | None = None
+    blocks: list[Span] = field(default_factory=list)  # the generation's block spans, in start order
+    start_s: float | None = None
 
 
-def generations(run: Run) -> tuple[list[Generation], str]:
+Generation = GenerationFigures  # the former name, kept for callers
+
+
+def generations(run: Run) -> tuple[list[GenerationFigures], str]:
     """The run's generations and where they came from.
 
     ``run.metadata["generations"]`` (written by the diffusers helper: a list of dicts with
@@ -53,40 +58,112 @@ def generations(run: Run) -> tuple[list[Generation], str]:
     (``output_frames`` and ``fps`` read from their attributes when present).
     """
     md = run.metadata.get("generations")
-    out: list[Generation] = []
+    out: list[GenerationFigures] = []
     if isinstance(md, list) and md:
         for g in md:
             if not isinstance(g, Mapping):
                 continue
-            d = _num(g.get("duration_s"))
+            d = _finite_float(g.get("duration_s"))
             if d is None:
                 continue
             out.append(
-                Generation(
+                GenerationFigures(
                     duration_s=d,
                     output_frames=_int(g.get("output_frames")),
-                    fps=_num(g.get("fps")),
-                    energy_j=_num(g.get("energy_j")),
+                    fps=_finite_float(g.get("fps")),
+                    energy_j=_finite_float(g.get("energy_j")),
                     span_id=_int(g.get("span_id")),
                 )
             )
         if out:
+            _fill_from_blocks(run, out)
             return out, 'run.metadata["generations"]'
     for s in run.spans:
         if s.kind == "generation" and s.duration_s is not None:
             out.append(
-                Generation(
+                GenerationFigures(
                     duration_s=s.duration_s,
                     output_frames=_int(s.attributes.get("output_frames")),
-                    fps=_num(s.attributes.get("fps")),
+                    fps=_finite_float(s.attributes.get("fps")),
                     energy_j=s.energy_j,
                     span_id=s.id,
+                    start_s=s.start_s,
                 )
             )
-    return out, "generation spans"
+    if out:
+        _fill_from_blocks(run, out)
+        return out, "generation spans"
+    return _block_loop_generations(run)
 
 
-def _num(v: Any) -> float | None:
+def _blocks_phases(run: Run) -> dict[int | None, list[Span]]:
+    """``block`` spans grouped by their parent (the blocks phase), each list in start order."""
+    groups: dict[int | None, list[Span]] = {}
+    for b in sorted(run.iter_spans(kind="block"), key=lambda s: s.start_s):
+        groups.setdefault(b.parent_id, []).append(b)
+    return groups
+
+
+def _block_frames(b: Span) -> int | None:
+    return _int(b.attributes.get("frames"))
+
+
+def _fill_from_blocks(run: Run, gens: list[GenerationFigures]) -> None:
+    """A generation without an output-frame count gets its blocks' ``frames`` summed, and
+    without an fps the ``fps`` attribute of its blocks phase (hand-written block loops)."""
+    by_id = {s.id: s for s in run.spans}
+    groups = _blocks_phases(run)
+    for g in gens:
+        if g.span_id is None or g.span_id not in by_id:
+            continue
+        mine: list[tuple[Span | None, list[Span]]] = []
+        for pid, blocks in groups.items():
+            cur = by_id.get(pid) if pid is not None else None
+            parent = cur
+            seen: set[int] = set()
+            while cur is not None and cur.id != g.span_id and cur.id not in seen:
+                seen.add(cur.id)
+                cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
+            if cur is not None and cur.id == g.span_id:
+                mine.append((parent, blocks))
+        if not mine:
+            continue
+        g.blocks = [b for _, bs in mine for b in bs]
+        if g.output_frames is None:
+            counts = [_block_frames(b) for b in g.blocks]
+            if all(c is not None for c in counts):
+                g.output_frames = sum(c for c in counts if c is not None)
+        if g.fps is None:
+            for parent, _ in mine:
+                f = _finite_float(parent.attributes.get("fps")) if parent is not None else None
+                if f is not None and f > 0:
+                    g.fps = f
+                    break
+
+
+def _block_loop_generations(run: Run) -> tuple[list[GenerationFigures], str]:
+    """No generation spans: each blocks phase (the parent of ``block`` spans) is one generation."""
+    out: list[GenerationFigures] = []
+    by_id = {s.id: s for s in run.spans}
+    for pid, blocks in _blocks_phases(run).items():
+        parent = by_id.get(pid) if pid is not None else None
+        ends = [b.end_s for b in blocks if b.end_s is not None]
+        if parent is not None and parent.duration_s is not None:
+            dur, start = parent.duration_s, parent.start_s
+        elif ends:
+            dur, start = max(ends) - blocks[0].start_s, blocks[0].start_s
+        else:
+            continue
+        counts = [_block_frames(b) for b in blocks]
+        frames = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
+        fps = _finite_float(parent.attributes.get("fps")) if parent is not None else None
+        out.append(GenerationFigures(duration_s=dur, output_frames=frames, fps=fps if fps and fps > 0 else None,
+                                     energy_j=parent.energy_j if parent is not None else None,
+                                     span_id=pid, blocks=blocks, start_s=start))
+    return out, "block spans (no generation span: each blocks phase counts as one)"
+
+
+def _finite_float(v: Any) -> float | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     f = float(v)
@@ -305,6 +382,79 @@ def _rtf(run: Run) -> Measurement:
     return Measurement(video_s / t, source=f"{video_s:.2f} s of video over {t:.3f} s of generation from {src}")
 
 
+def _ttff(run: Run) -> Measurement:
+    gens, src = generations(run)
+    if not gens:
+        return Measurement(None, "no generations and no block spans in the run")
+    by_id = {s.id: s for s in run.spans}
+    vals: list[float] = []
+    for g in gens:
+        start = g.start_s
+        if start is None and g.span_id in by_id:
+            start = by_id[g.span_id].start_s
+        if start is None:
+            continue
+        ends = [b.end_s for b in g.blocks[:1] if b.end_s is not None]
+        if g.span_id is not None:
+            decodes = [s.end_s for s in run.spans if s.kind == "phase" and s.name == "vae_decode"
+                       and s.end_s is not None and s.start_s >= start and _inside(by_id, s, g.span_id)]
+            if decodes:
+                ends.append(min(decodes))
+        if ends:
+            vals.append(min(ends) - start)
+    if not vals:
+        return Measurement(None, f"no first block and no vae_decode phase in the generations from {src}")
+    return Measurement(sum(vals) / len(vals), source=f"start of the generation to its first block's end or first "
+                       f"vae_decode's end, mean of {len(vals)} from {src}", spread=_std(vals), samples=len(vals))
+
+
+def _inside(by_id: dict[int, Span], s: Span, ancestor: int) -> bool:
+    cur = by_id.get(s.parent_id) if s.parent_id is not None else None
+    seen: set[int] = set()
+    while cur is not None and cur.id not in seen:
+        if cur.id == ancestor:
+            return True
+        seen.add(cur.id)
+        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
+    return False
+
+
+def _blocks_per_s(run: Run) -> Measurement:
+    blocks = sorted(run.iter_spans(kind="block"), key=lambda s: s.start_s)
+    ends = [b.end_s for b in blocks if b.end_s is not None]
+    if not blocks or not ends:
+        return Measurement(None, "no block spans in the run (use prof.blocks())")
+    total = max(ends) - blocks[0].start_s
+    if total <= 0:
+        return Measurement(None, "the blocks have zero duration")
+    return Measurement(len(blocks) / total, source=f"{len(blocks)} block(s) over {total:.3f} s from the first "
+                       "block's start to the last one's end", samples=len(blocks))
+
+
+def _deadline_misses(run: Run) -> Measurement:
+    gens, src = generations(run)
+    with_blocks = [g for g in gens if g.blocks]
+    if not with_blocks:
+        return Measurement(None, "no block spans in the run (use prof.blocks())")
+    misses = 0
+    checked = 0
+    for g in with_blocks:
+        if not g.fps:
+            continue
+        for b in g.blocks:
+            frames = _block_frames(b)
+            if frames is None or b.duration_s is None:
+                continue
+            checked += 1
+            if b.duration_s > frames / g.fps:
+                misses += 1
+    if not checked:
+        return Measurement(None, "deadlines need an fps (prof.blocks(..., fps=N) or the generation's fps) and "
+                           "each block's 'frames'")
+    return Measurement(float(misses), source=f"blocks slower than their frames' playback time at the video's "
+                       f"fps, {misses} of {checked} from {src}", samples=checked)
+
+
 FIGURES: dict[str, Figure] = {
     f.name: f
     for f in [
@@ -331,6 +481,12 @@ FIGURES: dict[str, Figure] = {
                _output_fps),
         Figure("real_time_factor", "ratio", False, "seconds of video produced per second of generation time",
                _rtf),
+        Figure("time_to_first_frame_s", "s", True, "from a generation's start to its first decoded frames "
+               "(end of its first block, or of its first vae_decode phase); mean over generations", _ttff),
+        Figure("blocks_per_s", "rate", False, "blocks produced per second, first block's start to last one's end",
+               _blocks_per_s),
+        Figure("deadline_misses", "count", True, "blocks whose latency exceeds the playback time of their frames "
+               "at the video's fps", _deadline_misses),
         Figure("run_time_s", "s", True, "host time of the whole run", _run_time),
         Figure("load_time_s", "s", True, "host time of top-level load phases", _load_time),
     ]
@@ -360,6 +516,10 @@ def format_value(figure: str, value: float | None) -> str:
         return f"{value / 1000.0:.2f} kJ" if abs(value) >= 1000 else f"{value:.1f} J"
     if unit == "fps":
         return f"{value:.2f} fps"
+    if unit == "count":
+        return f"{value:.0f}"
+    if unit == "rate":
+        return f"{value:.3g}/s"
     return f"{value:.3g}"
 
 
@@ -368,7 +528,7 @@ _OPS = ("<=", ">=", "<", ">")
 _TARGET_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|=<|=>)\s*(.+?)\s*$")
 _TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0, "h": 3600.0}
 _ENERGY_UNITS = {"": 1.0, "j": 1.0, "kj": 1e3, "mj": 1e6, "wh": 3600.0, "kwh": 3.6e6}
-_PLAIN_UNITS = {"": 1.0, "fps": 1.0, "x": 1.0}
+_PLAIN_UNITS = {"": 1.0, "fps": 1.0, "x": 1.0}  # also blocks/s and counts
 _NUM_UNIT_RE = re.compile(r"^([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z]*)$")
 
 
@@ -664,6 +824,7 @@ __all__ = [
     "FIGURES",
     "Figure",
     "Generation",
+    "GenerationFigures",
     "Measurement",
     "Target",
     "TargetReport",

@@ -39,7 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     console = Console()
     if args.list_figures:
-        t = Table("figure", "unit", "better", "meaning")
+        t = Table()
+        for col in ("figure", "unit", "better", "meaning"):
+            t.add_column(col, overflow="fold")
         for f in FIGURES.values():
             t.add_row(f.name, f.unit, "lower" if f.lower_is_better else "higher", f.description)
         console.print(t)

@@ -1,4 +1,4 @@
-"""``genprof summary RUN.json``: seed 000's usage statistics, then the phase table, on stdout."""
+"""``genprof summary RUN.json``: the usage statistics, video throughput and the phase table, on stdout."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "summary",
         help="print the usage statistics and phase table of a saved run",
-        description="Print seed 000's usage statistics table, then the phase table, of a saved run file.",
+        description="Print the usage statistics, the video throughput (output fps, real-time factor, time to first frame, deadline misses) and the phase table of a saved run file.",
     )
     p.add_argument("run_file", metavar="RUN.json", help="run file written by genprof")
     p.add_argument("--width", type=int, default=None, help="table width in columns (default: the terminal's)")

@@ -1,8 +1,8 @@
 """The self-contained HTML report.
 
 One file that opens offline: the page is one Jinja2 template (autoescaped) fed one JSON blob
-(sorted keys, so output is deterministic), with plotly.js from the installed ``plotly`` package
-inlined (no CDN). Charts are drawn in the browser from the blob by ``templates/report.js``;
+(sorted keys, so output is deterministic), with plotly.js's basic partial bundle
+(vendored beside the templates) inlined (no CDN). Charts are drawn in the browser from the blob by ``templates/report.js``;
 tables are rendered on the server so the page is readable without JavaScript.
 
 Escaping: every string from the run (names, tags, attributes, messages) is escaped by Jinja's
@@ -43,7 +43,7 @@ MAX_SHADED_PHASES = 2000
 MAX_EVENTS_TABLE = 500
 
 WARMUP_STEPS = 1
-"""Steps at the start of each pipeline call (each parent of steps) marked as warm-up."""
+"""Steps at the start of each denoising loop (one parent of steps, or one block loop) marked as warm-up."""
 
 _TEMPLATES = Path(__file__).parent / "templates"
 
@@ -149,7 +149,7 @@ def decimate_minmax(t: Sequence[float], v: Sequence[float], max_points: int) -> 
     return [t[i] for i in out_i], [v[i] for i in out_i]
 
 
-def _num(x: float | None, nd: int = 6) -> float | int | None:
+def _chart_number(x: float | None, nd: int = 6) -> float | int | None:
     if x is None:
         return None
     if isinstance(x, int):
@@ -182,8 +182,8 @@ def _series_data(run: Run) -> list[dict[str, Any]]:
                 "axis_title": title,
                 "points": len(s.values),
                 "shown_points": len(v),
-                "t": [_num(x) for x in t],
-                "v": [_num(x, 4) for x in v],
+                "t": [_chart_number(x) for x in t],
+                "v": [_chart_number(x, 4) for x in v],
             }
         )
     return out
@@ -241,11 +241,11 @@ def _gantt_data(run: Run) -> dict[str, Any]:
         cols["id"].append(s.id)
         cols["lane"].append(lane_idx[_lane_of(s, depths[s.id])])
         cols["name"].append(names[label])
-        cols["start"].append(_num(s.start_s))
-        cols["dur"].append(_num(s.duration_s))
-        cols["gpu"].append(_num(s.gpu_time_s))
+        cols["start"].append(_chart_number(s.start_s))
+        cols["dur"].append(_chart_number(s.duration_s))
+        cols["gpu"].append(_chart_number(s.gpu_time_s))
         cols["peak"].append(s.peak_allocated_bytes)
-        cols["energy"].append(_num(s.energy_j, 3))
+        cols["energy"].append(_chart_number(s.energy_j, 3))
         cols["index"].append(s.index)
     # shading: outermost phases (no phase ancestor), longest first when capped
     shade = [s for s in spans if s.kind == "phase" and depths[s.id] == 0]
@@ -257,31 +257,57 @@ def _gantt_data(run: Run) -> dict[str, Any]:
         "names": sorted(names, key=names.__getitem__),
         "spans": cols,
         "omitted": omitted,
-        "open": [{"name": paths[s.id], "start": _num(s.start_s), "kind": s.kind} for s in open_spans],
+        "open": [{"name": paths[s.id], "start": _chart_number(s.start_s), "kind": s.kind} for s in open_spans],
         "shade": [
-            {"name": s.name, "start": _num(s.start_s), "end": _num(s.start_s + (s.duration_s or 0.0))}
+            {"name": s.name, "start": _chart_number(s.start_s), "end": _chart_number(s.start_s + (s.duration_s or 0.0))}
             for s in shade
         ],
     }
 
 
 def _steps_data(run: Run, kind: str) -> dict[str, Any]:
-    """Per-step (or per-block) durations in run order, the first ``WARMUP_STEPS`` of each parent marked."""
+    """Per-step (or per-block) durations in run order, the first ``WARMUP_STEPS`` of each loop marked.
+
+    A loop is the steps of one parent span; in a block loop, the steps of all blocks of one
+    blocks phase (so only the loop's first step is warm-up, not the first of every block).
+    ``block`` is the index of the block holding the step (``None`` outside block loops) and
+    ``pipeline`` the ``pipeline`` attribute of the enclosing generation (``None`` when unset).
+    """
+    by_id = {s.id: s for s in run.spans}
     seen: dict[int | None, int] = {}
-    cols: dict[str, list[Any]] = {k: [] for k in ("n", "host", "gpu", "warmup", "group", "index", "start")}
+    cols: dict[str, list[Any]] = {k: [] for k in ("n", "host", "gpu", "warmup", "group", "index", "start", "block",
+                                                  "pipeline")}
     groups: dict[int | None, int] = {}
     for s in sorted(run.iter_spans(kind=kind), key=lambda s: (s.start_s, s.id)):
-        k = seen.get(s.parent_id, 0)
-        seen[s.parent_id] = k + 1
-        groups.setdefault(s.parent_id, len(groups))
+        parent = by_id.get(s.parent_id) if s.parent_id is not None else None
+        in_block = parent is not None and parent.kind == "block" and kind == "step"
+        loop = parent.parent_id if in_block and parent is not None else s.parent_id
+        k = seen.get(loop, 0)
+        seen[loop] = k + 1
+        groups.setdefault(loop, len(groups))
         cols["n"].append(len(cols["n"]) + 1)
-        cols["host"].append(_num(s.duration_s))
-        cols["gpu"].append(_num(s.gpu_time_s))
+        cols["host"].append(_chart_number(s.duration_s))
+        cols["gpu"].append(_chart_number(s.gpu_time_s))
         cols["warmup"].append(1 if k < WARMUP_STEPS else 0)
-        cols["group"].append(groups[s.parent_id])
+        cols["group"].append(groups[loop])
         cols["index"].append(s.index)
-        cols["start"].append(_num(s.start_s))
+        cols["start"].append(_chart_number(s.start_s))
+        cols["block"].append(parent.index if in_block and parent is not None else None)
+        cols["pipeline"].append(_pipeline_of(by_id, s))
     return cols
+
+
+def _pipeline_of(by_id: Mapping[int, Span], span: Span) -> str | None:
+    """The ``pipeline`` attribute of the generation span enclosing ``span`` (``None`` when unset)."""
+    cur: Span | None = span
+    seen: set[int] = set()
+    while cur is not None and cur.id not in seen:
+        if cur.kind == "generation":
+            v = cur.attributes.get("pipeline")
+            return str(v) if v is not None else None
+        seen.add(cur.id)
+        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
+    return None
 
 
 def report_data(
@@ -298,7 +324,7 @@ def report_data(
             "name": run.name,
             "run_id": run.run_id,
             "started_at": run.started_at,
-            "duration_s": _num(run.duration_s),
+            "duration_s": _chart_number(run.duration_s),
             "tags": run.tags,
             "end": run.end.to_dict(),
         },
@@ -309,7 +335,7 @@ def report_data(
         "blocks": _steps_data(run, "block"),
         "warmup_steps": WARMUP_STEPS,
         "events": [
-            {"name": e.name, "t": _num(e.t_s), "span_id": e.span_id, "attributes": e.attributes}
+            {"name": e.name, "t": _chart_number(e.t_s), "span_id": e.span_id, "attributes": e.attributes}
             for e in run.events[:MAX_EVENTS_TABLE]
         ],
         "findings": None if findings is None else [f.to_dict() for f in findings],
@@ -323,7 +349,7 @@ def _fmt_pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.1f}%"
 
 
-def _fmt_num(x: float | None, unit: str = "", nd: int = 2) -> str:
+def _fmt_chart_number(x: float | None, unit: str = "", nd: int = 2) -> str:
     if x is None:
         return "n/a"
     return f"{x:,.{nd}f}{(' ' + unit) if unit else ''}"
@@ -367,7 +393,16 @@ def _phase_rows(rows: list[PhaseRow]) -> list[dict[str, Any]]:
     return out
 
 
-def _cards(fig: Mapping[str, Any]) -> list[dict[str, str]]:
+VIDEO_CARDS = {
+    "output_fps": "Output frames per second",
+    "real_time_factor": "Real-time factor",
+    "time_to_first_frame_s": "Time to first frame",
+    "deadline_misses": "Deadline misses",
+}
+"""Video figures shown as cards (all of them, with reasons for those not measured, once any is)."""
+
+
+def _cards(fig: Mapping[str, Any], run: Run) -> list[dict[str, str]]:
     gens = fig["generations"]
     gen_note = "one implicit generation (no generation spans)" if fig["generations_implicit"] else f"{gens} generation(s)"
     cards = [
@@ -377,18 +412,25 @@ def _cards(fig: Mapping[str, Any]) -> list[dict[str, str]]:
         {"label": "Peak reserved", "value": format_bytes(fig["peak_reserved_bytes"]), "note": "PyTorch caching allocator"},
         {"label": "Peak RSS", "value": format_bytes(fig["peak_rss_bytes"]), "note": "process resident memory"},
         {"label": "Energy", "value": _fmt_energy(fig["energy_j"]), "note": fig["energy_source"]},
-        {"label": "Average power", "value": _fmt_num(fig["average_power_w"], "W", 1), "note": fig["average_power_source"]},
+        {"label": "Average power", "value": _fmt_chart_number(fig["average_power_w"], "W", 1), "note": fig["average_power_source"]},
         {
             "label": "Steps per second",
-            "value": _fmt_num(fig["steps_per_s"], "", 2),
+            "value": _fmt_chart_number(fig["steps_per_s"], "", 2),
             "note": f"{fig['steps']} steps, over their summed host time",
         },
     ]
+    from genprof.analysis.targets import compute_figures, format_value
+
+    video = compute_figures(run, VIDEO_CARDS)
+    if any(m.value is not None for m in video.values()):
+        for name, m in video.items():
+            cards.append({"label": VIDEO_CARDS[name], "value": format_value(name, m.value),
+                          "note": (m.source if m.value is not None else m.reason) or ""})
     if fig["blocks"]:
         cards.append(
             {
                 "label": "Blocks per second",
-                "value": _fmt_num(fig["blocks_per_s"], "", 3),
+                "value": _fmt_chart_number(fig["blocks_per_s"], "", 3),
                 "note": f"{fig['blocks']} blocks, over their summed host time",
             }
         )
@@ -571,7 +613,7 @@ def _context(
         "end": _end_ctx(run),
         "devices": devices,
         "software": sw,
-        "cards": _cards(data["summary"]),
+        "cards": _cards(data["summary"], run),
         "phases": _phase_rows(phase_table(run)),
         "findings": findings,
         "findings_note": note,
@@ -613,14 +655,25 @@ def _static(name: str) -> str:
     return (_TEMPLATES / name).read_text(encoding="utf-8")
 
 
+PLOTLY_BASIC_BUNDLE = "plotly-basic.min.js"
+"""plotly.js's basic partial bundle (scatter, bar, pie; zoom and hover kept), minified, vendored
+beside the templates (MIT licence in ``plotly-basic.LICENSE.txt``). The ``plotly`` Python
+package ships only the full 4.8 MB bundle; the basic one is 1.2 MB and draws every chart of the
+report (scatter lines, bar timelines, rectangle shapes)."""
+
+
 @lru_cache(maxsize=1)
 def _plotly_js() -> str:
-    try:
-        from plotly.offline import get_plotlyjs
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and exc.name.split(".")[0] == "plotly":
-            raise MissingDependencyError("plotly", "the HTML report", extra="html") from exc
-        raise
-    js: str = get_plotlyjs()
+    basic = _TEMPLATES / PLOTLY_BASIC_BUNDLE
+    if basic.is_file():
+        js: str = basic.read_text(encoding="utf-8")
+    else:  # a build without the vendored bundle: fall back to the plotly package's full one
+        try:
+            from plotly.offline import get_plotlyjs
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and exc.name.split(".")[0] == "plotly":
+                raise MissingDependencyError("plotly", "the HTML report", extra="html") from exc
+            raise
+        js = get_plotlyjs()
     # the bundle is inlined in a <script> element: it must not close it early
     return js.replace("</script", "<\\/script")

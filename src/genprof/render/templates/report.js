@@ -185,8 +185,11 @@
     var steady = {x: [], y: [], t: []};
     var gpu = {x: [], y: []};
     for (var i = 0; i < cols.n.length; i++) {
-      var txt = what + " " + cols.n[i] + (cols.index[i] !== null ? " (index " + cols.index[i] + ")" : "") +
-        " of call " + (cols.group[i] + 1) + "<br>host " + fmtS(cols.host[i]) + "<br>GPU " + fmtS(cols.gpu[i]);
+      var where = (cols.block && cols.block[i] !== null && cols.block[i] !== undefined)
+        ? " (block " + cols.block[i] + ", step " + cols.index[i] + ")"
+        : (cols.index[i] !== null ? " (index " + cols.index[i] + ")" : "");
+      var pipe = (cols.pipeline && cols.pipeline[i]) ? " [" + esc(cols.pipeline[i]) + "]" : "";
+      var txt = what + " " + cols.n[i] + where + " of call " + (cols.group[i] + 1) + pipe + "<br>host " + fmtS(cols.host[i]) + "<br>GPU " + fmtS(cols.gpu[i]);
       var dst = cols.warmup[i] ? warm : steady;
       dst.x.push(cols.n[i]); dst.y.push(cols.host[i] === null ? null : cols.host[i] * 1e3); dst.t.push(txt);
       if (cols.gpu[i] !== null) { gpu.x.push(cols.n[i]); gpu.y.push(cols.gpu[i] * 1e3); }
