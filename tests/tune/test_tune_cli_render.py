@@ -33,7 +33,7 @@ def test_cli_tune_demo_and_render(tmp_path: Any) -> None:
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "vae_tiling" in text and "skipped attention=fa3: FA3" in text
     page = render_tune(out, tmp_path / "tune.html").read_text()
-    assert "vae_tiling" in page and "speed / memory / quality" in page
+    assert "<td>vae_tiling</td>" in page and "plotly" in page
     bad = tmp_path / "bad.json"
     bad.write_text('{"schema": "genprof.run/1"}')
     with pytest.raises(Exception, match="not a genprof tune result"):
