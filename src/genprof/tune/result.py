@@ -1,0 +1,193 @@
+"""The result of a tuning sweep: plain data, schema-versioned, saved as ``tune.json``."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from genprof.errors import RunFileError
+from genprof.tune.recipes import Recipe, Skipped
+
+SCHEMA = "genprof.tune/1"
+STATUSES = ("ok", "oom", "skipped", "failed", "below_quality_floor", "interrupted", "pending")
+
+
+@dataclass
+class CandidateResult:
+    """One candidate: its recipe, what was measured, what the planner predicted, and how it ended."""
+
+    recipe: Recipe
+    status: str = "pending"
+    reason: str | None = None
+    times_s: list[float] = field(default_factory=list)
+    median_s: float | None = None
+    ci_s: tuple[float, float] | None = None
+    warmup_s: list[float] = field(default_factory=list)
+    compile_s: float | None = None
+    setup_s: float | None = None
+    peak_reserved_bytes: int | None = None
+    peak_allocated_bytes: int | None = None
+    quality: dict[str, Any] | None = None
+    predicted_time_s: float | None = None
+    predicted_peak_reserved_bytes: int | None = None
+    predicted_note: str | None = None
+    run_file: str | None = None
+    applied: list[str] = field(default_factory=list)
+    oom: dict[str, Any] | None = None
+    observations: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.recipe.name
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return dict(self.recipe.settings)
+
+    @property
+    def plan_settings(self) -> dict[str, Any]:
+        return self.recipe.plan_settings
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["recipe"] = self.recipe.to_dict()
+        d["ci_s"] = None if self.ci_s is None else list(self.ci_s)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> CandidateResult:
+        kw = dict(d)
+        kw["recipe"] = Recipe.from_dict(kw["recipe"])
+        kw["ci_s"] = None if kw.get("ci_s") is None else (float(kw["ci_s"][0]), float(kw["ci_s"][1]))
+        known = set(cls.__dataclass_fields__)
+        return cls(**{k: v for k, v in kw.items() if k in known})
+
+
+@dataclass
+class TuneResult:
+    """Every candidate measured or skipped, the best one, and how well the planner ranked them."""
+
+    model: str | None
+    gpu: str | None
+    device: str
+    budget_bytes: int | None
+    generation: dict[str, Any]
+    candidates: list[CandidateResult]
+    skipped: list[Skipped] = field(default_factory=list)
+    status: str = "ok"
+    quality_floor: list[dict[str, Any]] = field(default_factory=list)
+    warmup: int = 1
+    repeats: int = 5
+    seed: int = 0
+    isolation: str = "reset"
+    spearman: float | None = None
+    spearman_n: int = 0
+    spearman_note: str | None = None
+    planner: dict[str, Any] = field(default_factory=dict)
+    calibration_used: str | None = None
+    notes: list[str] = field(default_factory=list)
+    created_at: str | None = None
+    wall_s: float | None = None
+    schema: str = SCHEMA
+
+    @property
+    def baseline(self) -> CandidateResult | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def best(self) -> CandidateResult | None:
+        """The measured fastest candidate that ran, fits and passed the quality floor (``None`` if none)."""
+        ok = [c for c in self.candidates if c.status == "ok" and c.median_s is not None]
+        return min(ok, key=lambda c: c.median_s or math.inf) if ok else None
+
+    def speedup(self, c: CandidateResult | None = None) -> float | None:
+        """Baseline median / candidate median (``best`` by default)."""
+        c = c or self.best
+        b = self.baseline
+        if c is None or b is None or b.median_s is None or c.median_s in (None, 0):
+            return None
+        return b.median_s / float(c.median_s or math.inf)
+
+    def to_dict(self) -> dict[str, Any]:
+        best = self.best
+        return {
+            "schema": self.schema, "model": self.model, "gpu": self.gpu, "device": self.device,
+            "budget_bytes": self.budget_bytes, "generation": dict(self.generation), "status": self.status,
+            "quality_floor": list(self.quality_floor), "warmup": self.warmup, "repeats": self.repeats,
+            "seed": self.seed, "isolation": self.isolation, "spearman": self.spearman, "spearman_n": self.spearman_n,
+            "spearman_note": self.spearman_note, "planner": dict(self.planner),
+            "calibration_used": self.calibration_used, "notes": list(self.notes), "created_at": self.created_at,
+            "wall_s": self.wall_s, "best": None if best is None else best.name, "speedup": self.speedup(),
+            "candidates": [c.to_dict() for c in self.candidates], "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TuneResult:
+        schema = d.get("schema")
+        if schema != SCHEMA:
+            raise RunFileError(f"not a genprof tune result (schema {schema!r}, expected {SCHEMA!r})")
+        return cls(
+            model=d.get("model"), gpu=d.get("gpu"), device=str(d.get("device")), budget_bytes=d.get("budget_bytes"),
+            generation=dict(d.get("generation") or {}),
+            candidates=[CandidateResult.from_dict(c) for c in d.get("candidates") or []],
+            skipped=[Skipped(str(s["name"]), str(s["reason"])) for s in d.get("skipped") or []],
+            status=str(d.get("status", "ok")), quality_floor=list(d.get("quality_floor") or []),
+            warmup=int(d.get("warmup", 1)), repeats=int(d.get("repeats", 5)), seed=int(d.get("seed", 0)),
+            isolation=str(d.get("isolation", "reset")), spearman=d.get("spearman"), spearman_n=int(d.get("spearman_n", 0)),
+            spearman_note=d.get("spearman_note"), planner=dict(d.get("planner") or {}),
+            calibration_used=d.get("calibration_used"), notes=list(d.get("notes") or []),
+            created_at=d.get("created_at"), wall_s=d.get("wall_s"),
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``tune.json`` atomically (a partial result is valid too)."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1, default=str), encoding="utf-8")
+        os.replace(tmp, p)
+        return p
+
+
+def load_tune(path: str | os.PathLike[str]) -> TuneResult:
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunFileError(f"cannot read tune result {path}: {e}") from e
+    return TuneResult.from_dict(data)
+
+
+def _ranks(xs: Sequence[float]) -> list[float]:
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman rank correlation (ties get average ranks); ``None`` for fewer than 3 pairs or a constant side.
+
+    Written here (Pearson of ranks, a few lines) rather than importing scipy, which is not a dependency.
+    """
+    if len(xs) != len(ys) or len(xs) < 3:
+        return None
+    rx, ry = _ranks(xs), _ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    if sxx == 0 or syy == 0:
+        return None
+    return sxy / math.sqrt(sxx * syy)
