@@ -46,6 +46,7 @@ _EXPORTS: dict[str, str] = {
     "resources": "genprof.planning.resources",
     "estimate": "genprof.planning.estimate",
     "plan": "genprof.planning.plan",
+    "tune": "genprof.tune",
     "apply": "genprof.planning.plan",
     "ChunkedProcessor": "genprof.planning.chunked",
     "with_fallbacks": "genprof.planning.fallback",

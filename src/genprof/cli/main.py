@@ -13,11 +13,25 @@ import sys
 from collections.abc import Sequence
 
 from genprof._version import __version__
-from genprof.cli import aggregate, check, compare, demo, doctor, estimate, history, plan, report, run, summary
+from genprof.cli import (
+    aggregate,
+    check,
+    compare,
+    demo,
+    diagnose,
+    doctor,
+    estimate,
+    history,
+    plan,
+    report,
+    run,
+    summary,
+    tune,
+)
 from genprof.errors import GenprofError
 
 # in the order ``genprof --help`` lists them
-SUBCOMMANDS = (demo, run, summary, report, doctor, check, compare, history, aggregate, estimate, plan)
+SUBCOMMANDS = (demo, run, diagnose, summary, report, doctor, check, compare, history, aggregate, estimate, plan, tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
