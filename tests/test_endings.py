@@ -136,8 +136,6 @@ def test_each_ending_is_recorded_with_its_open_spans(tmp_path: Path, mode: str, 
     _check(res, path, mode, ending, OPEN)
 
 
-@pytest.mark.xfail(strict=True, reason="needs profiler wiring: a span failing just after a step loop was left "
-                   "should take the loop's abort path (the open step) as the failure path")
 @pytest.mark.parametrize("mode", ["cli", "api"])
 @pytest.mark.parametrize("ending", ["exception", "sigterm"])
 def test_the_open_step_is_listed_inside_an_outer_span(tmp_path: Path, mode: str, ending: str) -> None:
@@ -206,8 +204,6 @@ def test_sigterm_while_writing_reports_says_which_outputs_were_not_written(tmp_p
     assert "not written" in stderr and ".html" in stderr
 
 
-@pytest.mark.xfail(strict=True, reason="needs profiler wiring: Profiler.stop() reads Sampler.failure() into "
-                   "metadata['sampler_failure'], unavailable['sampler'] and a 'sampler_failed' event")
 def test_a_sampler_that_dies_is_recorded_in_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 

@@ -248,6 +248,12 @@ class Profiler:
             missed = self._sampler.missed()
             if missed:
                 self.run.metadata["sampler_missed_ticks"] = missed
+            failure = self._sampler.failure()
+            if failure is not None:
+                at, reason = failure
+                self.run.metadata["sampler_failure"] = {"at_s": at, "reason": reason}
+                self.run.unavailable["sampler"] = f"sampling stopped at {at:.3f} s: {reason}; no samples after it"
+                self.run.events.append(Event("sampler_failed", t_s=at, attributes={"reason": reason}))
             share = self._sampler.cpu_share()
             if share is not None:
                 self.run.metadata["sampler_cpu_share"] = share  # its own cost, so reports can state it
@@ -632,7 +638,12 @@ class Profiler:
         span.status = "error"
         span.attributes.setdefault("error", f"{et.__name__}: {'' if exc is None else exc}"[:500])
         if not self._failure_paths:
-            self._failure_paths = _stack_paths(self._stack()) or [span.name]
+            paths = _stack_paths(self._stack()) or [span.name]
+            # a step loop aborted inside an outer span: its open step is deeper than the stack
+            ab = self._abort_path_if_last()
+            if len(ab) > len(paths) and ab[: len(paths)] == paths:
+                paths = ab
+            self._failure_paths = paths
             if self._torch is not None and self._oom_state is None and exc is not None and torch_cuda.is_oom_error(self._torch, exc):
                 self._oom_state = torch_cuda.allocator_state(self._torch, self._cuda_index or 0)
 
