@@ -28,6 +28,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from genprof.diagnose.capture import parse_trace, step_marks
@@ -177,6 +178,10 @@ class DiagnoseWindow:
     def _on_event(self, kind: str, payload: Any) -> None:
         if kind == "run_end":
             self._finish(payload)
+            # the profiler writes its run file before run_end listeners run: write it again with the window
+            path = getattr(self._p, "run_path", None)
+            if isinstance(path, Path) and path.exists():
+                self._p.save(path)
             return
         if getattr(payload, "kind", None) != "step" or self._state not in ("pending", "warmup", "active"):
             return
