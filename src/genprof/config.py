@@ -60,6 +60,7 @@ class ProfilerConfig:
     console_summary: bool = False
     display_force: bool = False
     device_index: int | None = None
+    diagnose: bool | str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +154,11 @@ def _check_value(key: str, value: Any, source: str) -> Any:
             shown = value if abs(value) < 10**30 else f"an integer of {len(str(abs(value)))} digits"
             raise ConfigError(f"config key 'max_data_points'{where} must be between 16 and {MAX_DATA_POINTS:,}, "
                               f"got {shown}")
+        return value
+    if t == "bool | str | None":  # diagnose: the window spec is parsed by genprof.diagnose at profiler start
+        if value is not None and not isinstance(value, (bool, str)):
+            raise ConfigError(f"config key {key!r}{where} must be true, false, null or a window like "
+                              f"'steps:2-3', got {value!r}")
         return value
     if t == "int | None":
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):

@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from genprof.model import atomic_write_text, load_run
     from genprof.render.html import write_html
     from genprof.render.reports import render_json_report
-    from genprof.render.trace import write_trace
+    from genprof.render.trace_merge import write_merged_trace
 
     src = Path(args.run_file)
     the_run = load_run(src)
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             advice = explain_oom(the_run)
         written.append(write_html(the_run, html, comparison=comparison, oom_advice=advice))
     if trace:
-        written.append(write_trace(the_run, trace))
+        written.append(write_merged_trace(the_run, trace))  # the plain trace without a diagnose window
     if json_report:
         p = Path(json_report)
         atomic_write_text(p, render_json_report(the_run) + "\n")

@@ -23,6 +23,9 @@ def register(sub: Any) -> None:
                    help="folder for the run file and reports (default: output_dir of the config, else ./genprof-runs)")
     p.add_argument("--config", default=None, metavar="FILE", help="profiler config (YAML)")
     p.add_argument("--preset", choices=("dev", "prod"), default=None, help="config preset")
+    p.add_argument("--diagnose", nargs="?", const=True, default=None, metavar="WINDOW",
+                   help="record a kernel-trace window of a few denoise steps (default: steps 1-2, "
+                        "or e.g. steps:2-3); see docs/diagnose.md")
     p.add_argument("script", help="the Python script to run")
     p.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     p.set_defaults(func=run)
@@ -41,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(output_dir=args.out)
     elif not cfg.output_dir:
         cfg = cfg.replace(output_dir="genprof-runs")
+    if getattr(args, "diagnose", None) is not None:  # genprof diagnose attaches its own window instead
+        cfg = cfg.replace(diagnose=args.diagnose)
     prof = Profiler(args.name or script.stem, config=cfg, tags={"script": str(script)})
     old_argv, old_path = sys.argv[:], sys.path[:]
     sys.argv = [str(script), *args.args]

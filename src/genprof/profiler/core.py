@@ -94,6 +94,12 @@ class Profiler:
         if not isinstance(name, str) or not name:
             raise UsageError("Profiler name must be a non-empty string")
         self.config = load_config(config, preset=preset, **config_keys)
+        self._diagnose_spec: Any = None
+        self._diagnose: Any = None  # the kernel-trace window (genprof.diagnose), when asked for
+        if self.config.diagnose:
+            from genprof.diagnose import parse_window  # only when asked: it is not on the import path
+
+            self._diagnose_spec = parse_window(self.config.diagnose)  # a bad window fails here, early
         self.name = name
         self._clock = clock  # read on the hot path: a plain instance attribute
         self._t0 = clock()
@@ -218,6 +224,10 @@ class Profiler:
             self._install_sigterm()
         if self.config.output_dir:
             self._write_run_file(partial=True)
+        if self._diagnose_spec is not None:
+            from genprof.diagnose import DiagnoseWindow
+
+            self._diagnose = DiagnoseWindow(self._diagnose_spec).attach(self)
         notify_started(self)  # genprof.outputs attaches the live view, reports and summary here
         log.info("genprof run %r started (%s)", self.name, self.run.run_id)
         return self

@@ -27,6 +27,7 @@ from genprof.analysis.summary import PhaseRow, phase_table, span_paths
 from genprof.errors import MissingDependencyError
 from genprof.model import Run, Span, atomic_write_text
 from genprof.render.reports import collect_findings, json_default, summary_figures
+from genprof.render.why import why_html
 from genprof.units import format_bytes, format_seconds
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ def render_html(
     template = env.get_template("report.html.j2")
     ctx = _context(run, data, found, note, comparison)
     ctx["oom_advice"] = oom_advice_lines(oom_advice)
+    ctx["why"] = why_html(run)  # the diagnose window's section; None without one (escaped inside)
     return template.render(
         **ctx,
         data_json=embed_json(data),
