@@ -112,7 +112,21 @@ def test_live_display_draws_progress(capsys: pytest.CaptureFixture[str]) -> None
             time.sleep(0.04)
     err = capsys.readouterr().err
     assert "live" in err and "denoise" in err
-    with Profiler("quiet", real_time_display=False, **BASE) as prof:
+    with Profiler("quiet", real_time_display=False, end_summary="none", **BASE) as prof:
         for _ in prof.steps(range(2)):
             pass
-    assert "quiet" not in capsys.readouterr().err
+    assert capsys.readouterr().err == ""
+
+
+def test_a_run_ends_with_a_short_summary_by_default_and_one_line_in_prod(
+        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with Profiler("short", **BASE) as prof:
+        for _ in prof.steps(range(2)):
+            pass
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("genprof: run short ok") and err[-1] == "Run file not written"
+    with Profiler("prodrun", preset="prod", output_dir=str(tmp_path), **BASE) as prof:
+        for _ in prof.steps(range(2)):
+            pass
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("genprof: run prodrun ok") and line.endswith(f"run file {prof.run_path}")

@@ -18,6 +18,7 @@ from typing import Any
 from genprof.errors import ConfigError
 
 REPORT_FORMATS = ("html", "json", "both", "none")
+END_SUMMARIES = ("short", "line", "none")
 ENERGY_SPANS = ("phases", "all", "none")
 
 
@@ -58,6 +59,7 @@ class ProfilerConfig:
     handle_sigterm: bool = True
     log_file: bool = False
     console_summary: bool = False
+    end_summary: str = "short"  # what a run prints on stderr when it stops: short, line or none
     display_force: bool = False
     device_index: int | None = None
     diagnose: bool | str | None = None
@@ -108,6 +110,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "monitor_gpu_power": False,
         "monitor_cpu_usage": False,
         "monitor_system_memory": True,
+        "end_summary": "line",
         "generate_final_report": True,
         "report_format": "json",
         "save_raw_data": False,
@@ -169,7 +172,7 @@ def _check_value(key: str, value: Any, source: str) -> Any:
             raise ConfigError(f"config key {key!r}{where} must be a path or null, got {value!r}")
         return None if value is None else os.fspath(value)
     if t == "str":
-        allowed = {"report_format": REPORT_FORMATS, "energy_spans": ENERGY_SPANS}[key]
+        allowed = {"report_format": REPORT_FORMATS, "energy_spans": ENERGY_SPANS, "end_summary": END_SUMMARIES}[key]
         if value not in allowed:
             raise ConfigError(
                 f"config key {key!r}{where} is {value!r}; allowed values: {', '.join(allowed)}"

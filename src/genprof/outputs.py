@@ -42,6 +42,8 @@ def attach(prof: Profiler) -> None:
         prof.subscribe(lambda kind, run: _write_reports(prof, run), kinds=("run_end",))
     if cfg.console_summary:
         prof.subscribe(lambda kind, run: _console_summary(run), kinds=("run_end",))
+    elif cfg.end_summary != "none":
+        prof.subscribe(lambda kind, run: _end_summary(prof, run), kinds=("run_end",))
 
 
 def _attach_live(prof: Profiler) -> None:
@@ -84,6 +86,16 @@ def _console_summary(run: Run) -> None:
         print_summary(run)
     except Exception as exc:  # noqa: BLE001 - the summary must not turn a good run into a failure
         log.error("console summary failed: %s: %s", type(exc).__name__, exc)
+
+
+def _end_summary(prof: Profiler, run: Run) -> None:
+    try:
+        from genprof.render.console import print_short_summary
+
+        path = prof.run_path
+        print_short_summary(run, str(path) if path is not None else None, prod=prof.config.end_summary == "line")
+    except Exception as exc:  # noqa: BLE001 - the summary must not turn a good run into a failure
+        log.error("end-of-run summary failed: %s: %s", type(exc).__name__, exc)
 
 
 def write_html(run: Run, path: str | os.PathLike[str], **kwargs: Any) -> Path:

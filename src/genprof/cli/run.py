@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         cfg = cfg.replace(output_dir=args.out)
     elif not cfg.output_dir:
         cfg = cfg.replace(output_dir="genprof-runs")
+    if cfg.end_summary == "short":  # genprof run prints the ending and the run file itself, below
+        cfg = cfg.replace(end_summary="none")
     if getattr(args, "diagnose", None) is not None:  # genprof diagnose attaches its own window instead
         cfg = cfg.replace(diagnose=args.diagnose)
     prof = Profiler(args.name or script.stem, config=cfg, tags={"script": str(script)})

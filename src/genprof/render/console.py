@@ -214,6 +214,13 @@ def short_summary(run: Run, run_file: str | None, *, prod: bool = False) -> str:
                       where[0].upper() + where[1:]])
 
 
+def print_short_summary(run: Run, run_file: str | None, *, prod: bool = False) -> None:
+    """Write :func:`short_summary` to stderr: what a profiled script shows when its run stops."""
+    import sys
+
+    sys.stderr.write(short_summary(run, run_file, prod=prod) + "\n")
+
+
 def print_summary(run: Run, console: Console | None = None) -> None:
     """Print the usage table, then the phase table (stderr unless ``console`` says otherwise)."""
     from rich.console import Console
