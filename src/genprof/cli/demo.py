@@ -47,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"building {kind} ({args.size}) ...", flush=True)
         demos.append(build_pipeline(kind, args.size, device=args.device))
     device = str(getattr(demos[0].pipe, "device", args.device or "cpu"))
-    prof = Profiler("genprof-demo", output_dir=str(out), tags={"demo": args.pipeline, "size": args.size})
+    # the demo prints its own lines per pipeline below
+    prof = Profiler("genprof-demo", output_dir=str(out), end_summary="none", tags={"demo": args.pipeline, "size": args.size})
     with prof:
         for d in demos:
             kw = dict(d.call_kwargs)
