@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from genprof.render.trace_merge import write_merged_trace
 
     src = Path(args.run_file)
+    if _is_tune_result(src):  # genprof tune's result: its own table and page
+        return _report_tune(src, args.html)
     the_run = load_run(src)
     html, trace, json_report = args.html, args.trace, args.json_report
     if not (html or trace or json_report):
@@ -77,4 +79,32 @@ def run(args: argparse.Namespace) -> int:
         written.append(p)
     for p in written:
         print(p)
+    return 0
+
+
+def _is_tune_result(src: Path) -> bool:
+    """Whether ``src`` is a ``genprof tune`` result (schema ``genprof.tune/N``), read cheaply."""
+    try:
+        with src.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False  # load_run reports the unreadable file with its own clear error
+    return b'"genprof.tune/' in head
+
+
+def _report_tune(src: Path, html: str | None) -> int:
+    from genprof.render.tune_html import console_table, render_tune
+
+    if html:
+        print(render_tune(src, html))
+        return 0
+    import json
+
+    from genprof.errors import RunFileError
+
+    try:
+        data = json.loads(src.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise RunFileError(f"{src}: not a readable tune result ({exc})") from exc
+    console_table(data)
     return 0
