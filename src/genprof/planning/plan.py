@@ -19,7 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from genprof.errors import UsageError
@@ -281,6 +281,8 @@ def plan(
     allow_fp8: bool = True,
     dtypes: tuple[str, ...] = ("bf16",),
     host_ram_bytes: int | None = None,
+    use_calibration: bool = True,
+    gpu_name: str | None = None,
     **generation: Any,
 ) -> Plan:
     """The fastest candidate whose predicted peak reserved memory fits the budget.
@@ -288,7 +290,10 @@ def plan(
     ``generation`` holds :func:`estimate`'s size arguments (``height``, ``width``,
     ``num_frames``, ``batch_size``, ``num_inference_steps``, ``guidance_scale``).
     ``host_ram_bytes`` (e.g. ``resources().host_ram_available_bytes``) rules out candidates
-    whose offloaded weights would not fit in host RAM.
+    whose offloaded weights would not fit in host RAM. Without a ``time_model``, a calibration
+    that ``genprof tune --calibrate`` saved for this model on ``gpu_name`` (default: the current
+    CUDA device) supplies the measured step, decode and text-encode times
+    (``use_calibration=False`` to ignore it).
     """
     if budget_bytes <= 0:
         raise UsageError(f"budget must be > 0 bytes, got {budget_bytes}")
@@ -305,13 +310,16 @@ def plan(
         raise UsageError(f"unknown generation argument(s): {', '.join(sorted(bad))}")
     spec = _resolve(pipe_or_config)
     tm = time_model or TimeModel()
+    calibrated: str | None = None
+    if time_model is None and use_calibration:
+        tm, calibrated = _calibrated_time_model(spec.name, gpu_name)
     usable = int(budget_bytes * (1 - safety_margin))
     batch = int(generation.get("batch_size", 1))
     slicing_opts = (False, True) if batch > 1 else (False,)
     fp8_opts = (False, True) if allow_fp8 else (False,)
     candidates: list[Candidate] = []
     estimates: list[Estimate] = []
-    assumptions: list[str] = []
+    assumptions: list[str] = [calibrated] if calibrated else []
     den_params = None
     leaves = 0
     for dtype, mode, tiling, slicing, fp8, attn in itertools.product(
@@ -419,6 +427,28 @@ def _describe(s: Mapping[str, Any]) -> str:
         parts.append("VAE slicing")
     parts.append(f"attention={s['attention_backend']}")
     return ", ".join(parts)
+
+
+def _calibrated_time_model(model: str, gpu_name: str | None) -> tuple[TimeModel, str | None]:
+    """The time model from a saved ``genprof tune --calibrate`` for ``model`` on ``gpu_name``, if any."""
+    from genprof.planning.calibration_store import calibration_path, load_calibration
+
+    gpu = gpu_name
+    if gpu is None:
+        from genprof.probes import torch_cuda
+
+        torch = torch_cuda.get_torch()
+        if torch is None or torch_cuda.cuda_unavailable_reason(torch) is not None:
+            return TimeModel(), None
+        gpu = str(torch.cuda.get_device_name())
+    cal = load_calibration(model, gpu)
+    known = {f.name for f in fields(TimeModel) if f.name not in ("assumed_device",)}
+    kw: dict[str, Any] = {k: float(v) for k, v in ((cal or {}).get("time_model") or {}).items() if k in known and v is not None}
+    if not kw:
+        return TimeModel(), None
+    note = (f"times measured by genprof tune on {gpu} ({', '.join(sorted(kw))}; {calibration_path(model, gpu)}); "
+            "use_calibration=False to ignore")
+    return TimeModel(**kw), note
 
 
 def plan_code(settings: Mapping[str, Any], *, denoiser: str = "transformer", device: str = "cuda") -> list[str]:

@@ -11,31 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import statistics
 from pathlib import Path
 from typing import Any
 
+from genprof.planning.calibration_store import SCHEMA, cache_dir, calibration_path, load_calibration
 from genprof.tune.result import TuneResult
 
-SCHEMA = "genprof.calibration/1"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("GENPROF_CACHE_DIR")
-    if base:
-        return Path(base)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "genprof"
-
-
-def _slug(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", s).strip("_") or "unknown"
-
-
-def calibration_path(model: str, gpu: str) -> Path:
-    return cache_dir() / "calibration" / f"{_slug(model)}__{_slug(gpu)}.json"
-
+__all__ = ["SCHEMA", "cache_dir", "calibration_from", "calibration_path", "load_calibration", "save_calibration"]
 
 def calibration_from(result: TuneResult) -> dict[str, Any]:
     """The calibration a sweep gives (no file written)."""
@@ -76,18 +59,3 @@ def save_calibration(result: TuneResult, path: str | os.PathLike[str] | None = N
     p.parent.mkdir(parents=True, exist_ok=True)
     p.write_text(json.dumps(calibration_from(result), indent=1), encoding="utf-8")
     return p
-
-
-def load_calibration(model: str, gpu: str) -> dict[str, Any] | None:
-    """The saved calibration for ``model`` on ``gpu`` (the CUDA device name), or ``None``.
-
-    ``["time_model"]`` is keyword arguments for the planner's ``TimeModel``; ``["peak_scale"]``
-    multiplies predicted peaks; ``["measured"]`` lists every measured candidate.
-    """
-    p = calibration_path(model, gpu)
-    if not p.exists():
-        return None
-    data: dict[str, Any] = json.loads(p.read_text(encoding="utf-8"))
-    if data.get("schema") != SCHEMA:
-        return None
-    return data
