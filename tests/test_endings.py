@@ -181,8 +181,6 @@ STOP_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.xfail(strict=True, reason="needs profiler wiring: stop() keeps its SIGTERM handler until every output "
-                   "is written and records the outputs a signal left unwritten")
 def test_sigterm_while_writing_reports_says_which_outputs_were_not_written(tmp_path: Path) -> None:
     out = tmp_path / "runs"
     script = tmp_path / "stop_script.py"
@@ -229,3 +227,24 @@ def test_a_sampler_that_dies_is_recorded_in_the_run(monkeypatch: pytest.MonkeyPa
     (ev,) = [e for e in run.events if e.name == "sampler_failed"]
     assert ev.t_s == pytest.approx(fail["at_s"]) and ev.attributes["reason"] == fail["reason"]
     assert run.end.status == "ok"  # the run itself went on; the file says what was lost
+
+
+def test_a_failing_report_writer_is_named_in_the_run_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genprof import Profiler
+    from genprof.render import html as html_mod
+
+    def broken(*args: object, **kwargs: object) -> Path:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(html_mod, "write_html", broken)
+    with Profiler("broken-report", output_dir=str(tmp_path), generate_final_report=True,
+                  report_format="both") as prof:
+        with prof.phase("work"):
+            pass
+    assert prof.run_path is not None
+    run = load_run(prof.run_path)  # rewritten after the failure: it says what is missing
+    missing = run.metadata["outputs_not_written"]
+    # the HTML failed first, so the JSON report after it was never written either
+    assert sorted(Path(e["path"]).name.split(".", 1)[1] for e in missing) == ["html", "report.json"]
+    assert all(e["reason"] == "OSError: disk full" for e in missing)
+    assert not [p for p in tmp_path.iterdir() if p.suffix == ".html" or p.name.endswith(".report.json")]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,16 +68,47 @@ def _attach_live(prof: Profiler) -> None:
 
 
 def _write_reports(prof: Profiler, run: Run) -> None:
-    from genprof.render.reports import write_reports
+    from genprof.render.reports import report_paths, write_reports
 
     out = Path(prof.config.output_dir or ".")
     stem = prof.default_run_path()
+    planned = report_paths(run, out, prof.config.report_format, stem=stem.stem if stem else None)
     try:
         paths = write_reports(run, out, prof.config.report_format, stem=stem.stem if stem else None)
         for p in paths:
             log.info("genprof report written: %s", p)
     except Exception as exc:  # noqa: BLE001 - a failing renderer must not lose the run file
-        log.error("report generation failed (%s: %s); the run file is intact", type(exc).__name__, exc)
+        _record_not_written(prof, run, planned, f"{type(exc).__name__}: {exc}")
+    except (SystemExit, KeyboardInterrupt) as exc:  # a signal while writing: say so, then end as asked
+        _record_not_written(prof, run, planned, f"{_signal_name(exc)} arrived while the reports were written")
+        raise
+
+
+def _signal_name(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "SIGINT"
+    code = exc.code if isinstance(exc, SystemExit) else None
+    if isinstance(code, int) and code > 128:
+        try:
+            return signal.Signals(code - 128).name
+        except ValueError:
+            pass  # not a signal number: fall through to the plain exit
+    return f"SystemExit({code!r})"
+
+
+def _record_not_written(prof: Profiler, run: Run, planned: list[Path], reason: str) -> None:
+    """Name the reports that do not exist in the run file and on stderr; rewrite the run file."""
+    missing = [p for p in planned if not p.exists()]
+    if not missing:
+        return
+    run.metadata["outputs_not_written"] = [{"path": str(p), "reason": reason} for p in missing]
+    log.error("genprof report(s) not written: %s (%s); the run file is intact",
+              ", ".join(str(p) for p in missing), reason)
+    if prof.run_path is not None:
+        try:
+            prof.save(prof.run_path)
+        except OSError as e:
+            log.error("could not record the missing reports in the run file %s: %s", prof.run_path, e)
 
 
 def _console_summary(run: Run) -> None:

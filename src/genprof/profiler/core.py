@@ -278,18 +278,23 @@ class Profiler:
         self._final_memory()
         self._fill_sampled_peaks()
         self.run.unavailable.update({f"nvml.{k}": v for k, v in self._nvml.unavailable.items()})
-        self._restore_sigterm()
         self._log_usage()
         if self.config.output_dir:
             self._write_run_file(partial=False)
-        # after the run file: a failing listener (a report writer) cannot lose it
-        for cb in list(self._end_listeners):
-            self._notify_one(cb, "run_end", self.run)
-        if self._host is not None:
-            self._host.close()
-        if self._rss is not None:
-            self._rss.close()
-        self._teardown_log_file()
+        # after the run file: a failing listener (a report writer) cannot lose it. The SIGTERM
+        # handler stays until the listeners are done, so a SIGTERM here raises SystemExit(143)
+        # inside the report writer, which records what it could not write, instead of killing
+        # the process with nothing said.
+        try:
+            for cb in list(self._end_listeners):
+                self._notify_one(cb, "run_end", self.run)
+        finally:
+            self._restore_sigterm()
+            if self._host is not None:
+                self._host.close()
+            if self._rss is not None:
+                self._rss.close()
+            self._teardown_log_file()
         return self.run
 
     # ---------------------------------------------------------------- facts

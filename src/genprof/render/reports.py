@@ -178,6 +178,17 @@ def default_stem(run: Run) -> str:
     return f"{name}-{rid}" if rid else name
 
 
+def report_paths(run: Run, out_dir: str | os.PathLike[str], report_format: str, *,
+                 stem: str | None = None) -> list[Path]:
+    """The files :func:`write_reports` writes for ``report_format``, in its order, without writing them."""
+    if report_format not in REPORT_FORMATS:
+        raise UsageError(f"report_format is {report_format!r}; allowed values: {', '.join(REPORT_FORMATS)}")
+    out = Path(out_dir)
+    st = stem or default_stem(run)
+    return ([out / f"{st}.html"] if report_format in ("html", "both") else []) + (
+        [out / f"{st}.report.json"] if report_format in ("json", "both") else [])
+
+
 def write_reports(
     run: Run,
     out_dir: str | os.PathLike[str],
@@ -192,20 +203,17 @@ def write_reports(
     ``"none"``: nothing. ``stem`` defaults to :func:`default_stem`. Rules run once and their
     findings go into both files.
     """
-    if report_format not in REPORT_FORMATS:
-        raise UsageError(f"report_format is {report_format!r}; allowed values: {', '.join(REPORT_FORMATS)}")
-    if report_format == "none":
+    planned = report_paths(run, out_dir, report_format, stem=stem)
+    if not planned:
         return []
-    out = Path(out_dir)
-    st = stem or default_stem(run)
     found, _note = collect_findings(run, findings)
     paths: list[Path] = []
     if report_format in ("html", "both"):
         from genprof.render.html import write_html
 
-        paths.append(write_html(run, out / f"{st}.html", findings=found))
+        paths.append(write_html(run, planned[0], findings=found))
     if report_format in ("json", "both"):
-        p = out / f"{st}.report.json"
+        p = planned[-1]
         text = render_json_report(run, findings=found) if found is not None else render_json_report(run)
         atomic_write_text(p, text + "\n")
         paths.append(p)
