@@ -465,7 +465,7 @@ class Run:
                 started_at=_req(d, "started_at", str),
                 started_unix_s=_unix_time(_req(d, "started_unix_s", (int, float))),
                 duration_s=_opt_num(d.get("duration_s"), "duration_s"),
-                tags=_dict(d.get("tags", {}), "tags"),
+                tags=_finite_tree(_dict(d.get("tags", {}), "tags"), "tags"),
                 config=_dict(d.get("config", {}), "config"),
                 software=SoftwareInfo.from_dict(_dict(d.get("software", {}), "software")),
                 host=HostInfo.from_dict(_dict(d.get("host", {}), "host")),
@@ -478,7 +478,7 @@ class Run:
                         for i, s in enumerate(_list(d.get("series", []), "series"))],
                 unavailable={str(k): str(v) for k, v in _dict(d.get("unavailable", {}), "unavailable").items()},
                 end=EndState.from_dict(_dict(d.get("end", {}), "end")),
-                metadata=_check_metadata(_dict(d.get("metadata", {}), "metadata")),
+                metadata=_check_metadata(_finite_tree(_dict(d.get("metadata", {}), "metadata"), "metadata")),
                 schema_version=version,
             )
         except RunFileError:
@@ -704,6 +704,21 @@ def _unix_time(v: int | float) -> float:
 def _dict(v: Any, what: str) -> dict[str, Any]:
     if not isinstance(v, dict):
         raise TypeError(f"{what!r} must be an object, got {type(v).__name__}")
+    return v
+
+
+def _finite_tree(v: Any, what: str) -> Any:
+    """``v`` if no number in it (at any depth) is infinite or NaN; a run file holds finite numbers only
+    (it is saved as strict JSON), so a damaged free-form section is refused on load, not on save."""
+    stack: list[tuple[Any, str]] = [(v, what)]
+    while stack:
+        x, where = stack.pop()
+        if isinstance(x, float) and not math.isfinite(x):
+            raise ValueError(f"{where} is {x!r}; run files hold finite numbers only")
+        if isinstance(x, dict):
+            stack.extend((y, f"{where}[{k!r}]") for k, y in x.items())
+        elif isinstance(x, list):
+            stack.extend((y, f"{where}[{i}]") for i, y in enumerate(x))
     return v
 
 
