@@ -80,11 +80,12 @@ def _build(kind: str, tiny: bool, device: str, torch: Any) -> tuple[Any, Any, An
                                         cross_attn_norm=True, qk_norm="rms_norm_across_heads", rope_max_seq_len=32)
             lat, ctx = torch.randn(1, 16, 3, 8, 8), torch.randn(1, 16, 32)
         else:
-            from genprof.integrations import model_configs
+            from genprof.catalog.load import get_config
+            from genprof.planning.build import build_component
 
-            spec = model_configs.get_config("wan2.1-t2v-1.3b")
+            spec = get_config("wan2.1-t2v-1.3b")
             comp = next(c for c in spec.components if c.name == "transformer")
-            m = model_configs.build_component(comp, device=device, dtype=dtype)
+            m = build_component(comp, device=device, dtype=dtype)
             lat, ctx = torch.randn(1, 16, 9, 60, 104), torch.randn(1, 512, 4096)
         m = m.to(device=device, dtype=dtype).eval()
         lat, ctx = lat.to(device, dtype), ctx.to(device, dtype)
@@ -99,11 +100,12 @@ def _build(kind: str, tiny: bool, device: str, torch: Any) -> tuple[Any, Any, An
                                        norm_num_groups=2, attention_head_dim=2)
             lat, ctx = torch.randn(2, 4, 8, 8), torch.randn(2, 16, 32)
         else:
-            from genprof.integrations import model_configs
+            from genprof.catalog.load import get_config
+            from genprof.planning.build import build_component
 
-            spec = model_configs.get_config("sd1.5")
+            spec = get_config("sd1.5")
             comp = next(c for c in spec.components if c.name == "unet")
-            m = model_configs.build_component(comp, device=device, dtype=torch.float16)
+            m = build_component(comp, device=device, dtype=torch.float16)
             lat, ctx = torch.randn(2, 4, 64, 64), torch.randn(2, 77, 768)
             dtype = torch.float16
         m = m.to(device=device, dtype=dtype).eval()

@@ -61,6 +61,8 @@ class RuntimeCall:
     site: str | None = None  # "file.py:512" of the innermost Python frame outside torch and genprof
     function: str | None = None  # that frame's function name
     step: int | None = None
+    stack: list[str] = field(default_factory=list)  # "file.py:512 fn", innermost first, where torch reported the line
+    site_source: str | None = None  # "sync_debug_mode" (the exact line) | "profiler_stack" (the function's entry line)
 
     @property
     def wait_us(self) -> float:
@@ -157,6 +159,7 @@ class Diagnosis:
     host_frames: list[HostFrame] = field(default_factory=list)
     scope_roots: list[str] = field(default_factory=list)  # top-level module scopes (blocks.0, ...)
     scopes_reason: str | None = None  # why there are no module scopes
+    sync_sites_reason: str | None = None  # why sync sites are function-level, not exact lines
     flops_by_class: dict[str, float] | None = None  # FLOPs of one step by op class
     flops_source: str | None = None
     compile: CompileInfo | None = None

@@ -212,6 +212,80 @@ def test_parse_trace_links_kernels_to_scopes_and_syncs_to_the_users_line() -> No
     assert cap.cpu_ops[0].scope == "blocks.0.attn1"
 
 
+def test_reported_sync_site_gives_the_exact_line_and_the_stack() -> None:
+    from genprof.diagnose.sites import SyncSite
+
+    off = 1_000.0
+    tr = {"traceEvents": [
+        _x("python_function", "loop.py(10): run", off + 0, 5000),  # entered at its def line
+        _x("cpu_op", "aten::item", off + 1000, 300),
+        _x("cuda_runtime", "cudaStreamSynchronize", off + 1050, 200, correlation=1),
+        _x("cpu_op", "aten::nonzero", off + 3000, 400),
+        _x("cuda_runtime", "cudaStreamSynchronize", off + 3100, 250, correlation=2),
+        _x("cuda_runtime", "cudaDeviceSynchronize", off + 4000, 100, correlation=3),  # explicit: not reported
+    ]}
+    # torch reports each sync as its op returns; thread id 1 as in the trace
+    sites = [SyncSite(t_s=1305e-6, tid=1, stack=[("/src/loop.py", 17, "run"), ("/src/main.py", 4, "main")]),
+             SyncSite(t_s=3410e-6, tid=1, stack=[("/src/loop.py", 21, "run")])]
+    cap = parse_trace(tr, offset_us=off, steps=[StepWindow(0, 0, 5000)], sync_sites=sites)
+    by_op = {r.op: r for r in cap.runtime}
+    assert by_op["aten::item"].site == "loop.py:17" and by_op["aten::item"].site_source == "sync_debug_mode"
+    assert by_op["aten::item"].stack == ["loop.py:17 run", "main.py:4 main"]
+    assert by_op["aten::nonzero"].site == "loop.py:21"
+    explicit = [r for r in cap.runtime if r.op is None]
+    assert explicit and explicit[0].site == "loop.py:10" and explicit[0].site_source == "profiler_stack"
+
+
+class _FakeCuda:
+    def __init__(self, mode: int = 0) -> None:
+        self.mode = mode
+
+    def get_sync_debug_mode(self) -> int:
+        return self.mode
+
+    def set_sync_debug_mode(self, m: Any) -> None:
+        self.mode = {"warn": 1, 0: 0}[m]
+
+
+def test_sync_sites_take_torchs_warning_with_the_callers_line_and_hide_it() -> None:
+    import inspect
+    import types
+    import warnings
+
+    from genprof.diagnose.sites import SYNC_WARNING, SyncSites
+
+    clock = iter([0.5, 0.75])
+    cuda = _FakeCuda()
+    ss = SyncSites(lambda: next(clock), types.SimpleNamespace(cuda=cuda))
+    shown: list[str] = []
+    prev = warnings.showwarning
+    warnings.showwarning = lambda m, *a, **k: shown.append(str(m))  # type: ignore[assignment]
+    try:
+        assert ss.start() and cuda.mode == 1
+        line = inspect.currentframe().f_lineno + 1  # type: ignore[union-attr]
+        warnings.warn(SYNC_WARNING, UserWarning, stacklevel=1)
+        warnings.warn("something else", UserWarning, stacklevel=1)
+        ss.stop()
+        assert cuda.mode == 0
+        warnings.warn(SYNC_WARNING + " after", UserWarning, stacklevel=1)
+    finally:
+        warnings.showwarning = prev
+    assert len(ss.sites) == 1 and ss.sites[0].t_s == 0.5
+    f, ln, fn = ss.sites[0].stack[0]
+    assert f.endswith("test_diagnose.py") and ln == line and fn.startswith("test_sync_sites")
+    assert shown == ["something else", SYNC_WARNING + " after"]  # ours hidden only while on
+
+
+def test_sync_sites_leave_a_mode_the_program_set() -> None:
+    import types
+
+    from genprof.diagnose.sites import SyncSites
+
+    cuda = _FakeCuda(mode=2)
+    ss = SyncSites(lambda: 0.0, types.SimpleNamespace(cuda=cuda))
+    assert not ss.start() and cuda.mode == 2 and "already set" in (ss.reason or "")
+
+
 def test_merged_trace_and_why_section_show_the_window() -> None:
     from genprof.render.trace_merge import KERNEL_PID_BASE, merged_trace
     from genprof.render.why import why_html

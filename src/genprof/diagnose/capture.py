@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from genprof.diagnose.sites import SyncSite
 from genprof.diagnosis import CpuOp, HostFrame, KernelInterval, RuntimeCall, StepWindow
 
 SCOPE_PREFIX = "genprof.module:"
@@ -133,10 +134,14 @@ class Captured:
     scopes_seen: int
 
 
-def parse_trace(trace: Mapping[str, Any], *, offset_us: float, steps: Sequence[StepWindow]) -> Captured:
+def parse_trace(trace: Mapping[str, Any], *, offset_us: float, steps: Sequence[StepWindow],
+                sync_sites: Sequence[SyncSite] = ()) -> Captured:
     """Convert a Kineto trace (dict) into records on genprof's clock (``t = ts - offset_us``).
 
-    ``steps`` (genprof clock) give each launch, op and sync its step index.
+    ``steps`` (genprof clock) give each launch, op and sync its step index. ``sync_sites``
+    (from :class:`~genprof.diagnose.sites.SyncSites`) give a blocking call the exact line of
+    the op that issued it; without one, the site is the innermost user function of the
+    profiler's Python stack.
     """
     ev = [e for e in trace.get("traceEvents", []) if e.get("ph") == "X" and "ts" in e]
 
@@ -232,8 +237,9 @@ def parse_trace(trace: Mapping[str, Any], *, offset_us: float, steps: Sequence[S
         op = idx.outermost(iv.start) if idx else None
         key = ("op", id(op)) if op is not None else ("call", id(iv))
         groups.setdefault(key, []).append((iv, kind, corr))
+    site_of = _SiteMatcher(sync_sites)
     runtime: list[RuntimeCall] = []
-    for members in groups.values():
+    for members in sorted(groups.values(), key=lambda ms: min(m[0].start for m in ms)):
         kinds = {k for _, k, _ in members}
         # an async D2H copy alone does not block (pinned, non_blocking); with a sync, or pageable, it does
         if kinds == {"memcpy_d2h"} and not any("Pageable" in memcpy_kind.get(c or -1, "") for _, _, c in members):
@@ -242,15 +248,26 @@ def parse_trace(trace: Mapping[str, Any], *, offset_us: float, steps: Sequence[S
         last_end = max(m[0].end for m in members)
         idx = top_idx.get(first.tid)
         op = idx.outermost(first.start) if idx else None
-        fidx = frame_idx.get(first.tid)
-        fr = fidx.innermost(first.start) if fidx else None
-        site, func = (fr.name.split(" ", 1) + [""])[:2] if fr else (None, None)
+        reported = site_of.take(op.start if op else first.start, (op.end if op else last_end), first.tid)
+        stack: list[str] = []
+        site: str | None
+        func: str | None
+        source: str | None
+        if reported is not None and reported.stack:
+            f0, l0, fn0 = reported.stack[0]
+            site, func, source = short_site(f0, l0), fn0, "sync_debug_mode"
+            stack = [f"{short_site(f, ln)} {fn}".rstrip() for f, ln, fn in reported.stack]
+        else:
+            fidx = frame_idx.get(first.tid)
+            fr = fidx.innermost(first.start) if fidx else None
+            site, func = (fr.name.split(" ", 1) + [""])[:2] if fr else (None, None)
+            source = "profiler_stack" if fr else None
         kind = "sync" if "sync" in kinds else ("memcpy_sync" if "memcpy_sync" in kinds else sorted(kinds)[0])
         runtime.append(RuntimeCall(
             name="+".join(dict.fromkeys(m[0].name for m in sorted(members, key=lambda m: m[0].start))),
             start_us=first.start, end_us=last_end, kind=kind, tid=_int(first.tid),
             correlation=members[0][2], op=op.name if op else None, site=site, function=func or None,
-            step=step_of(first.start),
+            step=step_of(first.start), stack=stack, site_source=source,
         ))
     runtime.sort(key=lambda r: r.start_us)
 
@@ -261,6 +278,39 @@ def parse_trace(trace: Mapping[str, Any], *, offset_us: float, steps: Sequence[S
                           for f in long_frames[:MAX_HOST_FRAMES]), key=lambda f: f.start_us)
     return Captured(kernels=kernels, runtime=runtime, cpu_ops=cpu_ops, host_frames=host_frames,
                     scopes_seen=len(scopes))
+
+
+class _SiteMatcher:
+    """Gives each blocking op the sync torch reported for it: the first unused one at or after the
+    op's start (the warning is raised as the op returns), no later than ``SITE_SLACK_US`` after
+    its end, on the op's thread where the thread ids agree."""
+
+    def __init__(self, sites: Sequence[SyncSite]) -> None:
+        self.sites = sorted(sites, key=lambda s: s.t_s)
+        self.t_us = [s.t_s * 1e6 for s in self.sites]
+        self.used = [False] * len(self.sites)
+
+    def take(self, start_us: float, end_us: float, tid: Any) -> SyncSite | None:
+        k = bisect.bisect_left(self.t_us, start_us - CLOCK_SLACK_US)
+        fallback: int | None = None
+        while k < len(self.sites) and self.t_us[k] <= end_us + SITE_SLACK_US:
+            if not self.used[k]:
+                if tid is None or self.sites[k].tid == _int(tid):
+                    self.used[k] = True
+                    return self.sites[k]
+                if fallback is None:
+                    fallback = k
+            k += 1
+        if fallback is not None:  # Kineto's thread ids are not the OS ids on this platform: by time alone
+            self.used[fallback] = True
+            return self.sites[fallback]
+        return None
+
+
+CLOCK_SLACK_US = 50.0
+"""How far genprof's and the trace's clocks may disagree after alignment (see ``_offset_us``)."""
+SITE_SLACK_US = 2_000.0
+"""How long after an op returns its sync warning may be recorded (the warning hook's own time)."""
 
 
 def _int(v: Any) -> int | None:

@@ -34,6 +34,7 @@ from typing import Any
 from genprof.diagnose.capture import parse_trace, step_marks
 from genprof.diagnose.compile import CompileWatch
 from genprof.diagnose.modules import ModuleScopes
+from genprof.diagnose.sites import SyncSites
 from genprof.diagnosis import Diagnosis, StepWindow
 from genprof.errors import UsageError
 
@@ -146,6 +147,7 @@ class DiagnoseWindow:
         self._compile: CompileWatch | None = None
         self.diagnosis: Diagnosis | None = None
         self.torch_profile: Any = None  # the torch profiler of the window, kept for checks (bench, tests)
+        self._sites: SyncSites | None = None
 
     # ------------------------------------------------------------ attaching
     def attach(self, profiler: Any) -> DiagnoseWindow:
@@ -255,6 +257,10 @@ class DiagnoseWindow:
             self._prof = None
             self._fail_once("skipped", f"torch.profiler could not start: {exc}")
             return
+        if cuda:
+            self._sites = SyncSites(self._p.now, torch)
+            if not self._sites.start():
+                log.info("genprof diagnose: %s", self._sites.reason)
         self._marks.append((0, float(self._p.now())))  # after start(): ProfilerStep#0 opens at its end
         self._step_num = 0
         self._state = "warmup" if self._warmup else "active"
@@ -277,6 +283,8 @@ class DiagnoseWindow:
 
     def _stop_torch(self) -> None:
         self.scopes.remove()
+        if self._sites is not None:
+            self._sites.stop()
         if self._prof is not None:
             try:
                 self._prof.stop()
@@ -341,7 +349,10 @@ class DiagnoseWindow:
             d.gpu_reason = self._status_reason
             return d
         offset = _offset_us(trace, self._marks, self._clock_offset_us)
-        cap = parse_trace(trace, offset_us=offset, steps=d.step_windows)
+        sites = self._sites.sites if self._sites is not None else []
+        cap = parse_trace(trace, offset_us=offset, steps=d.step_windows, sync_sites=sites)
+        if self._sites is not None:
+            d.sync_sites_reason = self._sites.reason
         d.kernels, d.runtime, d.cpu_ops, d.host_frames = cap.kernels, cap.runtime, cap.cpu_ops, cap.host_frames
         if d.device != "cuda":
             d.gpu_reason = "no CUDA device: a CPU run has no kernels, GPU idle time or host-device syncs"
