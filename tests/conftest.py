@@ -25,6 +25,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
+def _fresh_machine_facts():
+    """Each test's fakes (NVML, CUDA) are a new machine: no facts kept from an earlier test."""
+    from genprof.profiler.facts import forget_machine_facts
+
+    forget_machine_facts()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _no_profiler_leaks():
     """Every test must stop the profilers it starts (pyinstrument's habit)."""
     from genprof.profiler import active_profilers

@@ -435,6 +435,37 @@ def test_gpu_time_from_events_and_energy_from_counter(monkeypatch: pytest.Monkey
     assert prof.run.software.driver == "580.00"
 
 
+def test_later_runs_read_the_energy_counter_off_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    alloc = FakeAllocator()
+    nv = FakeNvml()
+    threads: list[str] = []
+    read = nv.nvmlDeviceGetTotalEnergyConsumption
+
+    def traced(h: dict[str, object]) -> int:
+        threads.append(threading.current_thread().name)
+        return read(h)
+
+    nv.nvmlDeviceGetTotalEnergyConsumption = traced
+    install_fake_cuda(monkeypatch, alloc, nv)
+    clock = FakeClock()
+    totals = []
+    for script in ([5_000_000, 5_000_000, 5_040_000, 5_050_000], [7_000_000, 7_000_000, 7_020_000, 7_030_000]):
+        nv.devices[0]["energy_script"] = list(script)  # run start, phase start, phase end, run end
+        threads.clear()
+        with Profiler("e", clock=clock, **QUIET) as prof:
+            with prof.phase("denoise"):
+                clock.advance(0.2)
+        totals.append((prof.run.metadata["energy"]["total_j"], prof.run.spans[0].energy_j, list(threads)))
+    (t1, p1, th1), (t2, p2, th2) = totals
+    assert (t1, p1) == (pytest.approx(50.0), pytest.approx(40.0))
+    assert (t2, p2) == (pytest.approx(30.0), pytest.approx(20.0))
+    # the first run finds out on the caller's thread whether the counter reads; later runs never wait on it
+    assert th1[0] == "MainThread" and set(th1[1:]) == {"genprof-energy"}
+    assert set(th2) == {"genprof-energy"} and len(th2) == 4
+
+
 def test_gpu_sampler_series_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
     alloc = FakeAllocator()
     nv = FakeNvml()

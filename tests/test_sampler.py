@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -165,13 +166,46 @@ def test_a_dying_sampler_thread_records_its_reason_and_time() -> None:
 
 
 def test_a_failing_final_sample_is_recorded_not_raised() -> None:
-    clock = FakeClock()
-    s = Sampler([Source("host", 0.1, lambda: {("host", "v"): object()})], t0=100.0, max_points=100, clock=clock)
-    s._thread = threading.Thread(target=lambda: None)  # a started-and-finished thread: stop() joins it
-    s._thread.start()
-    s.stop()
+    clock = FakeClock()  # never advances: after the first tick, only the stop's final sample reads again
+    calls: list[int] = []
+    first = threading.Event()
+
+    def read() -> dict[tuple[str, str], Any]:
+        calls.append(1)
+        first.set()
+        return {("host", "v"): 1.0} if len(calls) == 1 else {("host", "v"): object()}
+
+    s = Sampler([Source("host", 0.1, read)], t0=100.0, max_points=100, clock=clock)
+    s.start()
+    assert first.wait(10.0)
+    s.stop()  # the final sample fails on the sampler's thread: recorded, not raised here
     fail = s.failure()
-    assert fail is not None and "TypeError" in fail[1]
+    assert len(calls) == 2 and fail is not None and "TypeError" in fail[1]
+    assert [p for ser in s.series() for p in ser.values] == [1.0]  # what was sampled before it stays
+
+
+def test_request_stop_returns_at_once_and_stop_waits_for_the_final_sample() -> None:
+    clock = FakeClock()
+    gate = threading.Event()
+    started = threading.Event()
+    calls: list[int] = []
+
+    def read() -> dict[tuple[str, str], Any]:
+        calls.append(1)
+        if len(calls) == 1:
+            started.set()
+        else:
+            gate.wait(10.0)  # the final sample is slow
+        return {("host", "v"): float(len(calls))}
+
+    s = Sampler([Source("host", 0.1, read)], t0=100.0, max_points=100, clock=clock)
+    s.start()
+    assert started.wait(10.0)
+    s.request_stop()  # does not wait for the slow final read
+    assert len(calls) <= 2 and s.alive()
+    gate.set()
+    s.stop()
+    assert not s.alive() and [p for ser in s.series() for p in ser.values] == [1.0, 2.0]
 
 
 @pytest.mark.parametrize("interval", [math.inf, math.nan, 0.0, -1.0])

@@ -153,6 +153,7 @@ class Sampler:
         self._meta = sources_meta or {}
         self._on_samples = on_samples
         self._stop = threading.Event()
+        self._final_sample = True
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self.stats = SamplerStats()
@@ -241,6 +242,12 @@ class Sampler:
                 delay = nxt - self.clock()
                 if delay > 0 and self._stop.wait(delay):
                     break
+            if self._final_sample:
+                # the reading at the stop: taken here, so the stopping thread does other work meanwhile
+                now = self.clock()
+                for s in self.sources:
+                    s.next_deadline = now
+                self.tick(now)
         except BaseException as exc:  # noqa: BLE001 - recorded (failure()) and logged; the thread ends
             self._fail(exc)
         finally:
@@ -279,22 +286,26 @@ class Sampler:
         w = self.stats.steady_wall_s
         return self.stats.thread_cpu_s / w if w > 0 else None
 
+    def request_stop(self, *, final_sample: bool = True) -> None:
+        """Tell the thread to take one last reading of every source (``final_sample``) and end.
+
+        Returns at once: the caller goes on with other work and :meth:`stop` then waits for the
+        thread, so a stop costs the longer of the two instead of their sum.
+        """
+        if self._thread is None or self._stop.is_set():
+            return
+        self._final_sample = final_sample
+        self._stop.set()
+
     def stop(self, *, final_sample: bool = True) -> None:
+        """Stop sampling (after one last reading, by default) and wait for the thread to end."""
         if self._thread is None:
             return
-        self._stop.set()
+        self.request_stop(final_sample=final_sample)
         self._thread.join(timeout=10.0)
         if self._thread.is_alive():
             log.warning("sampler thread did not stop within 10 s; its last readings may be missing")
         self._thread = None
-        if final_sample and self._failure is None:
-            try:
-                now = self.clock()
-                for s in self.sources:
-                    s.next_deadline = now
-                self.tick(now)
-            except Exception as exc:  # noqa: BLE001 - recorded (failure()); stopping must not fail the run
-                self._fail(exc)
 
     def series(self) -> list[Series]:
         with self._lock:

@@ -148,3 +148,20 @@ def test_cpu_percent_needs_a_window_of_cpu_window_s(monkeypatch: pytest.MonkeyPa
         assert r.process_cpu_pct() == pytest.approx(100.0 * (os.cpu_count() or 1))
     finally:
         r.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the confstr path is Linux's")
+def test_os_name_reads_what_platform_says_without_scanning_the_executable() -> None:
+    import platform
+
+    from genprof.probes.host import os_name
+
+    assert os_name() == platform.platform()
+
+
+def test_host_facts_keep_the_static_part_and_read_the_pid_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    a = host.host_facts()
+    monkeypatch.setattr(host, "cpu_model", lambda: "changed")  # would show if the facts were read again
+    monkeypatch.setattr(host.os, "getpid", lambda: 4242)
+    b = host.host_facts()
+    assert b["cpu_model"] == a["cpu_model"] and b["pid"] == 4242 and b["ram_total_bytes"] == a["ram_total_bytes"]

@@ -50,8 +50,27 @@ def software_versions(torch: Any | None) -> dict[str, str | None]:
     return {"torch": str(torch.__version__), "cuda": getattr(torch.version, "cuda", None), "cudnn": cudnn}
 
 
+_DEVICE_FACTS: dict[tuple[int, int], dict[str, Any]] = {}
+
+
+def forget_device_facts() -> None:
+    """Read each device's properties again at the next :func:`device_facts`."""
+    _DEVICE_FACTS.clear()
+
+
 def device_facts(torch: Any, index: int) -> dict[str, Any]:
-    """Facts of CUDA device ``index`` as torch sees it (UUID, name, memory, capability)."""
+    """Facts of CUDA device ``index`` as torch sees it (UUID, name, memory, capability).
+
+    A device's properties are fixed for the process's life, so they are read once per
+    (torch module, index) and a copy is returned each time.
+    """
+    key = (id(torch), index)
+    if key not in _DEVICE_FACTS:
+        _DEVICE_FACTS[key] = _read_device_facts(torch, index)
+    return dict(_DEVICE_FACTS[key])
+
+
+def _read_device_facts(torch: Any, index: int) -> dict[str, Any]:
     p = torch.cuda.get_device_properties(index)
     uuid = getattr(p, "uuid", None)
     uuid_s = None

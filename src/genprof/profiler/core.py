@@ -49,7 +49,13 @@ from genprof.probes import host as host_probe
 from genprof.probes import torch_cuda
 from genprof.probes.nvml import NvmlDevice, NvmlProbe
 from genprof.profiler.energy import _ENERGY_RELIABLE_MIN_S, _EnergyReader
-from genprof.profiler.facts import _allocator_fns, _detect_distributed, _job_id, _module_version
+from genprof.profiler.facts import (
+    _ENERGY_COUNTER,
+    _allocator_fns,
+    _detect_distributed,
+    _job_id,
+    _module_version,
+)
 from genprof.profiler.registry import _active, _active_lock, _current
 from genprof.profiler.spans import (
     _LOGGED_KINDS,
@@ -69,6 +75,7 @@ log = logging.getLogger("genprof")
 _ENERGY_KINDS = {"phases": ("phase", "generation"), "all": ("phase", "generation", "step", "block", "call"), "none": ()}
 _MEMORY_KINDS = ("phase", "generation", "step", "block")
 _EVENT_KINDS = ("span_end", "samples", "run_end")
+
 
 
 class Profiler:
@@ -147,6 +154,7 @@ class Profiler:
         self._last_step_end_s: float | None = None
         self._step_scan_pos = 0
         self._run_energy_start: float | None = None
+        self._run_energy_end: float | None = None
         self._saved_path: Path | None = None
         tags_all = dict(self.config.session_tags)
         tags_all.update(tags or {})
@@ -252,6 +260,18 @@ class Profiler:
         if not self.config.enabled:
             return self.run
         self._close_left_open_spans()
+        # the last readings (energy counter, the sampler's final sample, ~3 ms each on an H100)
+        # are taken on their own threads while this one resolves GPU times and memory
+        if self._energy is not None:
+            self._energy.request(self._set_run_energy_end)
+        if self._sampler is not None:
+            self._sampler.request_stop()
+        if self._timer is not None:
+            try:
+                self._timer.resolve_all()
+            except RuntimeError as e:  # a broken CUDA context after a failure
+                log.warning("could not resolve GPU timings: %s", e)
+        self._final_memory()
         if self._sampler is not None:
             self._sampler.stop()
             self.run.series = self._sampler.series()
@@ -267,15 +287,9 @@ class Profiler:
             share = self._sampler.cpu_share()
             if share is not None:
                 self.run.metadata["sampler_cpu_share"] = share  # its own cost, so reports can state it
-        if self._timer is not None:
-            try:
-                self._timer.resolve_all()
-            except RuntimeError as e:  # a broken CUDA context after a failure
-                log.warning("could not resolve GPU timings: %s", e)
         if self._energy is not None:
             self._energy.drain()
         self._finish_energy()
-        self._final_memory()
         self._fill_sampled_peaks()
         self.run.unavailable.update({f"nvml.{k}": v for k, v in self._nvml.unavailable.items()})
         self._log_usage()
@@ -350,11 +364,20 @@ class Profiler:
         if self._nvml_dev is None:
             run.unavailable.setdefault("gpu_energy", "no NVML device for this process's GPU")
         elif self._energy_kinds:
-            self._run_energy_start = self._nvml.energy_j(self._nvml_dev)
-            if self._run_energy_start is not None:
-                dev = self._nvml_dev
-                nvml = self._nvml
+            dev = self._nvml_dev
+            nvml = self._nvml
+            key = dev.uuid or f"nvml{dev.nvml_index}"
+            known = _ENERGY_COUNTER.get(key)
+            if known is None:  # the process's first run on this GPU: is the counter there? (one read, ~3 ms)
+                self._run_energy_start = nvml.energy_j(dev)
+                known = (self._run_energy_start is not None, nvml.unavailable.get("gpu_energy"))
+                _ENERGY_COUNTER[key] = known
+            if known[0]:
                 self._energy = _EnergyReader(lambda: nvml.energy_j(dev))
+                if self._run_energy_start is None:  # later runs: the start read on the reader's thread
+                    self._energy.request(self._set_run_energy_start)
+            elif known[1]:
+                run.unavailable["gpu_energy"] = known[1]
         elif not self.config.monitor_gpu_power:
             run.unavailable["gpu_energy"] = "GPU power monitoring turned off by config (monitor_gpu_power: false)"
         if self._energy is None:
@@ -894,13 +917,21 @@ class Profiler:
                 sp.rss_peak_bytes = max(sp.rss_start_bytes, sp.rss_end_bytes or 0)
 
     # ------------------------------------------------------------- energy
+    def _set_run_energy_start(self, v: float | None) -> None:
+        self._run_energy_start = v
+
+    def _set_run_energy_end(self, v: float | None) -> None:
+        self._run_energy_end = v
+
     def _finish_energy(self) -> None:
-        if self._run_energy_start is None or self._nvml_dev is None:
+        """The run's energy from the counter read at its start and end (on the reader's thread)."""
+        e0, e1 = self._run_energy_start, self._run_energy_end
+        if e0 is None or e1 is None:
+            if self._energy is not None and "gpu_energy" not in self.run.unavailable:
+                self.run.unavailable["gpu_energy"] = ("NVML's energy counter could not be read at the run's "
+                                                      f"{'start' if e0 is None else 'end'}")
             return
-        e1 = self._nvml.energy_j(self._nvml_dev)
-        if e1 is None:
-            return
-        total = max(0.0, e1 - self._run_energy_start)
+        total = max(0.0, e1 - e0)
         dur = self.run.duration_s or 0.0
         self.run.metadata["energy"] = {
             "total_j": total,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from genprof.profiler.spans import _OpenSpan
@@ -29,7 +29,8 @@ class _EnergyReader:
         import queue
 
         self._read = read
-        self._q: queue.SimpleQueue[tuple[_OpenSpan, bool] | None] = queue.SimpleQueue()
+        # (span, True) start read, (span, False) end read, (callback, None) a read handed to callback
+        self._q: queue.SimpleQueue[tuple[Any, bool | None] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="genprof-energy", daemon=True)
         self._thread.start()
 
@@ -38,6 +39,10 @@ class _EnergyReader:
 
     def request_end(self, o: _OpenSpan) -> None:
         self._q.put((o, False))
+
+    def request(self, callback: Callable[[float | None], None]) -> None:
+        """Read the counter on the reader's thread, in order with the span reads, and pass it on."""
+        self._q.put((callback, None))
 
     def _loop(self) -> None:
         while True:
@@ -50,7 +55,12 @@ class _EnergyReader:
             except Exception as exc:  # noqa: BLE001 - energy is optional; the run goes on
                 log.warning("energy read failed: %s: %s", type(exc).__name__, exc)
                 v = None
-            if is_start:
+            if is_start is None:
+                try:
+                    o(v)
+                except Exception as exc:  # noqa: BLE001 - a failing consumer must not end the reader
+                    log.warning("energy reading consumer failed: %s: %s", type(exc).__name__, exc)
+            elif is_start:
                 o.energy_start_j = v
             elif v is not None and o.energy_start_j is not None:
                 span = o.span

@@ -13,16 +13,41 @@ from genprof.model import DistributedInfo
 log = logging.getLogger("genprof")
 
 
+_DIST_VERSIONS: dict[str, str | None] = {}
+
+_ENERGY_COUNTER: dict[str, tuple[bool, str | None]] = {}
+"""Per NVML device (UUID): whether its total-energy counter reads, and why not; found by the
+process's first run on the device, so later runs take their start reading off the caller's thread."""
+
+
+def forget_machine_facts() -> None:
+    """Drop the facts kept for the process's life (host, CUDA device, package versions, energy
+    counter support), so the next run reads them again: for tests, and after a GPU or driver change."""
+    from genprof.probes import host, torch_cuda
+
+    _DIST_VERSIONS.clear()
+    _ENERGY_COUNTER.clear()
+    host.forget_static_facts()
+    torch_cuda.forget_device_facts()
+
+
 def _module_version(name: str) -> str | None:
+    """The imported module's ``__version__``, else the installed distribution's version.
+
+    The distribution lookup scans site-packages (about a millisecond each), so its answer is
+    kept for the process: a package installed or removed mid-process is not seen.
+    """
     mod = sys.modules.get(name)
     if mod is not None:
         return str(getattr(mod, "__version__", None))
-    from importlib import metadata
+    if name not in _DIST_VERSIONS:
+        from importlib import metadata
 
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+        try:
+            _DIST_VERSIONS[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            _DIST_VERSIONS[name] = None
+    return _DIST_VERSIONS[name]
 
 
 def _allocator_fns(torch: Any) -> tuple[Callable[[int], tuple[int, int, int, int]], Callable[[int], Any]]:
