@@ -419,3 +419,22 @@ def test_a_failing_html_renderer_returns_none_and_says_so(tmp_path: Any, monkeyp
         run = genprof.Run(name="r", run_id="0", started_at="2026-01-01T00:00:00Z", started_unix_s=0.0)
         assert gd.write_html_report(run, tmp_path / "r.html") is None
     assert any("KeyError" in r.getMessage() for r in caplog.records)
+
+
+def test_instrument_diagnose_records_a_window_over_the_calls_steps_with_the_denoiser_scoped() -> None:
+    demo = build_pipeline("sd", device="cpu")
+    steps = demo.call_kwargs["num_inference_steps"]
+    assert steps >= 3
+    run, _ = _profile(demo.pipe, demo.call_kwargs, diagnose="steps:1-2")
+    d = run.metadata["diagnosis"]
+    assert d["status"] == "ok" and d["steps"] == [1, 2], d.get("status_reason")
+    assert any(r.startswith("unet") for r in d["scope_roots"]), d["scope_roots"]
+    scoped = [o for o in d["cpu_ops"] if (o.get("scope") or "").startswith("unet")]
+    assert scoped and all(o["step"] in (1, 2) for o in scoped)
+
+
+def test_instrument_refuses_a_bad_diagnose_window_before_any_call() -> None:
+    demo = build_pipeline("sd", device="cpu")
+    with pytest.raises(genprof.errors.UsageError, match="diagnose"):
+        gd.instrument(demo.pipe, diagnose="steps:x")
+    assert not hasattr(type(demo.pipe), "_genprof_original_class")

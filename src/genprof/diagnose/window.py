@@ -386,6 +386,13 @@ class DiagnoseWindow:
             with contextlib.suppress(OSError):
                 os.unlink(path)
 
+    def set_modules(self, modules: Any) -> bool:
+        """Give the window the modules to scope (before it opens); False once it has opened or if it has some."""
+        if self._state not in ("idle", "pending") or self.scopes.modules:
+            return False
+        self.scopes = ModuleScopes(modules)
+        return True
+
     def set_step_flops(self, flops_by_class: dict[str, float], source: str) -> None:
         """FLOPs of one denoiser step by op class (``"gemm"``, ``"attention"``, ``"convolution"``)."""
         self._flops = (dict(flops_by_class), source)

@@ -181,6 +181,17 @@ class Profiler:
         return self.config.enabled
 
     @property
+    def diagnose_window(self) -> Any:
+        """The diagnose window attached to this run (``genprof.diagnose.DiagnoseWindow``), or None."""
+        return self._diagnose
+
+    @diagnose_window.setter
+    def diagnose_window(self, window: Any) -> None:
+        if self._diagnose is not None and window is not self._diagnose:
+            raise UsageError("this run already has a diagnose window; a run records one window")
+        self._diagnose = window
+
+    @property
     def running(self) -> bool:
         return self._running
 

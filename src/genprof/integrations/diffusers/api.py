@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 def instrument(pipe: Any, profiler: Profiler | None = None, *, fps: float | None = None,
-               count_flops: bool = True) -> InstrumentHandle:
+               count_flops: bool = True, diagnose: bool | str = False) -> InstrumentHandle:
     """Make every call of ``pipe`` a profiled generation. Returns the handle (``.remove()`` undoes).
 
     ``profiler``: the :class:`genprof.Profiler` to record into; ``None`` uses whichever profiler
@@ -26,7 +26,10 @@ def instrument(pipe: Any, profiler: Profiler | None = None, *, fps: float | None
     and ``with Profiler():`` blocks work. Calls with no active profiler run unprofiled.
     ``fps``: frame rate of the output video for real-time figures (default: the pipeline's
     usual rate for known video pipelines). ``count_flops``: count denoiser FLOPs (meta device,
-    after each call) for achieved TFLOP/s and MFU.
+    after each call) for achieved TFLOP/s and MFU. ``diagnose``: record a diagnose window (a
+    kernel trace, see docs/diagnose.md) over the first call's steps, ``True`` for the default
+    window (two steps after the first) or a window such as ``"steps:2-3"``, with the denoiser's
+    and the VAE's blocks scoped.
 
     Instrumenting again returns the same handle (with ``profiler``/``fps`` updated).
     """
@@ -41,14 +44,20 @@ def instrument(pipe: Any, profiler: Profiler | None = None, *, fps: float | None
     except ImportError as exc:
         raise MissingDependencyError("torch", "instrumenting a diffusers pipeline", "torch") from exc
     existing = pipe.__dict__.get(_ATTR)
+    if diagnose:
+        from genprof.diagnose import parse_window
+
+        parse_window(diagnose)  # a bad window fails here, not inside the pipeline call
     if existing is not None:
+        if diagnose:
+            existing.diagnose = diagnose
         if profiler is not None:
             existing.profiler = profiler
         if fps is not None:
             existing.fps = fps
         existing.count_flops = count_flops
         return existing
-    handle = InstrumentHandle(pipe, profiler, fps=fps, count_flops=count_flops)
+    handle = InstrumentHandle(pipe, profiler, fps=fps, count_flops=count_flops, diagnose=diagnose)
     pipe.__dict__[_ATTR] = handle
     methods = {"__call__": "generation"}
     if callable(getattr(type(pipe), "encode_prompt", None)):

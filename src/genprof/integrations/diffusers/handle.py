@@ -43,8 +43,11 @@ _call_params: dict[type, bool] = {}
 class InstrumentHandle:
     """What :func:`instrument` returns: the hooks on one pipeline. ``remove()`` undoes them."""
 
-    def __init__(self, pipe: Any, profiler: Profiler | None, *, fps: float | None, count_flops: bool) -> None:
+    def __init__(self, pipe: Any, profiler: Profiler | None, *, fps: float | None, count_flops: bool,
+                 diagnose: Any = False) -> None:
         self._pipe_ref = weakref.ref(pipe)
+        self.diagnose = diagnose  # a window spec ("steps:1-2", True) or False
+        self._diagnosed: set[int] = set()  # id(profiler) of the runs given a window
         self.profiler = profiler
         self.fps = fps
         self.count_flops = count_flops
@@ -97,6 +100,21 @@ class InstrumentHandle:
             return None
         return p
 
+    def _attach_window(self, prof: Profiler, comps: dict[str, Any]) -> None:
+        """The run's diagnose window over this pipeline's steps, its denoiser and VAE scoped."""
+        from genprof.diagnose import DiagnoseWindow
+
+        self._diagnosed.add(id(prof))
+        mods = dict(facts.denoisers(comps))
+        vae = comps.get("vae")
+        if vae is not None and hasattr(vae, "named_modules"):
+            mods["vae"] = vae
+        win = prof.diagnose_window
+        if win is None:  # window from instrument(diagnose=...); one from the run's config wins
+            prof.diagnose_window = DiagnoseWindow(self.diagnose, modules=mods).attach(prof)
+        elif not win.set_modules(mods):
+            log.info("genprof: the run's diagnose window already has its modules; instrument() leaves them")
+
     def _swap(self, obj: Any, methods: dict[str, str]) -> None:
         """Give ``obj`` a same-named subclass whose ``methods`` run as genprof phases."""
         if obj is None or getattr(type(obj), "_genprof_original_class", None) is not None:
@@ -142,6 +160,8 @@ class InstrumentHandle:
         comps = facts.components_of(pipe)
         self._ensure(pipe, comps)
         self._subscribe(prof)
+        if self.diagnose and id(prof) not in self._diagnosed:
+            self._attach_window(prof, comps)
         # pipeline facts walk every module (tens of ms for a full-size pipeline): taken when
         # instrumenting, and here only if a component, its dtype, device or hooks changed
         # since, after the call has returned
