@@ -29,6 +29,30 @@ def test_keyword_opens_the_window_on_the_chosen_steps() -> None:
     assert d["window"] == "steps:2-3" and d["status"] == "ok"
 
 
+def test_a_window_can_start_at_step_zero_from_the_profilers_span_start_events() -> None:
+    with Profiler("d", diagnose="steps:0-1", handle_sigterm=False) as prof:
+        _loop(prof)
+    d = prof.run.metadata["diagnosis"]
+    assert d["status"] == "ok" and d["steps"] == [0, 1], d.get("status_reason")
+    steps = {s.index: s for s in prof.run.spans if s.kind == "step"}
+    w0 = d["step_windows"][0]
+    assert w0["start_us"] == pytest.approx(steps[0].start_s * 1e6)  # the step's own start, not the previous end
+
+
+def test_span_start_listeners_see_each_span_as_it_opens_and_others_do_not() -> None:
+    seen: list[tuple[str, str, int | None]] = []
+    default: list[str] = []
+    with Profiler("d", handle_sigterm=False) as prof:
+        prof.subscribe(lambda k, s: seen.append((k, s.name, s.index)), kinds=("span_start",))
+        prof.subscribe(lambda k, p: default.append(k))
+        with prof.phase("denoise"):
+            for _ in prof.steps(range(3), phase=None):
+                pass
+    assert seen == [("span_start", "denoise", None), ("span_start", "step", 0), ("span_start", "step", 1),
+                    ("span_start", "step", 2)]
+    assert "span_start" not in default and "span_end" in default
+
+
 def test_config_mapping_key_is_the_same_switch() -> None:
     with Profiler("d", config={"diagnose": True}, handle_sigterm=False) as prof:
         _loop(prof)

@@ -74,7 +74,8 @@ log = logging.getLogger("genprof")
 
 _ENERGY_KINDS = {"phases": ("phase", "generation"), "all": ("phase", "generation", "step", "block", "call"), "none": ()}
 _MEMORY_KINDS = ("phase", "generation", "step", "block")
-_EVENT_KINDS = ("span_end", "samples", "run_end")
+_EVENT_KINDS = ("span_start", "span_end", "samples", "run_end")
+_DEFAULT_KINDS = ("span_end", "samples", "run_end")
 
 
 
@@ -120,6 +121,7 @@ class Profiler:
         self._mem_open: list[_OpenSpan] = []  # open spans that track allocator peaks
         # listeners by event kind; the hot path reads only _listeners (span_end)
         self._listeners: list[Callable[[str, Any], None]] = []
+        self._start_listeners: list[Callable[[str, Any], None]] = []  # span_start: read at every span open
         self._sample_listeners: list[Callable[[str, Any], None]] = []
         self._end_listeners: list[Callable[[str, Any], None]] = []
         self._torch: Any = None
@@ -478,16 +480,18 @@ class Profiler:
                   kinds: Iterable[str] | None = None) -> Callable[[], None]:
         """Call ``callback(kind, payload)`` on ``("span_end", Span)``, ``("samples", dict)``, ``("run_end", Run)``.
 
-        ``kinds`` limits the calls to those event kinds (default: all three). A listener that
-        does not ask for ``span_end`` costs nothing per span, and without a ``samples`` listener
-        the sampler does not build the per-tick dict of readings.
+        ``kinds`` limits the calls to those event kinds (default: those three); ``"span_start"``
+        (the ``Span`` just opened: name, kind, index, ``start_s``) is sent only to listeners that
+        ask for it. A listener that does not ask for span events costs nothing per span, and
+        without a ``samples`` listener the sampler does not build the per-tick dict of readings.
         """
-        wanted = _EVENT_KINDS if kinds is None else tuple(kinds)
+        wanted = _DEFAULT_KINDS if kinds is None else tuple(kinds)
         bad = [k for k in wanted if k not in _EVENT_KINDS]
         if bad:
             raise UsageError(f"unknown listener event kind(s) {', '.join(map(repr, bad))}; "
                              f"choose from {', '.join(_EVENT_KINDS)}")
-        lists = {"span_end": self._listeners, "samples": self._sample_listeners, "run_end": self._end_listeners}
+        lists = {"span_start": self._start_listeners, "span_end": self._listeners,
+                 "samples": self._sample_listeners, "run_end": self._end_listeners}
         for k in wanted:
             lists[k].append(callback)
         if "samples" in wanted and self._sampler is not None:
@@ -590,6 +594,9 @@ class Profiler:
         if self._listeners:
             for cb in self._listeners:
                 self._notify_one(cb, "span_end", span)
+        if self._start_listeners:
+            for cb in self._start_listeners:
+                self._notify_one(cb, "span_start", ns)
         if kind in _LOGGED_KINDS and log.isEnabledFor(logging.INFO):
             _log_span(span)
         return n

@@ -74,6 +74,9 @@ class _OpenSpan:
         stack.append(self)
         if self.kind == "phase":
             p._progress["phase"] = span.name
+        if p._start_listeners:
+            for cb in p._start_listeners:
+                p._notify_one(cb, "span_start", span)
         return span
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None,
