@@ -41,3 +41,29 @@ def test_full_size_wan_builds_and_runs_one_step() -> None:
     assert g["steps"] == 1 and g["output_frames"] == 5
     assert g["flops"]["total_flops"] and g["flops"]["total_flops"] > 1e12
     assert prof.run.metadata["pipeline"]["total_parameters"] > 1e9
+
+
+def test_instrument_diagnose_on_gpu_scopes_kernels_to_the_denoiser() -> None:
+    import genprof
+    from genprof.analysis import diagnose as dg
+
+    demo = build_pipeline("wan", device="cuda", dtype=torch.bfloat16)
+    kw = dict(demo.call_kwargs, num_inference_steps=6)
+    prof = genprof.Profiler("gpu-diag", gpu_monitor_interval=1.0, cpu_monitor_interval=1.0)
+    gd.instrument(demo.pipe, prof, diagnose=True)
+    try:
+        with prof:
+            demo.pipe(**kw)
+    finally:
+        gd.uninstrument(demo.pipe)
+    d = dg.diagnosis_of(prof.run)
+    assert d is not None and d.gpu_reason is None, prof.run.metadata["diagnosis"].get("status_reason")
+    assert [s.index for s in d.step_windows] == [1, 2]
+    mods = dg.by_module(d)
+    assert mods["reason"] is None and mods["scoped_share"] is not None
+    # the transformer owns most kernels of a denoise step (the rest: scheduler arithmetic, CFG)
+    top = mods["modules"][0]
+    assert top["name"].startswith("transformer") and top["share"] > 0.5, mods["modules"]
+    assert dg.idle(d)["idle_share"] is not None
+    classes = dg.by_class(d)["classes"]
+    assert classes["gemm"]["tflops"] is not None and classes["gemm"]["tflops"] > 0, classes["gemm"]

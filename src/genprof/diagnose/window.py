@@ -393,9 +393,29 @@ class DiagnoseWindow:
         self.scopes = ModuleScopes(modules)
         return True
 
+    def step_span_ids(self) -> list[int]:
+        """The run's span ids of the window's steps recorded so far, in step order."""
+        return [w.span_id for _, w in sorted(self._steps.items()) if w.span_id is not None]
+
     def set_step_flops(self, flops_by_class: dict[str, float], source: str) -> None:
-        """FLOPs of one denoiser step by op class (``"gemm"``, ``"attention"``, ``"convolution"``)."""
+        """FLOPs of one denoiser step by op class (``"gemm"``, ``"attention"``, ``"convolution"``).
+
+        Before the run ends they go into the diagnosis when it is built; after (a listener that
+        counted FLOPs at run end, after the window's own), the stored diagnosis and the run file
+        are updated.
+        """
         self._flops = (dict(flops_by_class), source)
+        d = self.diagnosis
+        if d is None:
+            return
+        d.flops_by_class, d.flops_source = dict(flops_by_class), source
+        run = getattr(self._p, "run", None)
+        md = getattr(run, "metadata", None)
+        if isinstance(md, dict):
+            md[METADATA_KEY] = d.to_dict()
+        path = getattr(self._p, "run_path", None)
+        if isinstance(path, Path) and path.exists():
+            self._p.save(path)
 
 
 def _offset_us(trace: dict[str, Any], marks: list[tuple[int, float]], fallback_us: float) -> float:

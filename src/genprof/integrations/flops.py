@@ -28,6 +28,13 @@ log = logging.getLogger(__name__)
 _recipes: weakref.WeakKeyDictionary[Any, tuple[Any, ModuleRecipe]] = weakref.WeakKeyDictionary()
 _clone_cache: weakref.WeakKeyDictionary[ModuleRecipe, Any] = weakref.WeakKeyDictionary()
 _flop_cache: dict[Any, tuple[int | None, str | None]] = {}
+_class_cache: dict[Any, dict[str, int]] = {}  # same keys: the forward's FLOPs by op class
+
+#: How :func:`forward_flops_by_class` splits a forward's FLOPs (the op classes of genprof's kernel
+#: classification, ``genprof.analysis.diagnose.OP_CLASSES``).
+CLASS_METHOD = ("FlopCounterMode on a meta-device copy; attention: the FLOPs counted inside each "
+                "torch.nn.functional.scaled_dot_product_attention call, convolution: aten convolution "
+                "ops, gemm: the rest (matmuls)")
 
 
 class ModuleRecipe:
@@ -130,15 +137,82 @@ def count_forward_flops(module: Any, args_spec: Any, kwargs_spec: Any) -> tuple[
         args = _to_meta(args_spec)
         kwargs = _to_meta(kwargs_spec)
         counter = FlopCounterMode(display=False)
-        with torch.no_grad(), counter:
+        tally = _attention_tally(counter)
+        with torch.no_grad(), counter, tally:
             clone(*args, **kwargs)
         result: tuple[int | None, str | None] = (int(counter.get_total_flops()), None)
+        _class_cache[key] = _by_class(counter.get_flop_counts().get("Global", {}), tally.moved)
     except Exception as exc:  # noqa: BLE001 - any failure of the meta run means "not countable", with why
         reason = f"FLOPs not counted on the meta device: {type(exc).__name__}: {str(exc)[:200]}"
         log.info("%s (%s)", reason, recipe.cls.__name__)
         result = (None, reason)
     _flop_cache[key] = result
     return result
+
+
+def forward_flops_by_class(module: Any, args_spec: Any, kwargs_spec: Any) -> dict[str, int] | None:
+    """FLOPs of one forward by op class (``attention``, ``convolution``, ``gemm``); None if not countable.
+
+    Counted in the same meta-device run as :func:`count_forward_flops` (and cached with it). On
+    the meta device ``scaled_dot_product_attention`` runs as its math decomposition (two batched
+    matmuls), so the class comes from the call, not the op: what is counted inside each call is
+    attention.
+    """
+    flops, _ = count_forward_flops(module, args_spec, kwargs_spec)
+    if flops is None:
+        return None
+    recipe = recipe_of(module)
+    return dict(_class_cache.get((recipe.cls.__name__, recipe.cfg_key, args_spec, kwargs_spec), {})) or None
+
+
+def _op_class(op: Any) -> str:
+    name = str(op)
+    if "attention" in name:
+        return "attention"
+    if "conv" in name:
+        return "convolution"
+    return "gemm"
+
+
+def _by_class(counts: Any, moved: dict[Any, int]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for op, n in counts.items():
+        rest = int(n) - moved.get(op, 0)
+        if rest:
+            c = _op_class(op)
+            out[c] = out.get(c, 0) + rest
+    inside = sum(moved.values())
+    if inside:
+        out["attention"] = out.get("attention", 0) + inside
+    return out
+
+
+def _attention_tally(counter: Any) -> Any:
+    """A torch function mode noting, per aten op, the FLOPs ``counter`` counted inside each SDPA call.
+
+    Built on first use: torch is an optional dependency and is imported only here.
+    """
+    import torch.nn.functional as F  # noqa: N812 - torch's own spelling
+    from torch.overrides import TorchFunctionMode
+
+    class AttentionTally(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.moved: dict[Any, int] = {}
+
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            if func is not F.scaled_dot_product_attention:
+                return func(*args, **kwargs)
+            before = dict(counter.get_flop_counts().get("Global", {}))
+            out = func(*args, **kwargs)
+            for op, n in counter.get_flop_counts().get("Global", {}).items():
+                d = int(n) - int(before.get(op, 0))
+                if d:
+                    self.moved[op] = self.moved.get(op, 0) + d
+            return out
+
+    return AttentionTally()
 
 
 def step_utilization(

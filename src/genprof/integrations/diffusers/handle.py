@@ -31,8 +31,10 @@ from genprof.integrations.diffusers.recording import (
     flop_work,
     record_generation,
     refresh_utilization,
+    step_flops_by_class,
 )
 from genprof.integrations.diffusers.state import StepListener, _CallState, _chain_callback, _state, _tls
+from genprof.integrations.flops import CLASS_METHOD
 from genprof.profiler import Profiler, current_profiler
 
 log = logging.getLogger(__name__)
@@ -281,3 +283,8 @@ class InstrumentHandle:
             except Exception as exc:  # noqa: BLE001 - FLOP counting must never lose the run
                 log.warning("genprof: FLOPs not counted: %s: %s", type(exc).__name__, exc)
                 gen["flops"] = {"status": "error", "reason": f"{type(exc).__name__}: {exc}"[:300]}
+        win = prof.diagnose_window
+        if win is not None:
+            per_step = step_flops_by_class(prof.run, win.step_span_ids())
+            if per_step is not None:
+                win.set_step_flops(per_step, "genprof.instrument: " + CLASS_METHOD)

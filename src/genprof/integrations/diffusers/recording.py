@@ -169,11 +169,13 @@ def flop_work(st: _CallState, norm_specs: list[tuple[Any, Any]], prof: Profiler)
 def count_generation_flops(work: FlopWork, prof: Profiler) -> dict[str, Any]:
     """The ``flops`` entry of a generation: FLOPs per forward and per step, TFLOP/s and MFU."""
     per_spec: dict[tuple[str, int], tuple[int | None, str | None]] = {}
+    per_spec_class: dict[tuple[str, int], dict[str, int] | None] = {}
     for _, specs in work.steps:
         for key in specs:
             if key not in per_spec:
                 name, idx = key
                 recipe = work.recipes.get(name)
+                per_spec_class[key] = None
                 if recipe is None:
                     per_spec[key] = (None, f"denoiser {name} not seen")
                 elif isinstance(recipe, str):
@@ -181,15 +183,17 @@ def count_generation_flops(work: FlopWork, prof: Profiler) -> dict[str, Any]:
                 else:
                     a, k = work.specs[idx]
                     per_spec[key] = flops_mod.count_forward_flops(recipe, a, k)
+                    per_spec_class[key] = flops_mod.forward_flops_by_class(recipe, a, k)
     reasons = sorted({r for _, r in per_spec.values() if r})
     steps: list[dict[str, Any]] = []
     for span_id, specs in work.steps:
         vals = [per_spec[key][0] for key in specs]
         f = None if any(v is None for v in vals) else sum(v for v in vals if v is not None)
-        steps.append({"span_id": span_id, "flops": f})
+        steps.append({"span_id": span_id, "flops": f, "flops_by_class": _sum_classes(per_spec_class, specs)})
     out = {
         "status": "counted",
         "method": "torch.utils.flop_counter.FlopCounterMode on a meta-device copy built from the config",
+        "class_method": flops_mod.CLASS_METHOD,
         "per_forward": sorted({v for v, _ in per_spec.values() if v is not None}),
         "total_flops": None if any(x["flops"] is None for x in steps) else sum(x["flops"] for x in steps),
         "dtype": work.dtype,
@@ -198,6 +202,36 @@ def count_generation_flops(work: FlopWork, prof: Profiler) -> dict[str, Any]:
         "reason": "; ".join(reasons) if reasons else None,
     }
     _fill_utilization(out, {s.id: s for s in prof.run.spans})
+    return out
+
+
+def _sum_classes(per_spec: dict[tuple[str, int], dict[str, int] | None],
+                 specs: list[tuple[str, int]]) -> dict[str, int] | None:
+    """A step's FLOPs by op class: the sum over its forwards, or None if one was not countable."""
+    out: dict[str, int] = {}
+    for key in specs:
+        c = per_spec.get(key)
+        if c is None:
+            return None
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return out or None
+
+
+def step_flops_by_class(run: Any, span_ids: list[int]) -> dict[str, float] | None:
+    """FLOPs of one step by op class, averaged over the steps ``span_ids`` (the diagnose window's).
+
+    None unless every one of those steps has a by-class count in the run's generations.
+    """
+    by_span = {s.get("span_id"): s.get("flops_by_class") for g in run.metadata.get("generations", [])
+               for s in (g.get("flops") or {}).get("steps", [])}
+    rows = [by_span.get(i) for i in span_ids]
+    if not rows or any(r is None for r in rows):
+        return None
+    out: dict[str, float] = {}
+    for r in rows:
+        for k, v in r.items():  # type: ignore[union-attr]
+            out[k] = out.get(k, 0.0) + v / len(rows)
     return out
 
 
