@@ -68,9 +68,12 @@ def _compiled_break(torch: Any) -> tuple[Any, int]:
     return torch.compile(post, backend="eager"), line
 
 
-def _build(kind: str, tiny: bool, device: str, torch: Any) -> tuple[Any, Any, Any]:
-    """(denoiser, call(latents, t) -> prediction, latents)."""
+def _build(kind: str, tiny: bool, device: str, torch: Any) -> tuple[Any, Any, Any, Any]:
+    """(denoiser, call(latents, t) -> prediction, latents, step FLOPs by op class or None)."""
     import diffusers as d
+
+    from genprof.integrations import flops
+    from genprof.integrations.diffusers.facts import tensor_spec
 
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     if kind == "wan":
@@ -92,6 +95,11 @@ def _build(kind: str, tiny: bool, device: str, torch: Any) -> tuple[Any, Any, An
 
         def call(x: Any, t: Any) -> Any:
             return m(hidden_states=x, timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+
+        t0 = torch.full((lat.shape[0],), 999, device=device, dtype=torch.long)
+        by_class = flops.forward_flops_by_class(
+            m, tensor_spec(()), tensor_spec({"hidden_states": lat, "timestep": t0, "encoder_hidden_states": ctx,
+                                             "return_dict": False}))
     else:
         if tiny:
             m = d.UNet2DConditionModel(block_out_channels=(4, 8), layers_per_block=1, sample_size=8, in_channels=4,
@@ -113,7 +121,11 @@ def _build(kind: str, tiny: bool, device: str, torch: Any) -> tuple[Any, Any, An
 
         def call(x: Any, t: Any) -> Any:
             return m(x, t, encoder_hidden_states=ctx, return_dict=False)[0]
-    return m, call, lat
+
+        t0 = torch.full((lat.shape[0],), 999, device=device, dtype=torch.long)
+        by_class = flops.forward_flops_by_class(
+            m, tensor_spec((lat, t0)), tensor_spec({"encoder_hidden_states": ctx, "return_dict": False}))
+    return m, call, lat, by_class
 
 
 def _loop(torch: Any, prof: Any, call: Any, lat: Any, steps: int, brk: Any, plant: bool) -> tuple[Any, int]:
@@ -137,7 +149,7 @@ def _case(kind: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     from genprof.diagnose import DiagnoseWindow
 
     dev = args.device
-    m, call, lat = _build(kind, args.tiny, dev, torch)
+    m, call, lat, step_flops = _build(kind, args.tiny, dev, torch)
     brk, break_line = _compiled_break(torch)
     sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
     steps = args.steps
@@ -149,11 +161,16 @@ def _case(kind: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
     # 1) planted sync and graph break, window on steps 2-3
     with genprof.Profiler(f"diag-{kind}", config=genprof.ProfilerConfig(output_dir=None)) as p:
         w = DiagnoseWindow("steps:2-3", modules=m).attach(p)
+        if step_flops is not None:
+            w.set_step_flops(step_flops, "bench_diagnose: FlopCounterMode on a meta-device copy, one forward per step")
         torch._dynamo.reset()
         brk, break_line = _compiled_break(torch)
         _, sync_line = _loop(torch, p, call, lat, steps, brk, True)
         sync()
     run = p.run
+    if args.save_runs is not None:
+        args.save_runs.mkdir(parents=True, exist_ok=True)
+        run.save(args.save_runs / f"diagnose-{kind}.json")
     a = dg.analyze(run)
     d = dg.diagnosis_of(run)
     assert a is not None and d is not None
@@ -177,31 +194,44 @@ def _case(kind: str, args: argparse.Namespace, torch: Any) -> dict[str, Any]:
         direct = _direct_idle(w.torch_profile, 0, 0) if w.torch_profile is not None else None
         out["idle_vs_direct"] = {"analysis": a["idle"]["idle_share"], "direct": direct,
                                  "within_2pts": direct is not None and abs(a["idle"]["idle_share"] - direct) <= 0.02}
-        out["classes"] = {k: v["share"] for k, v in a["classes"]["classes"].items()}
+        out["classes"] = {k: {"share": v["share"], "tflops": v.get("tflops"), "peak_share": v.get("peak_share")}
+                          for k, v in a["classes"]["classes"].items()}
+        out["step_flops_by_class"] = step_flops
         out["verdict"] = a["idle"]["verdict"]
     else:
         out["module_sum_vs_step"] = out["idle_vs_direct"] = {"reason": d.gpu_reason}
 
     # 2) overhead: paired rounds, no plant; plain Profiler vs Profiler + window (steps:2-3)
     rounds = args.rounds
-    outside, inside = [], []
+    outside, inside, after, start_cost, stop_cost = [], [], [], [], []
     for r in range(rounds):
         res: dict[str, list[float]] = {}
         for mode in (("plain", "window") if r % 2 == 0 else ("window", "plain")):
             with genprof.Profiler(f"ovh-{kind}-{mode}", config=genprof.ProfilerConfig(output_dir=None)) as p:
                 if mode == "window":
-                    DiagnoseWindow("steps:2-3", modules=m).attach(p)
+                    ow = DiagnoseWindow("steps:2-3", modules=m).attach(p)
                 _loop(torch, p, call, lat, steps, brk, False)
                 sync()
             durs = [s.gpu_time_s or s.duration_s for s in p.run.spans if s.kind == "step"]
             res[mode] = [float(x or 0.0) for x in durs]
-        keep = [i for i in range(steps) if i not in (0, 1, 2, 3)]  # outside the window and its warm-up step
+        # outside: neither the window (2, 3) nor the steps that pay torch.profiler's start (1) and
+        # stop (4): those two are reported on their own, as the window's start and stop costs
+        keep = [i for i in range(steps) if i not in (0, 1, 2, 3, 4)]
         outside.append(sum(res["window"][i] for i in keep) / sum(res["plain"][i] for i in keep) - 1)
         inside.append(sum(res["window"][i] for i in (2, 3)) / sum(res["plain"][i] for i in (2, 3)) - 1)
+        after.append(res["window"][4] - res["plain"][4])
+        if ow.diagnosis is not None:
+            start_cost.append(ow.diagnosis.start_cost_s)
+            stop_cost.append(ow.diagnosis.stop_cost_s)
     out["overhead_outside"] = {"median": statistics.median(outside), "rounds": outside,
                                "target": 0.005 if kind == "wan" else None,
                                "met": statistics.median(outside) <= 0.005 if kind == "wan" else None}
     out["slowdown_inside"] = {"median": statistics.median(inside), "rounds": inside}
+    out["step_after_window_extra_s"] = {"median": statistics.median(after), "rounds": after}
+    out["window_start_cost_s"] = {"median": statistics.median([x for x in start_cost if x is not None] or [0.0]),
+                                  "rounds": start_cost}
+    out["window_stop_cost_s"] = {"median": statistics.median([x for x in stop_cost if x is not None] or [0.0]),
+                                 "rounds": stop_cost}
     del m
     return out
 
@@ -214,6 +244,7 @@ def main() -> int:
     ap.add_argument("--pipelines", default="wan,sd")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--save-runs", type=Path, default=None, help="folder for the planted case's run files")
     args = ap.parse_args()
     import torch
 
@@ -229,7 +260,8 @@ def main() -> int:
             torch.cuda.empty_cache()
     res["wall_s"] = time.perf_counter() - t0
     Path(args.out).write_text(json.dumps(res, indent=2, default=str))
-    print(json.dumps({k: {x: v.get(x) for x in ("planted_sync", "planted_graph_break", "overhead_outside")}
+    print(json.dumps({k: {x: v.get(x) for x in ("planted_sync", "planted_graph_break", "overhead_outside",
+                                                       "window_stop_cost_s", "step_after_window_extra_s")}
                       for k, v in res["cases"].items()}, indent=1, default=str)[:4000])
     return 0
 

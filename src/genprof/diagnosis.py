@@ -164,6 +164,10 @@ class Diagnosis:
     flops_source: str | None = None
     compile: CompileInfo | None = None
     collector_overhead_s: float | None = None  # host time spent converting the events after the window
+    # host time of torch.profiler's start (paid inside the first window or warm-up step) and of its
+    # stop and trace flush (paid inside the step after the window: the steps share their boundary)
+    start_cost_s: float | None = None
+    stop_cost_s: float | None = None
     torch_version: str | None = None
     schema_version: int = DIAGNOSIS_SCHEMA_VERSION
 

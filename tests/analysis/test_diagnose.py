@@ -164,10 +164,13 @@ def test_compile_rules_name_reason_location_and_guard() -> None:
 
 def test_window_overhead_against_the_same_loops_other_steps() -> None:
     spans = [Span(name="step", kind="step", id=10 + i, parent_id=1, index=i, start_s=float(i),
-                  duration_s=d) for i, d in enumerate([5.0, 1.0, 1.3, 1.2, 1.2, 1.0, 1.0, 1.0])]
-    d = Diagnosis(window="steps:2-3", steps=[2, 3], step_windows=[StepWindow(2, 0, 1, 12), StepWindow(3, 0, 1, 13)])
+                  duration_s=d) for i, d in enumerate([5.0, 1.0, 1.3, 1.2, 9.0, 1.0, 1.0, 1.0])]
+    d = Diagnosis(window="steps:2-3", steps=[2, 3], step_windows=[StepWindow(2, 0, 1, 12), StepWindow(3, 0, 1, 13)],
+                  start_cost_s=0.2, stop_cost_s=7.5)
     o = dg.window_overhead(_run(d, spans), d)
-    assert o["slowdown"] == pytest.approx(1.25 / 1.0 - 1) and o["outside_steps"] == 4  # steps 0 and 1 left out
+    # steps 0, 1 (warm-up before the window) and 4 (pays the stop) are left out: 9.0 s does not count
+    assert o["slowdown"] == pytest.approx(1.25 / 1.0 - 1) and o["outside_steps"] == 3
+    assert o["start_cost_s"] == 0.2 and o["stop_cost_s"] == 7.5
 
 
 def test_diagnosis_round_trips_and_refuses_a_newer_schema() -> None:

@@ -143,6 +143,38 @@ def test_schedule_records_only_the_chosen_steps(with_start: bool) -> None:
     assert [s.span_id for s in w.diagnosis.step_windows] == [103, 104]
 
 
+def test_profiler_start_and_stop_costs_are_recorded_on_the_injected_clock() -> None:
+    # GIVEN a torch profiler whose start takes 0.25 s and whose final step+stop take 0.5 s of the
+    # genprof clock (the fake profiler's clock, advanced by the fake torch profiler)
+    fp = FakeProfiler()
+
+    class Slow(FakeTorchProfile):
+        def start(self) -> None:
+            super().start()
+            fp.t += 0.25
+
+        def stop(self) -> None:
+            super().stop()
+            fp.t += 0.5
+
+    w = DiagnoseWindow("steps:2-3", profile_factory=Slow, cuda=False).attach(fp)
+    # WHEN the loop runs past the window
+    fp.loop(6, 0.01, lambda i: None)
+    fp.emit("run_end", type("R", (), {"metadata": {}})())
+    # THEN both costs are in the diagnosis, measured, not guessed
+    assert w.diagnosis is not None
+    assert w.diagnosis.start_cost_s == pytest.approx(0.25)
+    assert w.diagnosis.stop_cost_s == pytest.approx(0.5)
+
+
+def test_costs_are_none_when_the_window_never_opened() -> None:
+    fp = FakeProfiler()
+    w = DiagnoseWindow("steps:5-6", profile_factory=FakeTorchProfile, cuda=False).attach(fp)
+    fp.loop(3, 0.01, lambda i: None)
+    fp.emit("run_end", type("R", (), {"metadata": {}})())
+    assert w.diagnosis is not None and w.diagnosis.start_cost_s is None and w.diagnosis.stop_cost_s is None
+
+
 def test_window_at_step_zero_needs_span_start_events() -> None:
     fp = FakeProfiler(with_start=False)
     w = DiagnoseWindow("steps:0-1", profile_factory=FakeTorchProfile, cuda=False).attach(fp)

@@ -334,13 +334,16 @@ def window_overhead(run: Run, d: Diagnosis) -> dict[str, Any]:
 
     Comparable steps: the same step indices in other step loops of the run when there are any
     (a second generation), else the same loop's other steps, leaving out step 0 (warm-up,
-    compilation) and the warm-up step just before the window (it pays torch.profiler's start).
+    compilation), the warm-up step just before the window (it pays torch.profiler's start) and
+    the step just after it (it pays the profiler's stop and trace flush, reported on their own
+    as ``start_cost_s`` and ``stop_cost_s``).
     """
+    costs = {"start_cost_s": d.start_cost_s, "stop_cost_s": d.stop_cost_s}
     ids = {s.span_id for s in d.step_windows if s.span_id is not None}
     spans = [s for s in run.spans if s.kind == "step" and s.duration_s is not None]
     inside = [s for s in spans if s.id in ids]
     if not inside:
-        return {"slowdown": None, "reason": "the window's steps are not in the run's spans"}
+        return {"slowdown": None, "reason": "the window's steps are not in the run's spans", **costs}
     idx = {s.index for s in inside if s.index is not None}
     parents = {s.parent_id for s in inside}
     same_idx_other = [s for s in spans if s.id not in ids and s.index in idx and s.parent_id not in parents]
@@ -348,14 +351,18 @@ def window_overhead(run: Run, d: Diagnosis) -> dict[str, Any]:
         outside, method = same_idx_other, "the same step indices in the run's other step loops"
     else:
         first = min(idx) if idx else 0
-        outside = [s for s in spans if s.id not in ids and s.parent_id in parents and s.index not in (0, first - 1)]
-        method = "the same loop's other steps, without step 0 and the warm-up step before the window"
+        after = max(idx) + 1 if idx else 0
+        outside = [s for s in spans
+                   if s.id not in ids and s.parent_id in parents and s.index not in (0, first - 1, after)]
+        method = ("the same loop's other steps, without step 0, the warm-up step before the window and the "
+                  "step after it")
     if not outside:
-        return {"slowdown": None, "reason": "no comparable step outside the window (the loop has too few steps)"}
+        return {"slowdown": None, "reason": "no comparable step outside the window (the loop has too few steps)",
+                **costs}
     med_in = statistics.median(float(s.duration_s or 0.0) for s in inside)
     med_out = statistics.median(float(s.duration_s or 0.0) for s in outside)
     return {"slowdown": med_in / med_out - 1.0 if med_out > 0 else None, "inside_median_s": med_in,
-            "outside_median_s": med_out, "outside_steps": len(outside), "method": method, "reason": None}
+            "outside_median_s": med_out, "outside_steps": len(outside), "method": method, "reason": None, **costs}
 
 
 def compile_summary(d: Diagnosis) -> dict[str, Any]:

@@ -148,6 +148,8 @@ class DiagnoseWindow:
         self.diagnosis: Diagnosis | None = None
         self.torch_profile: Any = None  # the torch profiler of the window, kept for checks (bench, tests)
         self._sites: SyncSites | None = None
+        self._start_cost_s: float | None = None
+        self._stop_cost_s: float | None = None
 
     # ------------------------------------------------------------ attaching
     def attach(self, profiler: Any) -> DiagnoseWindow:
@@ -207,7 +209,9 @@ class DiagnoseWindow:
         self._last_index = index
         open_at = w.first - self._warmup
         if self._state == "pending" and index == open_at:
+            t0 = self._p.now()
             self._open(t_s)
+            self._start_cost_s = float(self._p.now() - t0)
         elif self._state in ("warmup", "active") and open_at < index <= w.last:
             self._call_step(t_s)
             self._state = "active"
@@ -223,8 +227,10 @@ class DiagnoseWindow:
                 self._steps[idx] = StepWindow(index=idx, start_us=span.start_s * 1e6, end_us=end * 1e6,
                                               span_id=getattr(span, "id", None))
             if idx == w.last:
+                t0 = self._p.now()
                 self._call_step(span.start_s + (span.duration_s or 0.0))
                 self._stop_torch()
+                self._stop_cost_s = float(self._p.now() - t0)
                 self._state = "done"
 
     # ------------------------------------------------------------ torch side
@@ -314,6 +320,8 @@ class DiagnoseWindow:
         t0 = time.perf_counter()
         d = self._build()
         d.collector_overhead_s = time.perf_counter() - t0
+        d.start_cost_s = self._start_cost_s
+        d.stop_cost_s = self._stop_cost_s
         self.diagnosis = d
         md = getattr(run, "metadata", None)
         if isinstance(md, dict):
