@@ -305,3 +305,14 @@ def test_merged_trace_and_why_section_show_the_window() -> None:
     html = why_html(run)
     assert html is not None and "GPU idle" in html and "blocks.0" in html and "nvjet_gemm" in html
     assert why_html(Run(name="t", run_id="r", started_at="", started_unix_s=0.0)) is None
+    assert "profiler's own costs" not in html  # not measured: no line rather than zeros
+
+
+def test_why_section_states_the_profilers_own_start_and_stop_costs() -> None:
+    from genprof.render.why import why_html
+
+    d = _gpu([_k("nvjet_gemm", 1000, 1400, 1, "blocks.0")], start_cost_s=0.0042, stop_cost_s=0.0317)
+    run = _run(d, [Span(name="step", kind="step", id=11, parent_id=None, index=1, start_s=0.001, duration_s=0.001)])
+    html = why_html(run) or ""
+    assert "start 4.2 ms (in the step before the window)" in html
+    assert "stop and trace flush 31.7 ms (in the step after it)" in html

@@ -55,11 +55,11 @@ def why_html(run: Run) -> str | None:
     if ov.get("slowdown") is not None:
         out.append(f"<p>Inside the window the steps took {_pct(ov['slowdown'])} longer than {escape(ov['method'])} "
                    f"(median {ov['inside_median_s'] * 1e3:.2f} ms vs {ov['outside_median_s'] * 1e3:.2f} ms).</p>")
-    costs = [f"{what} {ov[key] * 1e3:.1f} ms" for what, key in
-             (("start", "start_cost_s"), ("stop and trace flush", "stop_cost_s")) if ov.get(key) is not None]
+    costs = [f"{what} {ov[key] * 1e3:.1f} ms ({where})" for what, key, where in
+             (("start", "start_cost_s", "in the step before the window"),
+              ("stop and trace flush", "stop_cost_s", "in the step after it")) if ov.get(key) is not None]
     if costs:
-        out.append(f"<p>torch.profiler's own {' and '.join(costs)}, paid once in the steps just before and after "
-                   "the window.</p>")
+        out.append(f"<p>torch.profiler's own costs, paid once outside the window's steps: {'; '.join(costs)}.</p>")
     if a["findings"]:
         out.append("<h3>Findings</h3><ul class=\"why-findings\">")
         for f in a["findings"]:
