@@ -91,3 +91,10 @@ def test_rules_read_the_diffusers_helper_layout() -> None:
     hooked = {**PIPE_FACTS, "components": {k: {**v, "offload": {"CpuOffload": 1}} if "text" in k else v
                                             for k, v in PIPE_FACTS["components"].items()}}
     assert memory.rule_text_encoder_on_gpu(make_run(pipeline=hooked)) is None
+
+
+def test_component_weights_read_short_dtype_names() -> None:
+    # GIVEN a text encoder recorded as a parameter count with the short dtype name "fp16"
+    pipe = {"components": {"text_encoder": {"parameters": 2 * GiB, "dtype": "fp16", "device": "cuda:0"}}}
+    f = fires(memory.rule_text_encoder_on_gpu, make_run(pipeline=pipe))
+    assert f.numbers["text_encoder_bytes"] == 4 * GiB

@@ -30,6 +30,9 @@ DTYPE_BYTES: dict[str, float] = {
     "float16": 2,
     "half": 2,
     "bfloat16": 2,
+    "fp32": 4,  # the short names configs and pipeline facts use
+    "fp16": 2,
+    "bf16": 2,
     "float8_e4m3fn": 1,
     "float8_e4m3fnuz": 1,
     "float8_e5m2": 1,

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from genprof.analysis.findings import Finding
 from genprof.analysis.summary import percentile
 from genprof.model import Run, Series, Span
 
 Rule = Callable[[Run], "Finding | None"]
-
-
-def dtype_name(v: Any) -> str:
-    return str(v).replace("torch.", "").lower()
 
 
 def gpu_run(run: Run) -> bool:

@@ -7,8 +7,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from genprof.analysis.findings import Finding
+from genprof.analysis.latents import dtype_bytes, dtype_name
 from genprof.analysis.queries import innermost_peak_phase
-from genprof.analysis.rules.common import dtype_name, gpu_run, is_decode, is_denoise
+from genprof.analysis.rules.common import gpu_run, is_decode, is_denoise
 from genprof.analysis.summary import peak_memory
 from genprof.model import Run, Span
 from genprof.units import format_bytes
@@ -45,8 +46,14 @@ def _components(run: Run) -> dict[str, dict[str, Any]]:
     return out
 
 
-_DTYPE_BYTES = {"float64": 8, "float32": 4, "fp32": 4, "bfloat16": 2, "float16": 2, "fp16": 2, "int8": 1, "uint8": 1,
-                "float8_e4m3fn": 1, "float8_e5m2": 1, "int32": 4, "int64": 8}
+def _dtype(v: Any) -> str:
+    """``"float32"`` for ``torch.float32``, ``"float32"`` or ``"Float32"``; short names (``fp32``) kept."""
+    return dtype_name(v).lower()
+
+
+def _element_bytes(v: Any) -> float | None:
+    """Bytes per element of a dtype, from the one table :mod:`genprof.analysis.latents` keeps."""
+    return dtype_bytes(_dtype(v))
 
 
 def _component_bytes(info: Mapping[str, Any]) -> int | None:
@@ -63,15 +70,15 @@ def _component_bytes(info: Mapping[str, Any]) -> int | None:
     if isinstance(mixed, Mapping) and mixed:
         total = 0
         for dt, n in mixed.items():
-            size = _DTYPE_BYTES.get(dtype_name(dt))
+            size = _element_bytes(dt)
             if size is None or not isinstance(n, (int, float)):
                 return None
-            total += int(n) * size
+            total += int(int(n) * size)
         return total
     n = info.get("parameters")
-    size = _DTYPE_BYTES.get(dtype_name(info.get("dtype")))
+    size = _element_bytes(info.get("dtype"))
     if isinstance(n, (int, float)) and not isinstance(n, bool) and size is not None:
-        return int(n) * size
+        return int(int(n) * size)
     return None
 
 
@@ -198,7 +205,7 @@ def rule_fp32_weights(run: Run) -> Finding | None:
     if not gpu_run(run) or not any(g.bf16_supported is True for g in run.gpus):
         return None
     comps = _components(run)
-    fp32 = {n: c for n, c in comps.items() if dtype_name(c.get("dtype")) in ("float32", "fp32")}
+    fp32 = {n: c for n, c in comps.items() if _dtype(c.get("dtype")) in ("float32", "fp32")}
     if not fp32:
         return None
     sizes = {n: _component_bytes(c) for n, c in fp32.items()}
