@@ -60,7 +60,7 @@ LAYOUT_MEANING = {
 # Latent channel counts of common VAEs, used to tell (B,C,T,H,W) from (B,T,C,H,W).
 COMMON_LATENT_CHANNELS = (4, 8, 12, 16, 32, 48, 64, 128)
 
-MB = 1_000_000  # MB/s figures use decimal megabytes, as seed 003 does
+MB = 1_000_000  # MB/s figures use decimal megabytes
 
 
 def dtype_name(dtype: object) -> str:

@@ -98,7 +98,7 @@ class Run:
         return "/".join(reversed(names))
 
     def usage_statistics(self) -> dict[str, Any]:
-        """Seed 000's usage statistics, computed from the recorded spans.
+        """Usage statistics (load time, generation count and times, memory peaks), computed from the spans.
 
         * ``initialization_time_s``: total host time of top-level phases named ``load`` or
           starting with ``load`` (``None`` if there are none);
