@@ -114,3 +114,13 @@ def test_phase_exclusive_times_do_not_double_count() -> None:
     assert run.duration_s is not None
     assert sum(excl.values()) <= run.duration_s + 1e-9
     assert excl["generation/denoise"] == pytest.approx(2 * (5 * 0.2 + 5 * 0.0005), rel=1e-6)
+
+
+def test_a_negative_block_frame_count_is_not_a_count() -> None:
+    spans = [
+        Span(id=1, name="generation", kind="generation", start_s=0.0, duration_s=6.0),
+        Span(id=2, name="block", kind="block", start_s=0.0, duration_s=3.0, parent_id=1, attributes={"frames": 5}),
+        Span(id=3, name="block", kind="block", start_s=3.0, duration_s=3.0, parent_id=1, attributes={"frames": -5}),
+    ]
+    gens, _ = generations(_run(spans))
+    assert gens[0].output_frames is None  # not 0 from 5 + (-5)

@@ -167,8 +167,9 @@ def generations(run: Run) -> tuple[list[GenerationFigures], str]:
 
 
 def block_frames(b: Span) -> int | None:
-    """A block span's ``frames`` attribute (output frames it produced), when it is a whole number."""
-    return whole_int(b.attributes.get("frames"))
+    """A block span's ``frames`` attribute (output frames it produced), when it is a whole number >= 0."""
+    n = whole_int(b.attributes.get("frames"))
+    return n if n is not None and n >= 0 else None
 
 
 def _blocks_phases(run: Run) -> dict[int | None, list[Span]]:
