@@ -1,6 +1,6 @@
 """Profiler configuration: a YAML file, keyword arguments, or a named preset.
 
-Every key of seed 001's ``profiling:`` block is accepted, plus genprof's own. Unknown keys
+Every key of an Inferix-style ``profiling:`` block is accepted, plus genprof's own. Unknown keys
 are errors that name the key and the closest allowed one; values are type-checked.
 See ``docs/config.md`` for what each key does.
 """
@@ -26,7 +26,7 @@ ENERGY_SPANS = ("phases", "all", "none")
 class ProfilerConfig:
     """All settings of a :class:`genprof.Profiler`. Build with :func:`load_config`."""
 
-    # seed 001 keys
+    # Inferix-compatible keys
     enabled: bool = True
     real_time_display: bool = False
     display_interval: float = 1.0
@@ -82,7 +82,7 @@ MAX_VALUE_DEPTH = 32
 """Deepest nesting of lists and mappings accepted in ``session_tags`` and ``targets``."""
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Seed 001's "development mode": sample often, show everything, keep all data.
+    # The "development mode" preset: sample often, show everything, keep all data.
     "dev": {
         "enabled": True,
         "real_time_display": True,
@@ -98,7 +98,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "profile_text_encoding": True,
         "session_tags": {"mode": "debug"},
     },
-    # Seed 001's "production mode": few samples, key metrics only, JSON only.
+    # The "production mode" preset: few samples, key metrics only, JSON only.
     "prod": {
         "enabled": True,
         "real_time_display": False,
@@ -287,7 +287,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
-    # Seed 001 nests everything under "profiling:"; accept both layouts.
+    # Inferix-style files nest everything under "profiling:"; accept both layouts.
     if set(data) == {"profiling"} and isinstance(data["profiling"], dict):
         data = data["profiling"]
     return data

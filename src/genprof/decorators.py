@@ -1,9 +1,9 @@
-"""Decorators that use the profiler active in the current context, and seed 002's monitor.
+"""Decorators that use the profiler active in the current context, and ``monitor_generation``.
 
 Each decorator does nothing (calls the function straight through) when no profiler is
 active, so decorated code can ship in production unchanged.
 
-Seed 001's six decorators keep their names and signatures: ``profile_method``,
+The six Inferix-compatible decorators keep Inferix's names and signatures: ``profile_method``,
 ``profile_session``, ``add_profiling_event``, ``profile_diffusion_step``,
 ``profile_model_parameters``, ``profile_block_computation``.
 """
@@ -39,7 +39,7 @@ def _meta(fn: MetaFn | None, args: tuple[Any, ...], kwargs: dict[str, Any], what
 
 
 def _strip_self(args: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Seed 001's lambdas index ``args`` without ``self``: drop a leading bound instance."""
+    """Inferix-style lambdas index ``args`` without ``self``: drop a leading bound instance."""
     if args and not isinstance(args[0], (int, float, str, bytes, list, tuple, dict)) and hasattr(args[0], "__dict__"):
         return args[1:]
     return args
@@ -157,7 +157,7 @@ def profile_model_parameters(meta_fn: MetaFn | None = None) -> Callable[[F], F]:
     return deco
 
 
-# --------------------------------------------------------------------- seed 002
+# --------------------------------------------------------------------- monitor_generation
 @dataclass
 class GenerationMonitor:
     """What ``monitor_generation`` yields: step timing by hand, and the result after the block."""
@@ -214,7 +214,7 @@ def monitor_generation(
     profiler: Profiler | None = None,
     **profiler_kwargs: Any,
 ) -> Iterator[GenerationMonitor]:
-    """Seed 002's context manager: one generation, with optional hand-timed steps.
+    """A context manager for one generation, with optional hand-timed steps.
 
     Uses the active profiler (or ``profiler``); when none is active it runs its own
     :class:`Profiler` for the block (``profiler_kwargs`` go to it), so it also works alone.

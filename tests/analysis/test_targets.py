@@ -11,10 +11,8 @@ from genprof.analysis.targets import (
     FIGURES,
     Target,
     check_targets,
-    compute_figures,
     parse_target,
     parse_targets,
-    phase_exclusive_times,
 )
 from genprof.errors import UsageError
 
@@ -120,37 +118,6 @@ def test_cpu_run_memory_target_is_not_measured_not_zero() -> None:
     assert bad.reason == "no CUDA device"
     assert good.holds
     assert rep.score == 50.0
-
-
-def test_output_fps_prefers_metadata_generations() -> None:
-    run = make_run(gen_metadata=[{"duration_s": 10.0, "output_frames": 81, "fps": 16}])
-    figs = compute_figures(run, ["output_fps", "generation_time_s", "real_time_factor"])
-    assert figs["output_fps"].value == pytest.approx(8.1)
-    assert figs["generation_time_s"].value == 10.0
-    assert figs["real_time_factor"].value == pytest.approx(81 / 16 / 10)
-    rep = check_targets(run, ["output_fps>=16.2"])
-    assert rep.results[0].score == pytest.approx(50.0)
-
-
-def test_output_fps_without_frames_is_not_measured() -> None:
-    run = make_run()
-    m = compute_figures(run, ["output_fps"])["output_fps"]
-    assert m.value is None and m.reason and "output_frames" in m.reason
-
-
-def test_phase_exclusive_times_do_not_double_count() -> None:
-    run = make_run(generations=2, steps=5, step_s=0.2)
-    excl = phase_exclusive_times(run)
-    assert run.duration_s is not None
-    assert sum(excl.values()) <= run.duration_s + 1e-9
-    assert excl["generation/denoise"] == pytest.approx(2 * (5 * 0.2 + 5 * 0.0005), rel=1e-6)
-
-
-def test_energy_per_generation() -> None:
-    run = make_run(generations=2, phase_energy_w=100.0)
-    m = compute_figures(run, ["energy_per_generation_j"])["energy_per_generation_j"]
-    gens = [s for s in run.spans if s.kind == "generation"]
-    assert m.value == pytest.approx(sum(100.0 * (g.duration_s or 0) for g in gens) / 2)
 
 
 @pytest.mark.gpu

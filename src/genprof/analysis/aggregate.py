@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from genprof.analysis.figures import FIGURES, compute_figures
 from genprof.analysis.summary import energy_total, percentile, phase_table
-from genprof.analysis.targets import FIGURES, compute_figures
 from genprof.errors import RunFileError, UsageError
 from genprof.model import Run, atomic_write_text, load_run
 

@@ -22,8 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from genprof.analysis.figures import FIGURES, compute_figures
+from genprof.analysis.queries import generations
 from genprof.analysis.summary import percentile, phase_table
-from genprof.analysis.targets import FIGURES, compute_figures, generations
 from genprof.model import Run
 
 BOOTSTRAP_RESAMPLES = 2000

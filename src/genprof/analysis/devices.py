@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-DTYPES = ("bf16", "fp16", "fp32", "tf32")
+PEAK_DTYPES = ("bf16", "fp16", "fp32", "tf32")  # the dtypes with a peak-throughput figure in GPU_PEAKS
 
 _DTYPE_ALIASES = {
     "bf16": "bf16",
@@ -120,7 +120,7 @@ def peak_tflops(device_name: str | None, dtype: object) -> tuple[float | None, s
         return None, f"device {device_name!r} is not in genprof's peak table (genprof.analysis.devices.GPU_PEAKS)"
     key = normalize_dtype(dtype)
     if key is None:
-        return None, f"no peak figure for dtype {dtype!r}; known: {', '.join(DTYPES)}"
+        return None, f"no peak figure for dtype {dtype!r}; known: {', '.join(PEAK_DTYPES)}"
     value: float | None = getattr(row, key)
     if value is None:
         return None, f"{row.name} has no {key} tensor/core rate ({row.source})"

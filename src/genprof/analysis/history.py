@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genprof.analysis.figures import FIGURES, compute_figures
 from genprof.analysis.summary import percentile
-from genprof.analysis.targets import FIGURES, compute_figures
 from genprof.errors import UsageError
 from genprof.model import Run
 

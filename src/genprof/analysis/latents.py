@@ -30,6 +30,9 @@ DTYPE_BYTES: dict[str, float] = {
     "float16": 2,
     "half": 2,
     "bfloat16": 2,
+    "fp32": 4,  # the short names configs and pipeline facts use
+    "fp16": 2,
+    "bf16": 2,
     "float8_e4m3fn": 1,
     "float8_e4m3fnuz": 1,
     "float8_e5m2": 1,
@@ -57,7 +60,7 @@ LAYOUT_MEANING = {
 # Latent channel counts of common VAEs, used to tell (B,C,T,H,W) from (B,T,C,H,W).
 COMMON_LATENT_CHANNELS = (4, 8, 12, 16, 32, 48, 64, 128)
 
-MB = 1_000_000  # MB/s figures use decimal megabytes, as seed 003 does
+MB = 1_000_000  # MB/s figures use decimal megabytes
 
 
 def dtype_name(dtype: object) -> str:

@@ -1,11 +1,10 @@
-"""Key figures of a run, performance targets on them, and a 0-100 score.
+"""Performance targets on a run's figures, and a 0-100 score.
 
-A *figure* is one number computed from a saved run (``generation_time_s``,
-``step_time_p95_s``, ``peak_reserved_bytes``, ``energy_per_generation_j``, ``output_fps``, ...).
-A *target* is a limit on a figure, written ``"generation_time_s<=5"`` or
-``"peak_reserved_bytes<=16GiB"``. :func:`check_targets` checks each target against the run and
-returns a :class:`TargetReport`: which targets hold, the measured value, the margin, the
-phase that missed and by how much, and the score (defined in ``docs/analysis.md``):
+A *target* is a limit on a figure (see :mod:`genprof.analysis.figures`), written
+``"generation_time_s<=5"`` or ``"peak_reserved_bytes<=16GiB"``. :func:`check_targets` checks
+each target against the run and returns a :class:`TargetReport`: which targets hold, the
+measured value, the margin, the phase that missed and by how much, and the score (defined in
+``docs/analysis.md``):
 
 * a target that holds scores 100;
 * a target that fails scores ``100 * limit / measured`` for a figure where lower is better
@@ -14,6 +13,8 @@ phase that missed and by how much, and the score (defined in ``docs/analysis.md`
   "not measured", with the reason;
 * the run's score is the mean of its targets' scores (``None`` when there are no targets).
 
+The figure table and the span queries that this module used to hold are re-exported here, so
+``from genprof.analysis.targets import FIGURES, compute_figures, generations`` keeps working.
 Everything here is a pure function of the run.
 """
 
@@ -21,509 +22,27 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from genprof.analysis.summary import energy_total, peak_memory, percentile, span_paths
+from genprof.analysis.figures import FIGURES, Figure, Measurement, compute_figures, format_value
+from genprof.analysis.queries import (
+    CONTAINER_KINDS,
+    GenerationFigures,
+    generations,
+    innermost_peak_phase,
+    nearest_phase_name,
+    phase_exclusive_times,
+    timed_steps,
+)
 from genprof.errors import UsageError
-from genprof.model import Run, Span
+from genprof.model import Run
 from genprof.units import format_bytes, format_seconds, parse_bytes
-
-CONTAINER_KINDS = ("phase", "generation")
-
-
-# --------------------------------------------------------------------------- helpers
-@dataclass
-class GenerationFigures:
-    """One pipeline call: from ``run.metadata["generations"]`` or a ``generation`` span."""
-
-    duration_s: float
-    output_frames: int | None = None
-    fps: float | None = None
-    energy_j: float | None = None
-    span_id: int | None = None
-    blocks: list[Span] = field(default_factory=list)  # the generation's block spans, in start order
-    start_s: float | None = None
-
 
 Generation = GenerationFigures  # the former name, kept for callers
 
 
-def generations(run: Run) -> tuple[list[GenerationFigures], str]:
-    """The run's generations and where they came from.
-
-    ``run.metadata["generations"]`` (written by the diffusers helper: a list of dicts with
-    ``duration_s``, ``output_frames``, ``fps``, ...) wins; otherwise the ``generation`` spans
-    (``output_frames`` and ``fps`` read from their attributes when present).
-    """
-    md = run.metadata.get("generations")
-    out: list[GenerationFigures] = []
-    if isinstance(md, list) and md:
-        for g in md:
-            if not isinstance(g, Mapping):
-                continue
-            d = _finite_float(g.get("duration_s"))
-            if d is None:
-                continue
-            out.append(
-                GenerationFigures(
-                    duration_s=d,
-                    output_frames=_int(g.get("output_frames")),
-                    fps=_finite_float(g.get("fps")),
-                    energy_j=_finite_float(g.get("energy_j")),
-                    span_id=_int(g.get("span_id")),
-                )
-            )
-        if out:
-            _fill_from_blocks(run, out)
-            return out, 'run.metadata["generations"]'
-    for s in run.spans:
-        if s.kind == "generation" and s.duration_s is not None:
-            out.append(
-                GenerationFigures(
-                    duration_s=s.duration_s,
-                    output_frames=_int(s.attributes.get("output_frames")),
-                    fps=_finite_float(s.attributes.get("fps")),
-                    energy_j=s.energy_j,
-                    span_id=s.id,
-                    start_s=s.start_s,
-                )
-            )
-    if out:
-        _fill_from_blocks(run, out)
-        return out, "generation spans"
-    return _block_loop_generations(run)
-
-
-def _blocks_phases(run: Run) -> dict[int | None, list[Span]]:
-    """``block`` spans grouped by their parent (the blocks phase), each list in start order."""
-    groups: dict[int | None, list[Span]] = {}
-    for b in sorted(run.iter_spans(kind="block"), key=lambda s: s.start_s):
-        groups.setdefault(b.parent_id, []).append(b)
-    return groups
-
-
-def _block_frames(b: Span) -> int | None:
-    return _int(b.attributes.get("frames"))
-
-
-def _fill_from_blocks(run: Run, gens: list[GenerationFigures]) -> None:
-    """A generation without an output-frame count gets its blocks' ``frames`` summed, and
-    without an fps the ``fps`` attribute of its blocks phase (hand-written block loops)."""
-    by_id = {s.id: s for s in run.spans}
-    groups = _blocks_phases(run)
-    for g in gens:
-        if g.span_id is None or g.span_id not in by_id:
-            continue
-        mine: list[tuple[Span | None, list[Span]]] = []
-        for pid, blocks in groups.items():
-            cur = by_id.get(pid) if pid is not None else None
-            parent = cur
-            seen: set[int] = set()
-            while cur is not None and cur.id != g.span_id and cur.id not in seen:
-                seen.add(cur.id)
-                cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
-            if cur is not None and cur.id == g.span_id:
-                mine.append((parent, blocks))
-        if not mine:
-            continue
-        g.blocks = [b for _, bs in mine for b in bs]
-        if g.output_frames is None:
-            counts = [_block_frames(b) for b in g.blocks]
-            if all(c is not None for c in counts):
-                g.output_frames = sum(c for c in counts if c is not None)
-        if g.fps is None:
-            for parent, _ in mine:
-                f = _finite_float(parent.attributes.get("fps")) if parent is not None else None
-                if f is not None and f > 0:
-                    g.fps = f
-                    break
-
-
-def _block_loop_generations(run: Run) -> tuple[list[GenerationFigures], str]:
-    """No generation spans: each blocks phase (the parent of ``block`` spans) is one generation."""
-    out: list[GenerationFigures] = []
-    by_id = {s.id: s for s in run.spans}
-    for pid, blocks in _blocks_phases(run).items():
-        parent = by_id.get(pid) if pid is not None else None
-        ends = [b.end_s for b in blocks if b.end_s is not None]
-        if parent is not None and parent.duration_s is not None:
-            dur, start = parent.duration_s, parent.start_s
-        elif ends:
-            dur, start = max(ends) - blocks[0].start_s, blocks[0].start_s
-        else:
-            continue
-        counts = [_block_frames(b) for b in blocks]
-        frames = sum(c for c in counts if c is not None) if all(c is not None for c in counts) else None
-        fps = _finite_float(parent.attributes.get("fps")) if parent is not None else None
-        out.append(GenerationFigures(duration_s=dur, output_frames=frames, fps=fps if fps and fps > 0 else None,
-                                     energy_j=parent.energy_j if parent is not None else None,
-                                     span_id=pid, blocks=blocks, start_s=start))
-    return out, "block spans (no generation span: each blocks phase counts as one)"
-
-
-def _finite_float(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    f = float(v)
-    return f if math.isfinite(f) else None
-
-
-def _int(v: Any) -> int | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return None
-    if isinstance(v, float) and (not math.isfinite(v) or v != int(v)):
-        return None
-    return int(v)
-
-
-def _container_parent(run: Run) -> dict[int, int | None]:
-    """For each span id, the id of its nearest ancestor that is a phase or a generation."""
-    by_id = {s.id: s for s in run.spans}
-    out: dict[int, int | None] = {}
-    for s in run.spans:
-        cur = by_id.get(s.parent_id) if s.parent_id is not None else None
-        seen = {s.id}
-        while cur is not None and cur.kind not in CONTAINER_KINDS and cur.id not in seen:
-            seen.add(cur.id)
-            cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
-        out[s.id] = None if cur is None or cur.kind not in CONTAINER_KINDS else cur.id
-    return out
-
-
-def phase_exclusive_times(run: Run) -> dict[str, float]:
-    """Host time of each phase path (``generation/denoise``) not inside a nested phase.
-
-    Steps, blocks and calls count towards the phase that holds them; a phase nested in
-    another counts only once (towards itself), so the values add up to at most the run's
-    duration. Paths of ``phase`` and ``generation`` spans only.
-    """
-    nearest = _container_parent(run)
-    inner: dict[int, float] = {}
-    for s in run.spans:
-        if s.kind in CONTAINER_KINDS and s.duration_s is not None:
-            p = nearest.get(s.id)
-            if p is not None:
-                inner[p] = inner.get(p, 0.0) + s.duration_s
-    paths = span_paths(run)
-    out: dict[str, float] = {}
-    for s in run.spans:
-        if s.kind in CONTAINER_KINDS and s.duration_s is not None:
-            t = max(0.0, s.duration_s - inner.get(s.id, 0.0))
-            out[paths[s.id]] = out.get(paths[s.id], 0.0) + t
-    return out
-
-
-def _steps(run: Run) -> list[Span]:
-    return sorted((s for s in run.spans if s.kind == "step" and s.duration_s is not None), key=lambda s: s.start_s)
-
-
-def nearest_phase_name(run: Run, span: Span) -> str | None:
-    by_id = {s.id: s for s in run.spans}
-    cur = by_id.get(span.parent_id) if span.parent_id is not None else None
-    seen: set[int] = set()
-    while cur is not None and cur.id not in seen:
-        if cur.kind in CONTAINER_KINDS:
-            return cur.name
-        seen.add(cur.id)
-        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
-    return None
-
-
-# --------------------------------------------------------------------------- figures
-@dataclass
-class Measurement:
-    """A figure's value, or ``None`` with the reason it could not be computed."""
-
-    value: float | None
-    reason: str | None = None
-    source: str | None = None
-    spread: float | None = None  # within-run spread (standard deviation of the samples), if any
-    samples: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    unit: str  # "s", "bytes", "j", "fps", "ratio"
-    lower_is_better: bool
-    description: str
-    compute: Callable[[Run], Measurement]
-
-
-def _std(xs: Sequence[float]) -> float | None:
-    if len(xs) < 2:
-        return None
-    m = sum(xs) / len(xs)
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
-
-
-def _gen_stat(stat: str) -> Callable[[Run], Measurement]:
-    def f(run: Run) -> Measurement:
-        gens, src = generations(run)
-        if not gens:
-            return Measurement(
-                None, 'no generation spans and no run.metadata["generations"] in the run '
-                "(wrap each pipeline call in prof.generation() or use the diffusers helper)"
-            )
-        xs = [g.duration_s for g in gens]
-        v: float | None
-        if stat == "mean":
-            v = sum(xs) / len(xs)
-        elif stat == "p95":
-            v = percentile(xs, 95)
-        else:
-            v = max(xs)
-        return Measurement(v, source=f"host time of {len(xs)} generation(s) from {src}", spread=_std(xs), samples=len(xs))
-
-    return f
-
-
-def _step_stat(stat: str, gpu: bool = False) -> Callable[[Run], Measurement]:
-    def f(run: Run) -> Measurement:
-        steps = _steps(run)
-        if not steps:
-            return Measurement(None, "no step spans in the run (use prof.steps() or the diffusers helper)")
-        xs = [s.gpu_time_s if gpu else s.duration_s for s in steps]
-        vals = [x for x in xs if x is not None]
-        if not vals:
-            reasons = {s.gpu_time_reason for s in steps if s.gpu_time_reason}
-            why = "; ".join(sorted(reasons)) or run.unavailable.get("gpu_time", "GPU timing was off")
-            return Measurement(None, f"no GPU time on step spans: {why}")
-        v: float | None
-        if stat == "mean":
-            v = sum(vals) / len(vals)
-        elif stat == "max":
-            v = max(vals)
-        else:
-            v = percentile(vals, float(stat[1:]))
-        kind = "GPU (CUDA event)" if gpu else "host"
-        return Measurement(v, source=f"{kind} time of {len(vals)} step span(s)", spread=_std(vals), samples=len(vals))
-
-    return f
-
-
-def _mem(key: str, what: str) -> Callable[[Run], Measurement]:
-    def f(run: Run) -> Measurement:
-        v = peak_memory(run).get(key)
-        if v is None:
-            reason = run.unavailable.get("gpu_memory") or run.unavailable.get("memory") or (
-                f"no {what} readings in the run" + ("" if run.gpus else " (no GPU was used)")
-            )
-            return Measurement(None, reason)
-        return Measurement(float(v), source=f"highest {what} in spans and samples")
-
-    return f
-
-
-def _run_time(run: Run) -> Measurement:
-    if run.duration_s is None:
-        return Measurement(None, f"the run has no duration (it ended as {run.end.status!r})")
-    return Measurement(run.duration_s, source="host time of the whole run")
-
-
-def _load_time(run: Run) -> Measurement:
-    v = run.usage_statistics().get("initialization_time_s")
-    if v is None:
-        return Measurement(None, "no top-level phase named load* in the run")
-    return Measurement(float(v), source="host time of top-level load phases")
-
-
-def _energy(run: Run) -> Measurement:
-    v, src = energy_total(run)
-    if v is None:
-        return Measurement(None, src)
-    return Measurement(v, source=src)
-
-
-def _energy_per_gen(run: Run) -> Measurement:
-    gens, src = generations(run)
-    if not gens:
-        return Measurement(None, "no generations in the run, so energy per generation is undefined")
-    per = [g.energy_j for g in gens]
-    if all(e is not None for e in per):
-        vals = [e for e in per if e is not None]
-        return Measurement(sum(vals) / len(vals), source=f"energy of {len(vals)} generation(s) from {src}",
-                           spread=_std(vals), samples=len(vals))
-    total, how = energy_total(run)
-    if total is None:
-        return Measurement(None, how)
-    return Measurement(total / len(gens), source=f"run energy ({how}) over {len(gens)} generation(s)")
-
-
-def _output_fps(run: Run) -> Measurement:
-    gens, src = generations(run)
-    with_frames = [g for g in gens if g.output_frames is not None]
-    if not with_frames:
-        return Measurement(None, f"no output frame counts in {src} (the diffusers helper records output_frames)"
-                           if gens else "no generations in the run")
-    t = sum(g.duration_s for g in with_frames)
-    if t <= 0:
-        return Measurement(None, "generations with frames have zero duration")
-    frames = sum(g.output_frames or 0 for g in with_frames)
-    per = [(g.output_frames or 0) / g.duration_s for g in with_frames if g.duration_s > 0]
-    return Measurement(frames / t, source=f"{frames} output frame(s) over {t:.3f} s of generation from {src}",
-                       spread=_std(per), samples=len(with_frames))
-
-
-def _rtf(run: Run) -> Measurement:
-    gens, src = generations(run)
-    ok = [g for g in gens if g.output_frames is not None and g.fps]
-    if not ok:
-        return Measurement(None, "no generation records both output_frames and fps (video playback rate)")
-    video_s = sum((g.output_frames or 0) / (g.fps or 1.0) for g in ok)
-    t = sum(g.duration_s for g in ok)
-    if t <= 0:
-        return Measurement(None, "generations have zero duration")
-    return Measurement(video_s / t, source=f"{video_s:.2f} s of video over {t:.3f} s of generation from {src}")
-
-
-def _ttff(run: Run) -> Measurement:
-    gens, src = generations(run)
-    if not gens:
-        return Measurement(None, "no generations and no block spans in the run")
-    by_id = {s.id: s for s in run.spans}
-    vals: list[float] = []
-    for g in gens:
-        start = g.start_s
-        if start is None and g.span_id in by_id:
-            start = by_id[g.span_id].start_s
-        if start is None:
-            continue
-        ends = [b.end_s for b in g.blocks[:1] if b.end_s is not None]
-        if g.span_id is not None:
-            decodes = [s.end_s for s in run.spans if s.kind == "phase" and s.name == "vae_decode"
-                       and s.end_s is not None and s.start_s >= start and _inside(by_id, s, g.span_id)]
-            if decodes:
-                ends.append(min(decodes))
-        if ends:
-            vals.append(min(ends) - start)
-    if not vals:
-        return Measurement(None, f"no first block and no vae_decode phase in the generations from {src}")
-    return Measurement(sum(vals) / len(vals), source=f"start of the generation to its first block's end or first "
-                       f"vae_decode's end, mean of {len(vals)} from {src}", spread=_std(vals), samples=len(vals))
-
-
-def _inside(by_id: dict[int, Span], s: Span, ancestor: int) -> bool:
-    cur = by_id.get(s.parent_id) if s.parent_id is not None else None
-    seen: set[int] = set()
-    while cur is not None and cur.id not in seen:
-        if cur.id == ancestor:
-            return True
-        seen.add(cur.id)
-        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
-    return False
-
-
-def _blocks_per_s(run: Run) -> Measurement:
-    blocks = sorted(run.iter_spans(kind="block"), key=lambda s: s.start_s)
-    ends = [b.end_s for b in blocks if b.end_s is not None]
-    if not blocks or not ends:
-        return Measurement(None, "no block spans in the run (use prof.blocks())")
-    total = max(ends) - blocks[0].start_s
-    if total <= 0:
-        return Measurement(None, "the blocks have zero duration")
-    return Measurement(len(blocks) / total, source=f"{len(blocks)} block(s) over {total:.3f} s from the first "
-                       "block's start to the last one's end", samples=len(blocks))
-
-
-def _deadline_misses(run: Run) -> Measurement:
-    gens, src = generations(run)
-    with_blocks = [g for g in gens if g.blocks]
-    if not with_blocks:
-        return Measurement(None, "no block spans in the run (use prof.blocks())")
-    misses = 0
-    checked = 0
-    for g in with_blocks:
-        if not g.fps:
-            continue
-        for b in g.blocks:
-            frames = _block_frames(b)
-            if frames is None or b.duration_s is None:
-                continue
-            checked += 1
-            if b.duration_s > frames / g.fps:
-                misses += 1
-    if not checked:
-        return Measurement(None, "deadlines need an fps (prof.blocks(..., fps=N) or the generation's fps) and "
-                           "each block's 'frames'")
-    return Measurement(float(misses), source=f"blocks slower than their frames' playback time at the video's "
-                       f"fps, {misses} of {checked} from {src}", samples=checked)
-
-
-FIGURES: dict[str, Figure] = {
-    f.name: f
-    for f in [
-        Figure("generation_time_s", "s", True, "mean host time of one generation (pipeline call)", _gen_stat("mean")),
-        Figure("generation_time_p95_s", "s", True, "95th percentile of generation host time", _gen_stat("p95")),
-        Figure("generation_time_max_s", "s", True, "slowest generation (host time)", _gen_stat("max")),
-        Figure("step_time_mean_s", "s", True, "mean host time of a denoising step", _step_stat("mean")),
-        Figure("step_time_p50_s", "s", True, "median host time of a step", _step_stat("p50")),
-        Figure("step_time_p95_s", "s", True, "95th percentile of step host time", _step_stat("p95")),
-        Figure("step_time_max_s", "s", True, "slowest step (host time)", _step_stat("max")),
-        Figure("step_gpu_time_p95_s", "s", True, "95th percentile of step GPU time (CUDA events)",
-               _step_stat("p95", gpu=True)),
-        Figure("peak_reserved_bytes", "bytes", True, "highest memory reserved by the PyTorch caching allocator",
-               _mem("peak_reserved_bytes", "allocator reserved memory")),
-        Figure("peak_allocated_bytes", "bytes", True, "highest memory allocated to tensors",
-               _mem("peak_allocated_bytes", "allocator allocated memory")),
-        Figure("peak_gpu_memory_used_bytes", "bytes", True, "highest device memory used (NVML, all processes)",
-               _mem("peak_gpu_memory_used_bytes", "NVML memory-used")),
-        Figure("peak_rss_bytes", "bytes", True, "highest resident set size of the process",
-               _mem("peak_rss_bytes", "RSS")),
-        Figure("energy_j", "j", True, "GPU energy of the whole run", _energy),
-        Figure("energy_per_generation_j", "j", True, "GPU energy per generation", _energy_per_gen),
-        Figure("output_fps", "fps", False, "output video frames produced per second of generation time",
-               _output_fps),
-        Figure("real_time_factor", "ratio", False, "seconds of video produced per second of generation time",
-               _rtf),
-        Figure("time_to_first_frame_s", "s", True, "from a generation's start to its first decoded frames "
-               "(end of its first block, or of its first vae_decode phase); mean over generations", _ttff),
-        Figure("blocks_per_s", "rate", False, "blocks produced per second, first block's start to last one's end",
-               _blocks_per_s),
-        Figure("deadline_misses", "count", True, "blocks whose latency exceeds the playback time of their frames "
-               "at the video's fps", _deadline_misses),
-        Figure("run_time_s", "s", True, "host time of the whole run", _run_time),
-        Figure("load_time_s", "s", True, "host time of top-level load phases", _load_time),
-    ]
-}
-
-
-def compute_figures(run: Run, names: Iterable[str] | None = None) -> dict[str, Measurement]:
-    """Compute figures (all of :data:`FIGURES` by default) from a run."""
-    wanted = list(FIGURES) if names is None else list(names)
-    out: dict[str, Measurement] = {}
-    for n in wanted:
-        if n not in FIGURES:
-            raise UsageError(f"unknown figure {n!r}; known figures: {', '.join(FIGURES)}")
-        out[n] = FIGURES[n].compute(run)
-    return out
-
-
-def format_value(figure: str, value: float | None) -> str:
-    if value is None:
-        return "n/a"
-    unit = FIGURES[figure].unit if figure in FIGURES else ""
-    if unit == "bytes":
-        return format_bytes(value)
-    if unit == "s":
-        return format_seconds(value)
-    if unit == "j":
-        return f"{value / 1000.0:.2f} kJ" if abs(value) >= 1000 else f"{value:.1f} J"
-    if unit == "fps":
-        return f"{value:.2f} fps"
-    if unit == "count":
-        return f"{value:.0f}"
-    if unit == "rate":
-        return f"{value:.3g}/s"
-    return f"{value:.3g}"
-
-
-# --------------------------------------------------------------------------- targets
 _OPS = ("<=", ">=", "<", ">")
 _TARGET_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=|<|>|=<|=>)\s*(.+?)\s*$")
 _TIME_UNITS = {"": 1.0, "s": 1.0, "sec": 1.0, "ms": 1e-3, "us": 1e-6, "min": 60.0, "h": 3600.0}
@@ -688,16 +207,10 @@ def _diagnose(run: Run, t: Target, measured: float) -> tuple[str | None, list[st
     miss = (measured - t.limit) if t.upper else (t.limit - measured)
     notes: list[str] = []
     if fig.unit == "bytes":
-        best: Span | None = None
         key = "peak_reserved_bytes" if "reserved" in t.figure else "peak_allocated_bytes"
         if t.figure in ("peak_rss_bytes",):
             key = "rss_peak_bytes"
-        cands = [s for s in run.spans if s.kind in CONTAINER_KINDS and getattr(s, key) is not None]
-        if cands:
-            top = max(getattr(s, key) for s in cands)
-            at_top = [s for s in cands if getattr(s, key) == top]
-            # the innermost phase holding the peak: the one with the shortest duration
-            best = min(at_top, key=lambda s: s.duration_s if s.duration_s is not None else math.inf)
+        best = innermost_peak_phase(run, key)
         if best is None:
             return None, [f"over the limit by {format_bytes(miss)}; no phase recorded its peak"]
         path = run.path_of(best)
@@ -707,7 +220,7 @@ def _diagnose(run: Run, t: Target, measured: float) -> tuple[str | None, list[st
         )
         return path, notes
     if t.figure.startswith("step_"):
-        steps = _steps(run)
+        steps = timed_steps(run)
         vals = [(s.gpu_time_s if "gpu" in t.figure else s.duration_s, s) for s in steps]
         over = [(v, s) for v, s in vals if v is not None and not t.holds(v)]
         if not over:
@@ -821,6 +334,7 @@ def check_targets(run: Run, targets: Any) -> TargetReport:
 
 
 __all__ = [
+    "CONTAINER_KINDS",
     "FIGURES",
     "Figure",
     "Generation",

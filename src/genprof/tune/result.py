@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genprof.analysis.stats import spearman as spearman  # re-exported: genprof.tune imports it from here
 from genprof.errors import RunFileError
 from genprof.tune.recipes import Recipe, Skipped
 
@@ -160,34 +161,3 @@ def load_tune(path: str | os.PathLike[str]) -> TuneResult:
     except (OSError, json.JSONDecodeError) as e:
         raise RunFileError(f"cannot read tune result {path}: {e}") from e
     return TuneResult.from_dict(data)
-
-
-def _ranks(xs: Sequence[float]) -> list[float]:
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    ranks = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            ranks[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    """Spearman rank correlation (ties get average ranks); ``None`` for fewer than 3 pairs or a constant side.
-
-    Written here (Pearson of ranks, a few lines) rather than importing scipy, which is not a dependency.
-    """
-    if len(xs) != len(ys) or len(xs) < 3:
-        return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry, strict=True))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    if sxx == 0 or syy == 0:
-        return None
-    return sxy / math.sqrt(sxx * syy)

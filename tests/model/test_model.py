@@ -266,3 +266,21 @@ def test_atomic_write_never_touches_the_umask(tmp_path: Path, monkeypatch: pytes
         assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temporary file left
     finally:
         os.umask(old)
+
+
+def test_records_name_themselves_in_errors_and_round_trip() -> None:
+    from genprof.model import DistributedInfo, HostInfo, SoftwareInfo
+
+    with pytest.raises(TypeError, match=r"^gpu\.index must be int"):
+        GpuInfo.from_dict({"index": "0"})
+    with pytest.raises(TypeError, match=r"^gpus\[3\]\.index must be int"):
+        GpuInfo.from_dict({"index": "0"}, what="gpus[3]")
+    with pytest.raises(TypeError, match=r"^host\.ram_total_bytes must be int"):
+        HostInfo.from_dict({"ram_total_bytes": 1.5})
+    with pytest.raises(ValueError, match="end.status is 'done'"):
+        EndState.from_dict({"status": "done"})
+    for rec in (GpuInfo(index=1, name="H100", power_limit_w=700.0), HostInfo(hostname="h", pid=7),
+                SoftwareInfo(torch="2.13"), DistributedInfo(rank=1, world_size=2), EndState(status="ok", at_s=3.0)):
+        d = rec.to_dict()
+        assert "_what" not in d
+        assert type(rec).from_dict(d) == rec
