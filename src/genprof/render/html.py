@@ -47,7 +47,8 @@ from genprof.render.html_tables import (
     end_ctx,
     flatten,
     oom_advice_lines,
-    phase_rows,
+    phase_table_ctx,
+    pipeline_rows,
     scalar,
 )
 from genprof.render.reports import collect_findings, json_default
@@ -158,7 +159,8 @@ def _context(
         "devices": devices,
         "software": sw,
         "cards": cards(data["summary"], run),
-        "phases": phase_rows(phase_table(run)),
+        "phases": phase_table_ctx(phase_table(run), run),
+        "pipelines": pipeline_rows(run),
         "findings": findings,
         "findings_note": note,
         "comparison": comparison_ctx(comparison),

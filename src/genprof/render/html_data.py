@@ -12,7 +12,7 @@ from typing import Any
 
 from genprof._version import __version__
 from genprof.analysis.findings import Finding
-from genprof.analysis.summary import span_paths
+from genprof.analysis.summary import pipeline_stats, span_paths, span_pipelines
 from genprof.model import Run, Span
 from genprof.render.reports import summary_figures
 
@@ -31,8 +31,8 @@ WARMUP_STEPS = 1
 """Steps at the start of each denoising loop (one parent of steps, or one block loop) marked as warm-up."""
 
 _UNIT_PANELS: tuple[tuple[str, str, str], ...] = (
-    # (name suffix, panel id, axis title)
-    ("_bytes", "memory", "memory (GiB)"),
+    # (name suffix, panel id, axis title); bytes off a GPU go to "host_memory" (see _panel_of)
+    ("_bytes", "memory", "GPU memory (GiB)"),
     ("_pct", "utilization", "utilization (%)"),
     ("_w", "power", "power (W)"),
     ("_c", "temperature", "temperature (C)"),
@@ -79,18 +79,38 @@ def _chart_number(x: float | None, nd: int = 6) -> float | int | None:
     return round(float(x), nd)
 
 
-def _panel_of(name: str) -> tuple[str, str]:
+HOST_RAM_TOTAL = "ram_total_bytes"
+"""The host's total RAM series: a flat line far above the process's RSS, so it is not drawn when
+it never changes; the host memory panel's title gives its value instead."""
+
+
+def _panel_of(name: str, device: str = "gpu0") -> tuple[str, str]:
     for suffix, panel, title in _UNIT_PANELS:
         if name.endswith(suffix):
+            if panel == "memory" and device == "process":
+                return "process_memory", "process memory (GiB)"
+            if panel == "memory" and not device.startswith("gpu"):
+                return "host_memory", "host RAM (GiB)"
             return panel, title
     return "other", "other"
 
 
 def _series_data(run: Run) -> list[dict[str, Any]]:
+    """Each series' chart data. GPU memory, the process's memory (RSS) and the host's RAM get a
+    panel each, so that RSS is never flattened by a GPU's or the whole host's scale; a constant
+    host-RAM-total series is left out and its value noted on the host RAM panel."""
     out = []
+    totals = [s for s in run.series if s.name == HOST_RAM_TOTAL and s.values and min(s.values) == max(s.values)]
+    total_note = None
+    if totals:
+        from genprof.units import format_bytes
+
+        total_note = f"host RAM total {format_bytes(int(totals[0].values[0]))} (constant, not drawn)"
     for s in run.series:
+        if any(s is x for x in totals):
+            continue
         t, v = decimate_minmax(s.t_s, s.values, MAX_SERIES_POINTS)
-        panel, title = _panel_of(s.name)
+        panel, title = _panel_of(s.name, s.device)
         out.append(
             {
                 "key": s.key,
@@ -100,6 +120,7 @@ def _series_data(run: Run) -> list[dict[str, Any]]:
                 "source": s.source,
                 "panel": panel,
                 "axis_title": title,
+                "panel_note": total_note if panel == "host_memory" else None,
                 "points": len(s.values),
                 "shown_points": len(v),
                 "t": [_chart_number(x) for x in t],
@@ -194,6 +215,7 @@ def _steps_data(run: Run, kind: str) -> dict[str, Any]:
     ``pipeline`` the ``pipeline`` attribute of the enclosing generation (``None`` when unset).
     """
     by_id = {s.id: s for s in run.spans}
+    pipes = span_pipelines(run)
     seen: dict[int | None, int] = {}
     cols: dict[str, list[Any]] = {k: [] for k in ("n", "host", "gpu", "warmup", "group", "index", "start", "block",
                                                   "pipeline")}
@@ -213,21 +235,8 @@ def _steps_data(run: Run, kind: str) -> dict[str, Any]:
         cols["index"].append(s.index)
         cols["start"].append(_chart_number(s.start_s))
         cols["block"].append(parent.index if in_block and parent is not None else None)
-        cols["pipeline"].append(_pipeline_of(by_id, s))
+        cols["pipeline"].append(pipes.get(s.id))
     return cols
-
-
-def _pipeline_of(by_id: Mapping[int, Span], span: Span) -> str | None:
-    """The ``pipeline`` attribute of the generation span enclosing ``span`` (``None`` when unset)."""
-    cur: Span | None = span
-    seen: set[int] = set()
-    while cur is not None and cur.id not in seen:
-        if cur.kind == "generation":
-            v = cur.attributes.get("pipeline")
-            return str(v) if v is not None else None
-        seen.add(cur.id)
-        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
-    return None
 
 
 def report_data(
@@ -254,6 +263,7 @@ def report_data(
         "steps": _steps_data(run, "step"),
         "blocks": _steps_data(run, "block"),
         "warmup_steps": WARMUP_STEPS,
+        "pipelines": [p.to_dict() for p in pipeline_stats(run)],
         "events": [
             {"name": e.name, "t": _chart_number(e.t_s), "span_id": e.span_id, "attributes": e.attributes}
             for e in run.events[:MAX_EVENTS_TABLE]

@@ -1,6 +1,6 @@
-"""The server-rendered parts of the HTML report: summary cards, the phase table, the
-comparison tables, how the run ended and the out-of-memory advice, as plain strings for the
-template (which escapes them)."""
+"""The server-rendered parts of the HTML report: summary cards, the per-pipeline table, the
+phase table, the comparison tables, how the run ended and the out-of-memory advice, as plain
+strings for the template (which escapes them)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from genprof.analysis.summary import PhaseRow
+from genprof.analysis.summary import PhaseRow, PipelineStats, pipeline_stats
 from genprof.model import Run
 from genprof.render.reports import json_default
 from genprof.units import format_bytes, format_seconds
@@ -56,10 +56,74 @@ def phase_rows(rows: list[PhaseRow]) -> list[dict[str, Any]]:
                 "self_share": _fmt_pct(r.self_share_pct),
                 "peak_alloc": format_bytes(r.peak_allocated_bytes),
                 "peak_reserved": format_bytes(r.peak_reserved_bytes),
+                "peak_rss": format_bytes(r.rss_peak_bytes),
                 "energy": _fmt_energy(r.energy_j) + ("" if r.energy_reliable in (None, True) else " (unreliable)"),
             }
         )
     return out
+
+
+PHASE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("name", "path"), ("kind", "kind"), ("count", "count"), ("total", "total"), ("mean", "mean"), ("p50", "p50"),
+    ("p95", "p95"), ("max", "max"), ("gpu_total", "GPU total"), ("share", "share"), ("self_share", "self share"),
+    ("peak_alloc", "peak allocated"), ("peak_reserved", "peak reserved"), ("peak_rss", "peak RSS"),
+    ("energy", "energy"),
+)
+"""The phase table's columns (row key, header), in page order."""
+
+
+def phase_table_ctx(rows: list[PhaseRow], run: Run) -> dict[str, Any]:
+    """The phase table for the template: ``columns`` (key, header) and ``rows`` (from
+    :func:`phase_rows`), and ``note``, which says which columns were left out and why.
+
+    Columns with no value in any row (GPU time, allocator memory and energy on a CPU run) are
+    left out; peak RSS is shown when no allocator memory was measured (it is the memory figure
+    a CPU run has), and left out otherwise.
+    """
+    drop: list[str] = []
+    if rows:
+        if all(r.gpu.count == 0 for r in rows):
+            drop.append("gpu_total")
+        if all(r.peak_allocated_bytes is None for r in rows):
+            drop.append("peak_alloc")
+        if all(r.peak_reserved_bytes is None for r in rows):
+            drop.append("peak_reserved")
+        if all(r.energy_j is None for r in rows):
+            drop.append("energy")
+    rss = bool(rows) and "peak_alloc" in drop and any(r.rss_peak_bytes is not None for r in rows)
+    headers = dict(PHASE_COLUMNS)
+    columns = [(k, h) for k, h in PHASE_COLUMNS if k not in drop and (k != "peak_rss" or rss)]
+    note = None
+    if drop:
+        why = run.unavailable.get("gpu") or ("no GPU was used" if not run.gpus else "not measured in this run")
+        note = (f"Left out, no value in any row: {', '.join(headers[k] for k in drop)} ({why})."
+                + (" Peak RSS (process resident memory) is shown instead of GPU memory." if rss else ""))
+    return {"columns": columns, "rows": phase_rows(rows), "note": note}
+
+
+def _pipeline_label(p: PipelineStats) -> str:
+    return p.pipeline if p.pipeline is not None else "(no pipeline attribute)"
+
+
+def pipeline_rows(run: Run) -> list[dict[str, str]] | None:
+    """One row per pipeline (generation and step times), or ``None`` for a run of fewer than two."""
+    stats = pipeline_stats(run)
+    if len(stats) < 2:
+        return None
+    return [
+        {
+            "pipeline": _pipeline_label(p),
+            "generations": str(p.generations),
+            "gen_mean": format_seconds(p.generation.mean),
+            "gen_p50": format_seconds(p.generation.p50),
+            "gen_p95": format_seconds(p.generation.p95),
+            "steps_per_gen": "n/a" if p.steps_per_generation is None else f"{p.steps_per_generation:g}",
+            "step_mean": format_seconds(p.step.mean),
+            "step_p95": format_seconds(p.step.p95),
+            "step_gpu_mean": format_seconds(p.step_gpu.mean),
+        }
+        for p in stats
+    ]
 
 
 VIDEO_CARDS = {
@@ -74,9 +138,16 @@ VIDEO_CARDS = {
 def cards(fig: Mapping[str, Any], run: Run) -> list[dict[str, str]]:
     gens = fig["generations"]
     gen_note = "one implicit generation (no generation spans)" if fig["generations_implicit"] else f"{gens} generation(s)"
+    per_pipeline = pipeline_stats(run)
+    if len(per_pipeline) >= 2:  # a pooled mean of two pipelines describes neither
+        gen_cards = [{"label": f"Time per generation: {_pipeline_label(p)}", "value": format_seconds(p.generation.mean),
+                      "note": f"mean of {p.generations} generation(s) of this pipeline"} for p in per_pipeline]
+    else:
+        gen_cards = [{"label": "Time per generation", "value": format_seconds(fig["time_per_generation_s"]),
+                      "note": gen_note}]
     cards = [
         {"label": "Total time", "value": format_seconds(fig["total_time_s"]), "note": "host wall time of the run"},
-        {"label": "Time per generation", "value": format_seconds(fig["time_per_generation_s"]), "note": gen_note},
+        *gen_cards,
         {"label": "Peak allocated", "value": format_bytes(fig["peak_allocated_bytes"]), "note": "PyTorch allocator"},
         {"label": "Peak reserved", "value": format_bytes(fig["peak_reserved_bytes"]), "note": "PyTorch caching allocator"},
         {"label": "Peak RSS", "value": format_bytes(fig["peak_rss_bytes"]), "note": "process resident memory"},
