@@ -38,12 +38,10 @@ def test_narrow_width_is_a_usage_error(tmp_path, capsys):
 
 def test_summary_at_columns_80_loses_nothing_silently(tmp_path, capsys, monkeypatch):
     """Every line fits 80 columns; every phase-table column is either shown or named in the caption."""
-    from render.runs import make_run as mk
-
     from genprof.render.console import _PHASE_COLUMNS
 
     monkeypatch.setenv("COLUMNS", "80")
-    for run in (mk(), mk(with_gpu=False), mk(with_blocks=True)):
+    for run in (make_run(), make_run(with_gpu=False), make_run(with_blocks=True)):
         p = run.save(tmp_path / "run.json")
         assert main(["summary", str(p)]) == 0
         out = capsys.readouterr().out
