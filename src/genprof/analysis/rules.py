@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from genprof.analysis.findings import Finding
-from genprof.analysis.summary import peak_memory, percentile
+from genprof.analysis.summary import peak_memory, percentile, step_loop
 from genprof.analysis.targets import CONTAINER_KINDS, nearest_phase_name, phase_exclusive_times
 from genprof.model import Run, Series, Span
 from genprof.units import format_bytes, format_seconds
@@ -102,8 +102,7 @@ def _step_runs(run: Run) -> list[tuple[str, list[Span]]]:
     groups: dict[int | None, list[Span]] = {}
     for s in sorted(run.spans, key=lambda s: s.start_s):
         if s.kind == "step" and s.duration_s is not None:
-            parent = by_id.get(s.parent_id) if s.parent_id is not None else None
-            key = parent.parent_id if parent is not None and parent.kind == "block" else s.parent_id
+            key = step_loop(by_id, s)[0]  # in a block loop: the blocks' parent, also through nested phases
             groups.setdefault(key, []).append(s)
     out = []
     for pid, steps in groups.items():

@@ -6,7 +6,7 @@ Every function here is pure: it reads a :class:`genprof.model.Run` and returns p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -331,3 +331,21 @@ def pipeline_stats(run: Run) -> list[PipelineStats]:
             steps_per_generation=len(st) / len(gs),
         ))
     return out
+
+
+def step_loop(by_id: Mapping[int, Span], step: Span) -> tuple[int | None, Span | None]:
+    """The denoising loop a step belongs to, and the block holding it (``None`` outside blocks).
+
+    A loop is named by a span id: the step's direct parent, or, in a block loop, the parent of
+    the enclosing block (the blocks phase), so that the steps of every block form one loop,
+    also when each block nests them in its own phase (``prof.steps(..., phase="denoise")``
+    inside ``prof.blocks(...)``). The search for a block stops at a generation span.
+    """
+    cur = by_id.get(step.parent_id) if step.parent_id is not None else None
+    seen: set[int] = set()
+    while cur is not None and cur.id not in seen and cur.kind != "generation":
+        if cur.kind == "block":
+            return cur.parent_id, cur
+        seen.add(cur.id)
+        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
+    return step.parent_id, None

@@ -12,7 +12,7 @@ from typing import Any
 
 from genprof._version import __version__
 from genprof.analysis.findings import Finding
-from genprof.analysis.summary import pipeline_stats, span_paths, span_pipelines
+from genprof.analysis.summary import pipeline_stats, span_paths, span_pipelines, step_loop
 from genprof.model import Run, Span
 from genprof.render.reports import summary_figures
 
@@ -210,7 +210,8 @@ def _steps_data(run: Run, kind: str) -> dict[str, Any]:
     """Per-step (or per-block) durations in run order, the first ``WARMUP_STEPS`` of each loop marked.
 
     A loop is the steps of one parent span; in a block loop, the steps of all blocks of one
-    blocks phase (so only the loop's first step is warm-up, not the first of every block).
+    blocks phase, also when each block nests its steps in a phase of its own (so only the
+    loop's first step is warm-up, not the first of every block).
     ``block`` is the index of the block holding the step (``None`` outside block loops) and
     ``pipeline`` the ``pipeline`` attribute of the enclosing generation (``None`` when unset).
     """
@@ -221,9 +222,7 @@ def _steps_data(run: Run, kind: str) -> dict[str, Any]:
                                                   "pipeline")}
     groups: dict[int | None, int] = {}
     for s in sorted(run.iter_spans(kind=kind), key=lambda s: (s.start_s, s.id)):
-        parent = by_id.get(s.parent_id) if s.parent_id is not None else None
-        in_block = parent is not None and parent.kind == "block" and kind == "step"
-        loop = parent.parent_id if in_block and parent is not None else s.parent_id
+        loop, block = step_loop(by_id, s) if kind == "step" else (s.parent_id, None)
         k = seen.get(loop, 0)
         seen[loop] = k + 1
         groups.setdefault(loop, len(groups))
@@ -234,7 +233,7 @@ def _steps_data(run: Run, kind: str) -> dict[str, Any]:
         cols["group"].append(groups[loop])
         cols["index"].append(s.index)
         cols["start"].append(_chart_number(s.start_s))
-        cols["block"].append(parent.index if in_block and parent is not None else None)
+        cols["block"].append(block.index if block is not None else None)
         cols["pipeline"].append(pipes.get(s.id))
     return cols
 
