@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +47,44 @@ def test_doctor_with_a_gpu_reports_each_nvml_reading(monkeypatch: pytest.MonkeyP
     assert g["nvml"]["readings"]["power_w"] == 312.5 and g["nvml"]["energy_counter_j"] == 1000.0
     assert g["nvml"]["readings"]["temperature_c"] is None
     assert "Not Supported" in g["nvml"]["unavailable"]["temperature"]
+
+
+def test_torch_build_reads_what_torch_itself_says() -> None:
+    torch = pytest.importorskip("torch")
+    build = doctor.torch_build()
+    assert build["installed"] and build["read"]
+    assert build["version"] == torch.__version__
+    assert build["cuda"] == torch.version.cuda
+
+
+FAKE_TORCH_INIT = """
+import types
+from . import version
+__version__ = version.__version__
+open(__file__ + ".imported", "w").close()
+cuda = types.SimpleNamespace(is_available=lambda: False, device_count=lambda: 0)
+"""
+
+
+@pytest.mark.parametrize(("cuda", "imported"), [(None, False), ("'12.8'", True)])
+def test_doctor_imports_torch_only_when_its_build_can_use_a_gpu(tmp_path: Path, cuda: str | None, imported: bool) -> None:
+    """GIVEN a torch whose version.py names no CUDA (or CUDA 12.8) WHEN doctor runs THEN torch is imported only
+    for the CUDA build, and the answer without the import still names the reason and what was not checked."""
+    pkg = tmp_path / "torch"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(FAKE_TORCH_INIT)
+    (pkg / "version.py").write_text(f"__version__ = '9.9.9+fake'\ncuda = {cuda}\nhip = None\n")
+    src = Path(doctor.__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(src)])}
+    proc = subprocess.run([sys.executable, "-m", "genprof", "doctor", "--json"], env=env, capture_output=True,
+                          text=True, check=True, timeout=120)
+    data = json.loads(proc.stdout)
+    assert (pkg / "__init__.py.imported").exists() is imported
+    assert data["torch_imported"] is imported
+    assert data["torch_build"]["version"] == "9.9.9+fake"
+    assert not data["cuda"]["usable"] and data["cuda"]["reason"]
+    if imported:
+        assert data["not_checked"] == []
+    else:
+        assert "has no CUDA support" in data["cuda"]["reason"]
+        assert any("--import-torch" in line for line in data["not_checked"])

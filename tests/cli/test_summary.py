@@ -34,3 +34,24 @@ def test_narrow_width_is_a_usage_error(tmp_path, capsys):
     p = make_run().save(tmp_path / "run.json")
     assert main(["summary", str(p), "--width", "10"]) == 2
     assert "--width" in capsys.readouterr().err
+
+
+def test_summary_at_columns_80_loses_nothing_silently(tmp_path, capsys, monkeypatch):
+    """Every line fits 80 columns; every phase-table column is either shown or named in the caption."""
+    from genprof.render.console import _PHASE_COLUMNS
+
+    monkeypatch.setenv("COLUMNS", "80")
+    for run in (make_run(), make_run(with_gpu=False), make_run(with_blocks=True)):
+        p = run.save(tmp_path / "run.json")
+        assert main(["summary", str(p)]) == 0
+        out = capsys.readouterr().out
+        assert max(len(line) for line in out.splitlines()) <= 80
+        phases = out.split("Phases", 1)[1]
+        header = next(line for line in phases.splitlines() if line.strip().startswith("path"))
+        caption = " ".join(phases.split()).split("no values, left out:", 1)[-1]
+        for col in _PHASE_COLUMNS:
+            if col == "peak RSS" and any(sp.peak_allocated_bytes is not None for sp in run.spans):
+                continue  # shown only when no GPU memory was measured
+            assert col in header or col in caption, (col, header, caption)
+        for name in ("encode_prompt", "denoise", "decode"):
+            assert name in phases  # names wrap, never cut

@@ -83,12 +83,15 @@ def make_run(
     with_blocks: bool = False,
     end_status: str = "ok",
     seed: int = 0,
+    pipelines: tuple[tuple[str, float], ...] | None = None,
 ) -> Run:
     """A text-to-video style run: load phases, then ``generations`` pipeline calls.
 
     Each generation has ``encode_prompt``, ``denoise`` (``steps`` steps; the first one slower,
     as a warm-up) and ``decode`` phases. With ``with_blocks`` the denoise phase holds blocks of
     4 steps (block diffusion). Series are sampled at ``sample_hz`` over the whole run.
+    ``pipelines`` (``(name, step_s)`` pairs) makes generation ``g`` one of pipeline
+    ``pipelines[g % len(pipelines)]``, its ``pipeline`` attribute set and its steps that long.
     """
     rng = random.Random(seed)
     b = _Builder()
@@ -101,9 +104,12 @@ def make_run(
     t = 6.1
     for g in range(generations):
         gen_steps = steps
+        extra: dict[str, Any] = {}
+        if pipelines:
+            extra["pipeline"], step_s = pipelines[g % len(pipelines)]
         gen = b.span(
             "generation", "generation", t, None, index=g,
-            prompt=f"a cat surfing a wave, take {g}", num_frames=33, height=480, width=832,
+            prompt=f"a cat surfing a wave, take {g}", num_frames=33, height=480, width=832, **extra,
         )
         g0 = t
         b.span("encode_prompt", "phase", t, 0.4, gen, gpu=0.35 if with_gpu else None,

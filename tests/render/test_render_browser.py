@@ -87,3 +87,16 @@ def test_long_run_renders_in_the_browser(tmp_path):
     res = _chromium(tmp_path, "--dump-dom", page.as_uri())
     st = _status(res.stdout)
     assert st["data-state"] == "done" and st["data-errors"] == "0", st.get("data-error-text")
+
+
+def test_a_run_of_two_pipelines_draws_a_step_chart_per_pipeline(tmp_path):
+    run = make_run(generations=4, steps=6, pipelines=(("WanPipeline", 0.5), ("StableDiffusionPipeline", 0.05)))
+    page = write_html(run, tmp_path / "two.html", findings=[])
+    res = _chromium(tmp_path, "--dump-dom", page.as_uri())
+    st = _status(res.stdout)
+    assert st["data-errors"] == "0", st.get("data-error-text")
+    assert st["data-charts"] == "3"  # the timeline, then one step chart per pipeline
+    steps = res.stdout.split('id="chart-steps"', 1)[1]
+    assert "<h3>WanPipeline</h3>" in steps and "<h3>StableDiffusionPipeline</h3>" in steps
+    for k in (0, 1):
+        assert "main-svg" in steps.split(f'id="chart-steps-{k}"', 1)[1][:20000]

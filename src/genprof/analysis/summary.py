@@ -6,7 +6,7 @@ Every function here is pure: it reads a :class:`genprof.model.Run` and returns p
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -237,3 +237,115 @@ def energy_total(run: Run) -> tuple[float | None, str]:
     if top:
         return sum(top), "sum of top-level span energies (NVML counter differences)"
     return None, run.unavailable.get("gpu_energy", "no energy was recorded")
+
+
+
+def enclosing_generations(run: Run) -> dict[int, Span | None]:
+    """Map each span id to its enclosing generation span (itself for a generation), or ``None``."""
+    by_id = {s.id: s for s in run.spans}
+    out: dict[int, Span | None] = {}
+    for s in run.spans:
+        chain: list[int] = []
+        cur: Span | None = s
+        found: Span | None = None
+        while cur is not None and cur.id not in chain:
+            if cur.id in out:
+                found = out[cur.id]
+                break
+            chain.append(cur.id)
+            if cur.kind == "generation":
+                found = cur
+                break
+            cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
+        for i in chain:
+            out[i] = found
+    return out
+
+
+def _pipeline_attr(gen: Span | None) -> str | None:
+    v = None if gen is None else gen.attributes.get("pipeline")
+    return None if v is None else str(v)
+
+
+def span_pipelines(run: Run) -> dict[int, str | None]:
+    """Map each span id to the ``pipeline`` attribute of its enclosing generation span.
+
+    ``None`` for spans outside any generation, and for generations without the attribute (the
+    diffusers integration sets it to the pipeline class; a hand-written loop may set it with
+    ``prof.generation(pipeline=...)``).
+    """
+    return {i: _pipeline_attr(g) for i, g in enclosing_generations(run).items()}
+
+
+@dataclass
+class PipelineStats:
+    """Generation and step statistics of the generations of one pipeline.
+
+    ``pipeline`` is the generations' ``pipeline`` attribute (``None``: generations without it).
+    ``generation`` is the host time of each generation span; ``step`` / ``step_gpu`` the host and
+    GPU time of each step inside those generations (in block loops too); ``steps_per_generation``
+    their count over the generations.
+    """
+
+    pipeline: str | None
+    generations: int
+    generation: Stats
+    step: Stats
+    step_gpu: Stats
+    steps_per_generation: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["generation"] = self.generation.to_dict()
+        d["step"] = self.step.to_dict()
+        d["step_gpu"] = self.step_gpu.to_dict()
+        return d
+
+
+def pipeline_stats(run: Run) -> list[PipelineStats]:
+    """Per-pipeline generation and step statistics, in the order each pipeline first ran.
+
+    One entry per distinct ``pipeline`` attribute of the run's generation spans (generations
+    without it form one ``None`` entry). A run of one pipeline gives one entry, a run without
+    generation spans none. Pooled figures (``usage_statistics``) mix every pipeline, so a
+    renderer shows these whenever there are two or more.
+    """
+    gen_of = enclosing_generations(run)
+    gens: dict[str | None, list[Span]] = {}
+    for g in sorted(run.iter_spans(kind="generation"), key=lambda s: (s.start_s, s.id)):
+        gens.setdefault(_pipeline_attr(g), []).append(g)
+    steps: dict[str | None, list[Span]] = {}
+    for s in run.iter_spans(kind="step"):
+        owner = gen_of.get(s.id)
+        if owner is not None:
+            steps.setdefault(_pipeline_attr(owner), []).append(s)
+    out: list[PipelineStats] = []
+    for pipe, gs in gens.items():
+        st = steps.get(pipe, [])
+        out.append(PipelineStats(
+            pipeline=pipe,
+            generations=len(gs),
+            generation=Stats.of(g.duration_s for g in gs),
+            step=Stats.of(s.duration_s for s in st),
+            step_gpu=Stats.of(s.gpu_time_s for s in st),
+            steps_per_generation=len(st) / len(gs),
+        ))
+    return out
+
+
+def step_loop(by_id: Mapping[int, Span], step: Span) -> tuple[int | None, Span | None]:
+    """The denoising loop a step belongs to, and the block holding it (``None`` outside blocks).
+
+    A loop is named by a span id: the step's direct parent, or, in a block loop, the parent of
+    the enclosing block (the blocks phase), so that the steps of every block form one loop,
+    also when each block nests them in its own phase (``prof.steps(..., phase="denoise")``
+    inside ``prof.blocks(...)``). The search for a block stops at a generation span.
+    """
+    cur = by_id.get(step.parent_id) if step.parent_id is not None else None
+    seen: set[int] = set()
+    while cur is not None and cur.id not in seen and cur.kind != "generation":
+        if cur.kind == "block":
+            return cur.parent_id, cur
+        seen.add(cur.id)
+        cur = by_id.get(cur.parent_id) if cur.parent_id is not None else None
+    return step.parent_id, None

@@ -1,13 +1,21 @@
-"""``genprof doctor``: what this machine lets genprof measure, and why not where it cannot."""
+"""``genprof doctor``: what this machine lets genprof measure, and why not where it cannot.
+
+Interactive (well under a second on a CPU machine): package versions come from their metadata,
+never from importing them, and torch is imported only when its build can use a GPU (its
+``torch/version.py`` names a CUDA or ROCm version), since only then can importing it tell more.
+What was not checked that way is listed (``not_checked``), and ``--import-torch`` checks it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -21,6 +29,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--bandwidth", action="store_true", help="also measure pinned host-to-device bandwidth (GPU)")
     p.add_argument("--json", action="store_true", help="print the findings as JSON instead of tables")
+    p.add_argument("--import-torch", action="store_true",
+                   help="import torch even when its build metadata says it has no GPU support (slower; checks that "
+                   "torch loads and asks it about CUDA itself)")
     p.set_defaults(func=run)
 
 
@@ -36,10 +47,63 @@ def _package(name: str) -> str | None:
         return "installed (version unknown)"
 
 
-def collect(measure_bandwidth: bool = False) -> dict[str, Any]:
-    """Everything doctor reports, as plain data."""
+def torch_build() -> dict[str, Any]:
+    """What the installed torch was built for, read from its files without importing it.
+
+    ``{"installed", "version", "cuda", "hip", "read"}``: ``cuda`` and ``hip`` are the versions
+    in ``torch/version.py`` (``None`` for a CPU-only build); ``read`` is False when that file
+    could not be read, and then nothing is known about the build.
+    """
+    out: dict[str, Any] = {"installed": False, "version": None, "cuda": None, "hip": None, "read": False}
+    spec = importlib.util.find_spec("torch")
+    if spec is None:
+        return out
+    out["installed"] = True
+    out["version"] = _package("torch")
+    for loc in spec.submodule_search_locations or ():
+        try:
+            tree = ast.parse((Path(loc) / "version.py").read_text(encoding="utf-8"))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in tree.body:
+            target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else (
+                node.target if isinstance(node, ast.AnnAssign) else None)
+            value = node.value if isinstance(node, (ast.Assign, ast.AnnAssign)) else None
+            if isinstance(target, ast.Name) and target.id in ("cuda", "hip", "__version__") \
+                    and isinstance(value, ast.Constant) and (value.value is None or isinstance(value.value, str)):
+                out["version" if target.id == "__version__" else target.id] = value.value
+                out["read"] = True
+        break
+    return out
+
+
+def _host_resources() -> Any:
+    """Host facts only (``planning.resources.resources`` without its torch import)."""
+    from genprof.planning.resources import Resources
+
+    res = Resources()
+    try:
+        import psutil
+
+        vm = psutil.virtual_memory()
+        res.host_ram_total_bytes = int(vm.total)
+        res.host_ram_available_bytes = int(vm.available)
+        res.cpu_cores_logical = psutil.cpu_count(logical=True)
+        res.cpu_cores_physical = psutil.cpu_count(logical=False)
+    except (ImportError, OSError) as exc:
+        res.unavailable["host"] = f"psutil could not read the host: {exc}"
+        res.cpu_cores_logical = os.cpu_count()
+    return res
+
+
+def collect(measure_bandwidth: bool = False, import_torch: bool = False) -> dict[str, Any]:
+    """Everything doctor reports, as plain data.
+
+    torch is imported only when it is already imported, when ``import_torch`` is set, or when
+    its build can use a GPU (see :func:`torch_build`); otherwise the CUDA answer comes from the
+    build metadata and ``not_checked`` says what importing torch would have checked.
+    """
     from genprof._version import __version__
-    from genprof.planning.resources import resources
     from genprof.probes import torch_cuda
     from genprof.probes.nvml import NvmlProbe
 
@@ -51,11 +115,32 @@ def collect(measure_bandwidth: bool = False) -> dict[str, Any]:
         "packages": {n: _package(n) for n in ("torch", "diffusers", "transformers", "pynvml", "plotly",
                                               "prometheus_client", "psutil", "rich")},
     }
-    res = resources(measure_bandwidth=measure_bandwidth)
+    build = torch_build()
+    out["torch_build"] = build
+    not_checked: list[str] = []
+    torch = torch_cuda.get_torch(import_if_needed=False)  # already imported (by the caller, or a fake)
+    gpu_build = build["cuda"] is not None or build["hip"] is not None or not build["read"]
+    if torch is None and build["installed"] and (import_torch or gpu_build):
+        torch = torch_cuda.get_torch()
+    if torch is not None:
+        from genprof.planning.resources import resources
+
+        res = resources(measure_bandwidth=measure_bandwidth)
+        reason = torch_cuda.cuda_unavailable_reason(torch)
+    else:
+        res = _host_resources()
+        if build["installed"]:
+            reason = f"this torch build ({build['version']}) has no CUDA support"
+            res.torch_version = build["version"]
+            res.unavailable["gpu"] = f"{reason} (read from torch/version.py; torch not imported)"
+            not_checked.append("torch was not imported (its build has no GPU support, so importing it could not "
+                               "find a GPU); genprof doctor --import-torch checks that it loads")
+        else:
+            reason = "torch is not installed"
+            res.unavailable["gpu"] = reason
     out["resources"] = res.to_dict()
-    torch = torch_cuda.get_torch()
-    out["cuda"] = {"usable": torch_cuda.cuda_unavailable_reason(torch) is None,
-                   "reason": torch_cuda.cuda_unavailable_reason(torch)}
+    out["torch_imported"] = torch is not None
+    out["cuda"] = {"usable": reason is None, "reason": reason}
     nv = NvmlProbe()
     nvml: dict[str, Any] = {"available": nv.available, "reason": nv.reason}
     if nv.available:
@@ -91,12 +176,15 @@ def collect(measure_bandwidth: bool = False) -> dict[str, Any]:
         nvml["devices"] = [{"nvml_index": d.nvml_index, "uuid": d.uuid, "name": d.name} for d in nv.visible_devices()]
     out["nvml"] = nvml
     out["gpus"] = gpus
+    if measure_bandwidth and not gpus:
+        not_checked.append("pinned host-to-device bandwidth: no usable GPU")
+    out["not_checked"] = not_checked
     nv.shutdown()
     return out
 
 
 def run(args: argparse.Namespace) -> int:
-    data = collect(measure_bandwidth=args.bandwidth)
+    data = collect(measure_bandwidth=args.bandwidth, import_torch=args.import_torch)
     if args.json:
         json.dump(data, sys.stdout, indent=2, sort_keys=True, default=str)
         sys.stdout.write("\n")
@@ -117,7 +205,9 @@ def run(args: argparse.Namespace) -> int:
     t.add_column("detail", overflow="fold")
     pk = data["packages"]
     t.add_row("python", data["python"], data["platform"])
-    t.add_row("torch", pk["torch"] or "not installed", "" if pk["torch"] else "GPU time and allocator figures need torch")
+    t.add_row("torch", pk["torch"] or "not installed",
+              ("imported" if data["torch_imported"] else "version from its metadata, not imported") if pk["torch"]
+              else "GPU time and allocator figures need torch")
     t.add_row("CUDA", yes(data["cuda"]["usable"]), data["cuda"]["reason"] or "")
     t.add_row("CUDA_VISIBLE_DEVICES", str(data["cuda_visible_devices"]), "")
     nv = data["nvml"]
@@ -160,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
             gt.add_row("energy counter", "yes" if e is not None else "NO",
                        f"{e:.0f} J since driver load" if e is not None else un.get("gpu_energy", ""))
         con.print(gt, highlight=False)
+    for line in data["not_checked"]:
+        con.print(f"Not checked: {line}.", highlight=False)
     if not data["gpus"]:
         con.print("No GPU is usable by this process: genprof records host time, RSS, CPU and RAM; GPU figures "
                   "are recorded as unavailable with the reason above.", highlight=False)

@@ -1,4 +1,4 @@
-"""Console tables (rich): usage statistics, video throughput and the phase table.
+"""Console tables (rich): usage statistics, per-pipeline times, video throughput and the phase table.
 
 A value that was not measured shows as ``n/a``, never as 0. :func:`print_summary` writes to
 stderr by default so that it never mixes with a program's own standard output;
@@ -151,6 +151,36 @@ def phase_table(run: Run, *, width: int | None = None) -> Table:
     return t
 
 
+NO_PIPELINE = "(no pipeline attribute)"
+"""How generations without a ``pipeline`` attribute are named in per-pipeline tables."""
+
+
+def pipeline_table(run: Run) -> Table | None:
+    """Generation and step times per pipeline (``analysis.summary.pipeline_stats``); ``None``
+    unless the run's generations came from two or more pipelines. The usage statistics pool them;
+    this table keeps them apart. Pipeline names wrap, never cut; seven columns fit 80."""
+    from rich import box
+    from rich.table import Table
+    from rich.text import Text
+
+    from genprof.analysis.summary import pipeline_stats
+
+    stats = pipeline_stats(run)
+    if len(stats) < 2:
+        return None
+    t = Table(title="Per pipeline (the usage statistics above pool them)", title_justify="left",
+              box=box.SIMPLE_HEAD)
+    t.add_column("pipeline", overflow="fold", min_width=12)
+    for name in ("gens", "gen mean", "gen p95", "steps/gen", "step mean", "step p95"):
+        t.add_column(name, justify="right", no_wrap=True)
+    for p in stats:
+        spg = "n/a" if p.steps_per_generation is None else f"{p.steps_per_generation:g}"
+        t.add_row(Text(p.pipeline if p.pipeline is not None else NO_PIPELINE), str(p.generations),
+                  format_seconds(p.generation.mean), format_seconds(p.generation.p95), spg,
+                  format_seconds(p.step.mean), format_seconds(p.step.p95))
+    return t
+
+
 VIDEO_FIGURES = ("output_fps", "real_time_factor", "time_to_first_frame_s", "blocks_per_s", "deadline_misses")
 """The figures a video user looks for first, in the order the throughput table shows them."""
 
@@ -227,6 +257,9 @@ def print_summary(run: Run, console: Console | None = None) -> None:
 
     con = console if console is not None else Console(stderr=True)
     con.print(usage_table(run))
+    per_pipeline = pipeline_table(run)
+    if per_pipeline is not None:
+        con.print(per_pipeline)
     video = video_table(run)
     if video is not None:
         con.print(video)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from genprof.analysis.findings import Finding
-from genprof.analysis.summary import percentile
+from genprof.analysis.summary import percentile, step_loop
 from genprof.model import Run, Series, Span
 
 Rule = Callable[[Run], "Finding | None"]
@@ -35,8 +35,7 @@ def step_runs(run: Run) -> list[tuple[str, list[Span]]]:
     groups: dict[int | None, list[Span]] = {}
     for s in sorted(run.spans, key=lambda s: s.start_s):
         if s.kind == "step" and s.duration_s is not None:
-            parent = by_id.get(s.parent_id) if s.parent_id is not None else None
-            key = parent.parent_id if parent is not None and parent.kind == "block" else s.parent_id
+            key = step_loop(by_id, s)[0]  # in a block loop: the blocks' parent, also through nested phases
             groups.setdefault(key, []).append(s)
     out = []
     for pid, steps in groups.items():

@@ -51,7 +51,7 @@
   }
 
   /* ------------------------------------------------------------ timeline */
-  var PANEL_ORDER = ["memory", "utilization", "power", "temperature", "clock", "other"];
+  var PANEL_ORDER = ["memory", "process_memory", "host_memory", "utilization", "power", "temperature", "clock", "other"];
 
   function timeline() {
     var g = data.gantt;
@@ -59,7 +59,7 @@
     var panels = [];
     var byPanel = {};
     data.series.forEach(function (s) {
-      if (!byPanel[s.panel]) { byPanel[s.panel] = {id: s.panel, title: s.axis_title, series: []}; }
+      if (!byPanel[s.panel]) { byPanel[s.panel] = {id: s.panel, title: s.axis_title, note: s.panel_note, series: []}; }
       byPanel[s.panel].series.push(s);
     });
     PANEL_ORDER.forEach(function (p) { if (byPanel[p]) { panels.push(byPanel[p]); } });
@@ -83,7 +83,7 @@
       legend: {orientation: "h", y: 1, yanchor: "bottom", x: 0, font: {size: 11}},
       xaxis: {title: {text: "time since run start (s)"}, showspikes: true, spikemode: "across",
               spikethickness: 1, spikedash: "dot", spikecolor: "#999", zeroline: false},
-      shapes: []
+      shapes: [], annotations: []
     };
     var traces = [];
     var top = 1.0;
@@ -137,9 +137,14 @@
     panels.forEach(function (p) {
       var ak = axisKey();
       axisNames.push(ak[1]);
-      var isMem = p.id === "memory";
-      layout[ak[1]] = {domain: nextDomain(panelPx), title: {text: esc(p.title), font: {size: 11}},
-        zeroline: false, rangemode: p.id === "utilization" ? "tozero" : "normal"};
+      var isMem = p.id === "memory" || p.id === "process_memory" || p.id === "host_memory";
+      var dom = nextDomain(panelPx);
+      layout[ak[1]] = {domain: dom, title: {text: esc(p.title), font: {size: 11}},
+        zeroline: false, rangemode: (p.id === "utilization" || isMem) ? "tozero" : "normal"};
+      if (p.note) {
+        layout.annotations.push({xref: "paper", yref: "paper", x: 0, y: dom[1], xanchor: "left", yanchor: "bottom",
+          showarrow: false, text: esc(p.note), font: {size: 10, color: "#666"}});
+      }
       p.series.forEach(function (s, k) {
         var ys = isMem ? s.v.map(function (v) { return v === null ? null : v / GIB; }) : s.v;
         var unit = isMem ? " GiB" : "";
@@ -179,7 +184,36 @@
   }
 
   /* ------------------------------------------------------------ steps / blocks */
-  function perStep(id, cols, what) {
+  /* A run of several pipelines: one chart per pipeline (each on its own scale; a Wan step and an
+     SD step differ tenfold), steps numbered in run order within the pipeline. */
+  function perPipeline(id, cols, what) {
+    var el = document.getElementById(id);
+    if (!el || !cols.n.length) { return; }
+    var order = [];
+    var idx = {};
+    for (var i = 0; i < cols.n.length; i++) {
+      var key = cols.pipeline ? String(cols.pipeline[i]) : "null";
+      if (!(key in idx)) { idx[key] = []; order.push(key); }
+      idx[key].push(i);
+    }
+    if (order.length < 2) { perStep(id, cols, what, null); return; }
+    order.forEach(function (key, k) {
+      var sub = {};
+      Object.keys(cols).forEach(function (c) { sub[c] = idx[key].map(function (i) { return cols[c][i]; }); });
+      sub.n = sub.n.map(function (_, j) { return j + 1; });
+      var name = key === "null" ? "(no pipeline attribute)" : key;
+      var head = document.createElement("h3");
+      head.textContent = name;
+      var div = document.createElement("div");
+      div.id = id + "-" + k;
+      div.className = "chart";
+      el.appendChild(head);
+      el.appendChild(div);
+      perStep(div.id, sub, what, name);
+    });
+  }
+
+  function perStep(id, cols, what, pipeline) {
     if (!document.getElementById(id) || !cols.n.length) { return; }
     var warm = {x: [], y: [], t: []};
     var steady = {x: [], y: [], t: []};
@@ -206,7 +240,8 @@
     }
     draw(id, traces, {height: 300, margin: {l: 60, r: 20, t: 10, b: 44}, barmode: "overlay", bargap: 0.1,
       hovermode: "closest", legend: {orientation: "h", y: 1.08},
-      xaxis: {title: {text: what + " (run order)"}, range: [0.4, cols.n.length + 0.6]},
+      xaxis: {title: {text: what + (pipeline ? " of " + esc(pipeline) : "") + " (run order)"},
+              range: [0.4, cols.n.length + 0.6]},
       yaxis: {title: {text: "ms"}, rangemode: "tozero"}});
   }
 
@@ -221,8 +256,8 @@
   try {
     if (typeof Plotly === "undefined") { throw new Error("plotly.js did not load"); }
     timeline();
-    perStep("chart-steps", data.steps, "step");
-    perStep("chart-blocks", data.blocks, "block");
+    perPipeline("chart-steps", data.steps, "step");
+    perPipeline("chart-blocks", data.blocks, "block");
   } catch (err) {
     window.__genprofErrors.push(String(err));
   }
