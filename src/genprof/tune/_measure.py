@@ -161,10 +161,15 @@ class Source:
 
         return diffusers.DiffusionPipeline.from_pretrained(self.model_path, torch_dtype=torch_dtype(self.dtype_name))
 
-    def fresh(self) -> Any:
+    def fresh(self, seed: int | None = None) -> Any:
+        """A new pipeline. A factory runs with torch's RNG seeded ``seed``, so a random-weight pipeline is the same
+        model in every candidate (and every child process) and quality against the baseline means something."""
         if self.live is not None:
             return _structural_copy(self.live)
         assert self.factory is not None
+        torch = _torch()
+        if seed is not None and torch is not None:
+            torch.manual_seed(seed)
         pipe = self.factory()
         if hasattr(pipe, "pipe") and not _is_pipeline(pipe):  # a DemoPipeline-like wrapper
             pipe = pipe.pipe

@@ -98,7 +98,7 @@ def child_main(job: dict[str, Any]) -> None:
     output: Any = None
     try:
         try:
-            pipe = Source(job["source"], job["dtype"]).fresh()
+            pipe = Source(job["source"], job["dtype"]).fresh(job["seed"])
         except Exception as e:  # noqa: BLE001 - recorded as this candidate's failure, written below
             res.status, res.reason = "failed", f"building the pipeline failed: {type(e).__name__}: {str(e)[:300]}"
         else:

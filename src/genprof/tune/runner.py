@@ -160,7 +160,7 @@ def tune(
             if isinstance(comp, torch.nn.Module) and any(p.is_cuda for p in comp.parameters()):
                 src.live.to("cpu")
                 break
-    probe = src.fresh()  # built here once (under process isolation too) to see which recipes apply
+    probe = src.fresh(seed)  # built here once (under process isolation too) to see which recipes apply
     names = [c for c in (candidates or []) if isinstance(c, str)] or None
     extra = [c for c in (candidates or []) if isinstance(c, Recipe)]
     if candidates and not names and extra and not any(r.name in ("default", "baseline") for r in extra):
@@ -169,6 +169,8 @@ def tune(
                                 base_dtype=base_dtype, machine=machine, extra=extra)
     src.done_with(probe)
     del probe
+    if iso == "process":
+        reset_runtime(None, device=dev)  # give the probe's GPU memory back before the children start
     out_path = None if out is None else Path(out)
     rdir = Path(runs_dir) if runs_dir is not None else (out_path.parent / "tune-runs" if out_path is not None else None)
     if rdir is not None:
@@ -288,7 +290,7 @@ def _in_process(src: Source, res: CandidateResult, i: int, idir: str, dev: str, 
                 rdir: Path | None, budget_bytes: int | None, advance: Callable[[], None]) -> Any:
     """``isolation="reset"``: reset the runtime, build a fresh pipeline here, measure, remove its hooks."""
     reset_runtime(idir, device=dev)
-    pipe = src.fresh()
+    pipe = src.fresh(seed)
     try:
         return measure(pipe, res.recipe, res, index=i, device=dev, call_kwargs=call_kwargs, seed=seed, warmup=warmup,
                        repeats=repeats, clock=clock, applier=applier, runs_dir=rdir, budget_bytes=budget_bytes,
