@@ -105,3 +105,26 @@ def test_process_isolation_that_cannot_work_is_a_clear_error() -> None:
         tune("fakes_tune:no_such_fn", device="cpu", progress=False, predict=False, machine=CPU)
     with pytest.raises(UsageError, match="isolation must be auto, reset or process"):
         tune(cached_factory, isolation="fork", device="cpu", progress=False, predict=False, machine=CPU)
+
+
+@pytest.mark.gpu
+def test_process_isolation_on_cuda_with_a_budget(tmp_path: Path) -> None:
+    """On the lent GPU: children enforce the budget themselves; their peaks come back; run files are kept."""
+    import functools
+
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    pytest.importorskip("diffusers")
+    from genprof.integrations.demo import build_pipeline
+
+    demo = build_pipeline("sd", device="cpu")
+    r = tune(functools.partial(build_pipeline, "sd", "tiny", device="cpu"), budget="2GiB", isolation="process",
+             candidates=["vae_tiling", "attention=efficient"], device="cuda", warmup=1, repeats=3, model="sd1.5",
+             out=tmp_path / "t.json", progress=False, **demo.call_kwargs)
+    assert r.isolation == "process"
+    assert all(c.status in ("ok", "below_quality_floor") for c in r.candidates), [c.reason for c in r.candidates]
+    assert all(c.peak_reserved_bytes and c.peak_reserved_bytes <= 2 * 2**30 for c in r.candidates)
+    assert len({c.observations["pid"] for c in r.candidates}) == len(r.candidates)
+    assert all(c.run_file and Path(c.run_file).exists() for c in r.candidates)
+    assert r.candidates[1].quality is not None and r.candidates[1].quality["psnr"] is not None
