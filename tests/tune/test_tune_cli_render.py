@@ -36,6 +36,7 @@ def test_cli_tune_demo_and_render(tmp_path: Any) -> None:
     text = buf.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "vae_tiling" in text and "skipped attention=fa3: FA3" in text
+    assert "isolation: process (auto: the pipeline can be rebuilt in a child process" in " ".join(text.split())
     page = render_tune(out, tmp_path / "tune.html").read_text()
     assert "<td>vae_tiling</td>" in page and "plotly" in page
     bad = tmp_path / "bad.json"
