@@ -47,7 +47,7 @@ _EXPORTS: dict[str, str] = {
     "estimate": "genprof.planning.estimate",
     "plan": "genprof.planning.plan",
     "tune": "genprof.tune",
-    "apply": "genprof.planning.plan",
+    "apply": "genprof.tune.applying",
     "ChunkedProcessor": "genprof.planning.chunked",
     "with_fallbacks": "genprof.planning.fallback",
 }

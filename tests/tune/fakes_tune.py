@@ -72,3 +72,61 @@ def compile_cache_applier(log: list[dict[str, Any]]) -> Any:
         return [f"fake {recipe.name}"]
 
     return applier
+
+
+# --- for isolation="process": everything a child needs is module-level, so it pickles by reference ---
+
+_NOW = [0.0]  # this process's fake time: a child starts at 0 with its own copy of the module
+_BUILT: list[int] = []  # a module-level cache: filled by the first build in this process
+
+
+def process_clock() -> float:
+    """An injected clock that works across processes: it reads this module's time, which the fake pipeline advances."""
+    return _NOW[0]
+
+
+class CachedBuildPipe:
+    """A pipeline whose first call costs 30 s, or 1 s when this process built one before (a warm module-level cache)."""
+
+    unet = FakeDenoiser()
+    vae = FakeVAE()
+
+    def __init__(self, warm: bool) -> None:
+        self.first_call_s = 1.0 if warm else 30.0
+        self.calls = 0
+        self.value = 0.5
+
+    def __call__(self, **kw: Any) -> Any:
+        import numpy as np
+
+        self.calls += 1
+        _NOW[0] += self.first_call_s if self.calls == 1 else 1.0
+        return np.full((1, 16, 16, 3), self.value, dtype=np.float32)  # one decoded frame, as output_type="np"
+
+
+def cached_factory() -> CachedBuildPipe:
+    warm = bool(_BUILT)
+    _BUILT.append(os.getpid())
+    return CachedBuildPipe(warm)
+
+
+def offset_applier(pipe: CachedBuildPipe, recipe: Any, device: str = "cpu") -> list[str]:
+    """vae_tiling shifts the output by 0.01 (a PSNR of exactly 40 dB against the baseline); the rest change nothing."""
+    if recipe.name == "vae_tiling":
+        pipe.value = 0.51
+    return [f"fake {recipe.name}"]
+
+
+def crash_applier(pipe: CachedBuildPipe, recipe: Any, device: str = "cpu") -> list[str]:
+    """The child dies at once (no exception, no cleanup) on vae_tiling, like a segfault in a native kernel."""
+    if recipe.name == "vae_tiling":
+        os._exit(7)
+    return []
+
+
+def hang_applier(pipe: CachedBuildPipe, recipe: Any, device: str = "cpu") -> list[str]:
+    """The child never finishes (a deadlock); only the parent's timeout ends it."""
+    import threading
+
+    threading.Event().wait()
+    return []

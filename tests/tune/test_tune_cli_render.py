@@ -26,12 +26,17 @@ def test_cli_tune_demo_and_render(tmp_path: Any) -> None:
     assert args.func(args) == 0
     r = load_tune(out)
     assert [c.name for c in r.candidates] == ["default", "vae_tiling"]
+    assert r.isolation == "process"  # auto: the demo factory pickles, so each candidate had its own child
+    assert [c.status for c in r.candidates] == ["ok", "ok"]
+    q = r.candidates[1].quality or {}
+    assert q.get("psnr") is not None and q.get("frames") == 1  # the child's decoded image came back and was compared
     assert r.skipped[0].name == "attention=fa3"
     buf = io.StringIO()
     console_table(r.to_dict(), Console(file=buf, width=80))
     text = buf.getvalue()
     assert max(len(line) for line in text.splitlines()) <= 80
     assert "vae_tiling" in text and "skipped attention=fa3: FA3" in text
+    assert "isolation: process (auto: the pipeline can be rebuilt in a child process" in " ".join(text.split())
     page = render_tune(out, tmp_path / "tune.html").read_text()
     assert "<td>vae_tiling</td>" in page and "plotly" in page
     bad = tmp_path / "bad.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("tune", help="measure recipes (offload, compile, attention, caching, ...) and pick the fastest")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", help="a diffusers model folder or Hub name (loaded with from_pretrained per candidate)")
+    src.add_argument("--model", help="a diffusers model folder or Hub name (loaded with from_pretrained per candidate), or "
+                          "'pkg.mod:fn' naming a function that builds the pipeline")
     src.add_argument("--demo", help="a demo pipeline built in code with random weights: wan, sd, sdxl, flux, cogvideox")
     p.add_argument("--size", default="tiny", choices=("tiny", "full"), help="demo pipeline size (full = real size, CUDA)")
     p.add_argument("--budget", default=None, help="GPU memory budget, e.g. 16GiB (enforced per process on CUDA)")
@@ -33,6 +35,11 @@ def register(sub: Any) -> None:
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--planner-model", default=None,
                    help="model name the planner and calibration use (default: --model, or the demo's shipped config)")
+    p.add_argument("--isolation", default="auto", choices=("auto", "process", "reset"),
+                   help="each candidate in its own process, or in this one after a full reset (default auto: process "
+                        "where the pipeline can be rebuilt in a child)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds per candidate before its process is stopped and it is recorded failed (process isolation)")
     p.add_argument("--calibrate", action="store_true", help="save the measurements as calibration for this model and GPU")
     p.add_argument("--out", default="tune.json", help="result file (rewritten after every candidate)")
     p.add_argument("--no-progress", action="store_true")
@@ -57,10 +64,8 @@ def run(args: argparse.Namespace) -> int:
         from genprof.integrations.demo import build_pipeline
 
         kind, size, device = args.demo, args.size, args.device
-
-        def factory() -> Any:
-            return build_pipeline(kind, size, device="cpu" if size == "tiny" else device).pipe
-
+        # a partial of a module-level function pickles, so each candidate can be built in its own process
+        factory = functools.partial(build_pipeline, kind, size, device="cpu" if size == "tiny" else device)
         demo_kw = build_pipeline(kind, "tiny", device="cpu").call_kwargs if size == "tiny" else {}
         call = {**{k: v for k, v in demo_kw.items() if k != "prompt"}, **call}
         source: Any = factory
@@ -71,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     cands = [c.strip() for c in args.candidates.split(",")] if args.candidates else None
     r = tune(source, budget=args.budget, candidates=cands, quality=args.quality, warmup=args.warmup, repeats=args.repeats,
              seed=args.seed, device=args.device, dtype=args.dtype, model=model, out=args.out,
-             progress=not args.no_progress, calibrate=args.calibrate, **call)
+             isolation=args.isolation, timeout_s=args.timeout, progress=not args.no_progress, calibrate=args.calibrate, **call)
     if args.json:
         print(json.dumps(r.to_dict(), indent=1, default=str))
     else:

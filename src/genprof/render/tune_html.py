@@ -64,6 +64,9 @@ def console_table(data: dict[str, Any], console: Any = None) -> None:
     con.print(t)
     best, sp = data.get("best"), data.get("speedup")
     con.print(f"best: {best or 'none'}" + (f" ({sp:.2f}x the default)" if sp else "") + f"; status {data.get('status')}")
+    if data.get("isolation"):
+        why = data.get("isolation_reason")
+        con.print(f"isolation: {data['isolation']}" + (f" ({why})" if why else ""), markup=False)
     if data.get("spearman") is not None:
         con.print(f"planner ranking vs measured: Spearman {data['spearman']:.2f} over {data.get('spearman_n')} candidates")
     elif data.get("spearman_note"):

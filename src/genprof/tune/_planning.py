@@ -87,3 +87,18 @@ def parse_bytes(text: str | int | float) -> int:
     from genprof.units import parse_bytes as _parse
 
     return int(_parse(text)) if isinstance(text, str) else int(text)
+
+
+def plan_types() -> tuple[type, ...]:
+    """The planner's Plan and Candidate classes (what ``genprof.apply`` hands to the planner's apply)."""
+    from genprof.planning.plan import Candidate, Plan
+
+    return (Plan, Candidate)
+
+
+def apply_plan(pipe: Any, plan_or_settings: Any, *, device: str) -> list[str]:
+    """The planner's apply (dtype, fp8 storage, offloading, VAE tiling/slicing, attention), on a Plan or its settings."""
+    from genprof.planning.plan import Plan, apply
+
+    settings = plan_or_settings if isinstance(plan_or_settings, Plan) else dict(getattr(plan_or_settings, "settings", plan_or_settings))
+    return apply(pipe, settings, device=device)

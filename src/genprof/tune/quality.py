@@ -7,6 +7,7 @@ Metrics come from torchmetrics (``pip install genprof[quality]``); without it ev
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,13 @@ def to_frames(output: Any) -> Any:
 
 
 def torchmetrics_quality(output: Any, baseline: Any) -> dict[str, Any]:
-    """PSNR (dB) and SSIM per frame with torchmetrics; mean and minimum over frames."""
+    """PSNR (dB) and SSIM of ``output`` against ``baseline``, per frame, with torchmetrics.
+
+    ``psnr`` is over all frames (from their mean squared error), ``psnr_min`` the worst frame;
+    ``ssim`` is the mean over frames, ``ssim_min`` the worst. Identical outputs give ``psnr``
+    ``inf`` and ``ssim`` 1.0 (``identical: True``), never an error. Without torchmetrics every
+    figure is ``None`` and ``reason`` says how to install it.
+    """
     try:
         import torch
         from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
@@ -95,17 +102,22 @@ def torchmetrics_quality(output: Any, baseline: Any) -> dict[str, Any]:
         return {"psnr": None, "ssim": None, "reason": f"output shape {a.shape} differs from the baseline's {b.shape}"}
     ta = torch.from_numpy(a).permute(0, 3, 1, 2).double()
     tb = torch.from_numpy(b).permute(0, 3, 1, 2).double()
-    psnr, ssim = [], []
+    k = min(11, ta.shape[-1], ta.shape[-2])
+    k = max(3, k if k % 2 else k - 1)  # SSIM's Gaussian window: odd, no larger than the frame
+    psnr: list[float] = []
+    ssim: list[float] = []
+    mse: list[float] = []
     for i in range(ta.shape[0]):
-        p = float(peak_signal_noise_ratio(ta[i:i + 1], tb[i:i + 1], data_range=1.0))
-        psnr.append(p)
-        k = min(11, ta.shape[-1], ta.shape[-2])
-        k = k if k % 2 else k - 1
-        # a tensor here (a tuple only with return_full_image=True, which is not asked for)
-        s: Any = structural_similarity_index_measure(ta[i:i + 1], tb[i:i + 1], data_range=1.0, kernel_size=max(k, 3))
-        ssim.append(float(s))
-    return {"psnr": sum(psnr) / len(psnr), "ssim": sum(ssim) / len(ssim), "psnr_min": min(psnr), "ssim_min": min(ssim),
-            "psnr_per_frame": psnr, "ssim_per_frame": ssim, "frames": len(psnr), "reason": None}
+        fa, fb = ta[i:i + 1], tb[i:i + 1]
+        mse.append(float(torch.mean((fa - fb) ** 2)))
+        psnr.append(float(peak_signal_noise_ratio(fa, fb, data_range=1.0)))
+        s = structural_similarity_index_measure(fa, fb, data_range=1.0, kernel_size=k)
+        ssim.append(float(s[0] if isinstance(s, tuple) else s))
+    mean_mse = sum(mse) / len(mse)
+    overall = math.inf if mean_mse == 0 else 10.0 * math.log10(1.0 / mean_mse)
+    return {"psnr": overall, "ssim": sum(ssim) / len(ssim), "psnr_min": min(psnr), "ssim_min": min(ssim),
+            "psnr_per_frame": psnr, "ssim_per_frame": ssim, "frames": len(psnr), "identical": mean_mse == 0,
+            "reason": None}
 
 
 def below_floor(quality: dict[str, Any] | None, floors: list[Floor]) -> str | None:

@@ -86,6 +86,7 @@ class TuneResult:
     repeats: int = 5
     seed: int = 0
     isolation: str = "reset"
+    isolation_reason: str | None = None
     spearman: float | None = None
     spearman_n: int = 0
     spearman_note: str | None = None
@@ -120,7 +121,8 @@ class TuneResult:
             "schema": self.schema, "model": self.model, "gpu": self.gpu, "device": self.device,
             "budget_bytes": self.budget_bytes, "generation": dict(self.generation), "status": self.status,
             "quality_floor": list(self.quality_floor), "warmup": self.warmup, "repeats": self.repeats,
-            "seed": self.seed, "isolation": self.isolation, "spearman": self.spearman, "spearman_n": self.spearman_n,
+            "seed": self.seed, "isolation": self.isolation,
+            "isolation_reason": self.isolation_reason, "spearman": self.spearman, "spearman_n": self.spearman_n,
             "spearman_note": self.spearman_note, "planner": dict(self.planner),
             "calibration_used": self.calibration_used, "notes": list(self.notes), "created_at": self.created_at,
             "wall_s": self.wall_s, "best": None if best is None else best.name, "speedup": self.speedup(),
@@ -139,7 +141,8 @@ class TuneResult:
             skipped=[Skipped(str(s["name"]), str(s["reason"])) for s in d.get("skipped") or []],
             status=str(d.get("status", "ok")), quality_floor=list(d.get("quality_floor") or []),
             warmup=int(d.get("warmup", 1)), repeats=int(d.get("repeats", 5)), seed=int(d.get("seed", 0)),
-            isolation=str(d.get("isolation", "reset")), spearman=d.get("spearman"), spearman_n=int(d.get("spearman_n", 0)),
+            isolation=str(d.get("isolation", "reset")), isolation_reason=d.get("isolation_reason"),
+            spearman=d.get("spearman"), spearman_n=int(d.get("spearman_n", 0)),
             spearman_note=d.get("spearman_note"), planner=dict(d.get("planner") or {}),
             calibration_used=d.get("calibration_used"), notes=list(d.get("notes") or []),
             created_at=d.get("created_at"), wall_s=d.get("wall_s"),

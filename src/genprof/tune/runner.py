@@ -26,13 +26,9 @@ was measured, status ``interrupted``.
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime as _dt
-import gc
-import inspect
 import logging
 import os
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -40,247 +36,15 @@ from pathlib import Path
 from typing import Any
 
 from genprof.errors import UsageError
-from genprof.tune import _planning
+from genprof.tune import _planning, isolate
+from genprof.tune._measure import Applier, Source, _torch, gpu_name, measure, memory_budget, reset_runtime
 from genprof.tune.quality import QualityFn, below_floor, parse_floor, torchmetrics_quality
 from genprof.tune.recipes import Machine, Recipe, apply_recipe, discover, parse_recipe
 from genprof.tune.result import CandidateResult, TuneResult, spearman
 
 log = logging.getLogger(__name__)
 
-Applier = Callable[..., list[str]]
 _GEN_KEYS = ("height", "width", "num_frames", "batch_size", "num_inference_steps", "guidance_scale")
-
-
-def _torch() -> Any:
-    try:
-        import torch
-    except ImportError:
-        return None
-    return torch
-
-
-def _is_pipeline(obj: Any) -> bool:
-    return hasattr(obj, "components") or (callable(obj) and any(hasattr(obj, a) for a in ("unet", "transformer", "vae")))
-
-
-def _structural_copy(pipe: Any) -> Any:
-    """A copy of ``pipe`` whose modules and Parameters are new objects over the same storages.
-
-    Recipes replace tensors (``.to``, offloading, fp8 casting assign new data to the copy's
-    Parameters), so the original's weights are never written; hooks land on the copy's modules.
-    """
-    torch = _torch()
-    memo: dict[int, Any] = {}
-    if torch is not None:
-        for comp in getattr(pipe, "components", {}).values():
-            if isinstance(comp, torch.nn.Module):
-                for p in comp.parameters():
-                    memo[id(p)] = torch.nn.Parameter(p.data, requires_grad=p.requires_grad)
-                for b in comp.buffers():
-                    memo[id(b)] = b.detach()
-    return copy.deepcopy(pipe, memo)
-
-
-def remove_hooks(pipe: Any) -> None:
-    """Remove accelerate's offload hooks and every diffusers hook (group offload, layerwise casting, caches)."""
-    fn = getattr(pipe, "remove_all_hooks", None)
-    if callable(fn):
-        with contextlib.suppress(Exception):  # accelerate absent or no hooks: nothing to remove
-            fn()
-    torch = _torch()
-    if torch is None:
-        return
-    for comp in getattr(pipe, "components", {}).values():
-        if not isinstance(comp, torch.nn.Module):
-            continue
-        for m in comp.modules():
-            reg = getattr(m, "_diffusers_hook", None)
-            if reg is not None:
-                for name in list(getattr(reg, "hooks", {})):
-                    reg.remove_hook(name, recurse=False)
-
-
-def reset_runtime(inductor_dir: str | None, *, device: str) -> None:
-    """Forget compiled graphs, point inductor at a fresh cache dir, free and reset the allocator."""
-    if inductor_dir is not None:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_dir
-        os.environ["TRITON_CACHE_DIR"] = os.path.join(inductor_dir, "triton")
-    torch = _torch()
-    gc.collect()
-    if torch is None:
-        return
-    dyn = getattr(torch, "_dynamo", None)
-    if dyn is not None and hasattr(dyn, "reset"):
-        dyn.reset()
-    if device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-class _Source:
-    """Where each candidate's fresh pipeline comes from."""
-
-    def __init__(self, obj: Any, dtype: Any) -> None:
-        self.live: Any = None
-        self.factory: Callable[[], Any] | None = None
-        self.model_path: str | None = None
-        if isinstance(obj, (str, os.PathLike)):
-            self.model_path = str(obj)
-            self.factory = self._from_pretrained
-        elif _is_pipeline(obj):
-            self.live = obj
-        elif callable(obj):
-            self.factory = obj
-        else:
-            raise UsageError("tune() needs a diffusers pipeline, a function that builds one, or a model folder / Hub name")
-        self.dtype = dtype
-
-    def _from_pretrained(self) -> Any:
-        import diffusers
-
-        return diffusers.DiffusionPipeline.from_pretrained(self.model_path, torch_dtype=self.dtype)
-
-    def fresh(self) -> Any:
-        if self.live is not None:
-            return _structural_copy(self.live)
-        assert self.factory is not None
-        pipe = self.factory()
-        if hasattr(pipe, "pipe") and not _is_pipeline(pipe):  # a DemoPipeline-like wrapper
-            pipe = pipe.pipe
-        return pipe
-
-    def done_with(self, pipe: Any) -> None:
-        remove_hooks(pipe)
-
-
-def _call_kwargs(pipe: Any, call_kwargs: Mapping[str, Any], seed: int, device: str) -> dict[str, Any]:
-    kw = dict(call_kwargs)
-    torch = _torch()
-    if "generator" not in kw and torch is not None:
-        kw["generator"] = torch.Generator(device="cpu").manual_seed(seed)
-    params: Mapping[str, inspect.Parameter]
-    try:
-        params = inspect.signature(pipe.__call__).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "output_type" not in kw and "output_type" in params:
-        kw["output_type"] = "np"
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) or not params:
-        return kw
-    return {k: v for k, v in kw.items() if k in params}
-
-
-def _sync(device: str) -> None:
-    torch = _torch()
-    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _phase_medians(run: Any, n: int) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name in ("text_encode", "denoise", "vae_decode"):
-        ds = [s.duration_s for s in run.spans if s.name == name and s.kind == "phase" and s.duration_s is not None]
-        if ds:
-            out[name] = statistics.median(ds[-n:])
-    return out
-
-
-def _measure(pipe: Any, recipe: Recipe, res: CandidateResult, *, index: int, device: str, call_kwargs: Mapping[str, Any],
-             seed: int, warmup: int, repeats: int, clock: Callable[[], float], applier: Applier, runs_dir: Path | None,
-             budget_bytes: int | None, tick: Callable[[], None]) -> Any:
-    """Run one candidate on a fresh pipeline, filling ``res``; returns the last output."""
-    from genprof.analysis.summary import bootstrap_median_ci
-    from genprof.profiler import Profiler
-
-    torch = _torch()
-    cuda = device.startswith("cuda") and torch is not None and torch.cuda.is_available()
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in recipe.name)
-    prof = Profiler(f"tune-{index:02d}-{safe}", tags={"tune_candidate": recipe.name})
-    handle = None
-    output: Any = None
-    try:
-        with prof:
-            t0 = clock()
-            res.applied = applier(pipe, recipe, device=device)
-            res.setup_s = clock() - t0
-            if hasattr(pipe, "components"):
-                from genprof.integrations.diffusers import instrument
-
-                try:
-                    handle = instrument(pipe, prof, count_flops=False)
-                except UsageError as e:
-                    log.info("not instrumenting %s: %s", recipe.name, e)
-            for _ in range(warmup):
-                _sync(device)
-                t0 = clock()
-                pipe(**_call_kwargs(pipe, call_kwargs, seed, device))
-                _sync(device)
-                res.warmup_s.append(clock() - t0)
-                tick()
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            for _ in range(repeats):
-                _sync(device)
-                t0 = clock()
-                output = pipe(**_call_kwargs(pipe, call_kwargs, seed, device))
-                _sync(device)
-                res.times_s.append(clock() - t0)
-                tick()
-            if cuda:
-                res.peak_reserved_bytes = int(torch.cuda.max_memory_reserved())
-                res.peak_allocated_bytes = int(torch.cuda.max_memory_allocated())
-    except KeyboardInterrupt:
-        res.status, res.reason = "interrupted", "stopped by Ctrl-C"
-        raise
-    except Exception as e:  # noqa: BLE001 - one candidate's failure must not end the sweep; recorded below
-        if _planning.is_oom_error(e):
-            res.status, res.reason = "oom", f"out of memory: {str(e).splitlines()[0][:300]}"
-            res.oom = _planning.explain_oom(prof.run, budget_bytes)
-        else:
-            res.status, res.reason = "failed", f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
-            log.warning("candidate %s failed: %s", recipe.name, res.reason)
-    finally:
-        if handle is not None:
-            with contextlib.suppress(Exception):  # the pipeline may be half torn down after an error
-                handle.remove()
-        if runs_dir is not None:
-            try:
-                res.run_file = str(prof.save(runs_dir / f"{index:02d}-{safe}.json"))
-            except Exception as e:  # noqa: BLE001 - a run file that cannot be written must not lose the sweep
-                log.warning("could not save the run file of %s: %s", recipe.name, e)
-        res.observations["phase_s"] = _phase_medians(prof.run, repeats)
-    if res.times_s and res.status == "pending":
-        res.median_s = statistics.median(res.times_s)
-        ci = bootstrap_median_ci(res.times_s)
-        res.ci_s = None if ci is None else (float(ci[0]), float(ci[1]))
-        if recipe.settings.get("compile") and res.warmup_s:
-            res.compile_s = max(0.0, res.warmup_s[0] - res.median_s)
-        res.status = "ok"
-    return output
-
-
-@contextlib.contextmanager
-def _budget(budget_bytes: int | None, device: str) -> Iterator[float | None]:
-    torch = _torch()
-    if budget_bytes is None or torch is None or not device.startswith("cuda") or not torch.cuda.is_available():
-        yield None
-        return
-    idx = torch.device(device).index or 0
-    total = torch.cuda.get_device_properties(idx).total_memory
-    frac = min(1.0, budget_bytes / total)
-    torch.cuda.set_per_process_memory_fraction(frac, idx)
-    try:
-        yield frac
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0, idx)
-
-
-def _gpu_name(device: str) -> str | None:
-    torch = _torch()
-    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
-        return str(torch.cuda.get_device_name(torch.device(device).index or 0))
-    return None
 
 
 def _predict(result: TuneResult, model: Any, budget: int | None, gen: Mapping[str, Any], time_model: Any) -> None:
@@ -347,6 +111,7 @@ def tune(
     out: str | os.PathLike[str] | None = None,
     runs_dir: str | os.PathLike[str] | None = None,
     isolation: str = "auto",
+    timeout_s: float | None = None,
     progress: bool = True,
     predict: bool = True,
     calibrate: bool = False,
@@ -385,19 +150,17 @@ def tune(
     if isolation not in ("auto", "reset", "process"):
         raise UsageError(f"isolation must be auto, reset or process, got {isolation!r}")
     base_dtype = dtype or ("bf16" if dev.startswith("cuda") else None)
-    tdtype = None
-    if torch is not None and base_dtype:
-        tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[base_dtype]
-    src = _Source(pipe_or_factory, tdtype)
-    if isolation == "process":
-        raise UsageError("isolation='process' is not implemented yet in this build; use 'reset' (the default)")
-    iso = "reset"
+    if timeout_s is not None and timeout_s <= 0:
+        raise UsageError(f"timeout_s must be > 0 seconds, got {timeout_s!r}")
+    src = Source(pipe_or_factory, base_dtype)
+    iso, iso_reason = _choose_isolation(isolation, src, {"applier": applier, "clock": clock,
+                                                         "pipeline call's arguments": dict(call_kwargs)})
     if src.live is not None and torch is not None:
         for comp in getattr(src.live, "components", {}).values():
             if isinstance(comp, torch.nn.Module) and any(p.is_cuda for p in comp.parameters()):
                 src.live.to("cpu")
                 break
-    probe = src.fresh()
+    probe = src.fresh(seed)  # built here once (under process isolation too) to see which recipes apply
     names = [c for c in (candidates or []) if isinstance(c, str)] or None
     extra = [c for c in (candidates or []) if isinstance(c, Recipe)]
     if candidates and not names and extra and not any(r.name in ("default", "baseline") for r in extra):
@@ -406,6 +169,8 @@ def tune(
                                 base_dtype=base_dtype, machine=machine, extra=extra)
     src.done_with(probe)
     del probe
+    if iso == "process":
+        reset_runtime(None, device=dev)  # give the probe's GPU memory back before the children start
     out_path = None if out is None else Path(out)
     rdir = Path(runs_dir) if runs_dir is not None else (out_path.parent / "tune-runs" if out_path is not None else None)
     if rdir is not None:
@@ -414,11 +179,12 @@ def tune(
     for k in ("prompt", "negative_prompt"):
         if isinstance(call_kwargs.get(k), str):
             gen[k] = call_kwargs[k]
-    gpu = _gpu_name(dev)
+    gpu = gpu_name(dev)
     result = TuneResult(model=model or src.model_path, gpu=gpu, device=dev, budget_bytes=budget_bytes, generation=gen,
                         candidates=[CandidateResult(r) for r in recipes], skipped=skipped,
                         quality_floor=[f.to_dict() for f in floors], warmup=warmup, repeats=repeats, seed=seed,
-                        isolation=iso, created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+                        isolation=iso, isolation_reason=iso_reason,
+                        created_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     qfn = quality_fn or torchmetrics_quality
     baseline_out: Any = None
     inductor_root = tempfile.mkdtemp(prefix="genprof-tune-inductor-")
@@ -428,20 +194,33 @@ def tune(
             result.wall_s = time.monotonic() - wall0
             result.save(out_path)
 
+    if iso == "reset" and timeout_s is not None:
+        result.notes.append(f"timeout_s={timeout_s:g} not enforced: a call in this process cannot be stopped "
+                            "(it needs isolation='process')")
+    job = None
+    if iso == "process":
+        job = isolate.job_for(src, device=dev, call_kwargs=call_kwargs, seed=seed, warmup=warmup, repeats=repeats,
+                              clock=clock, applier=applier, runs_dir=rdir, budget_bytes=budget_bytes)
     bar = _progress(progress, len(recipes) * (warmup + repeats))
+    budget_here = contextlib.nullcontext() if iso == "process" else memory_budget(budget_bytes, dev)  # a child sets its own
     try:
-        with bar as (advance, describe), _budget(budget_bytes, dev):
+        with bar as (advance, describe), budget_here:
             for i, res in enumerate(result.candidates):
                 describe(f"{i + 1}/{len(recipes)} {res.name}")
-                reset_runtime(os.path.join(inductor_root, f"{i:02d}"), device=dev)
-                pipe = src.fresh()
-                try:
-                    output = _measure(pipe, res.recipe, res, index=i, device=dev, call_kwargs=call_kwargs, seed=seed,
-                                      warmup=warmup, repeats=repeats, clock=clock, applier=applier, runs_dir=rdir,
-                                      budget_bytes=budget_bytes, tick=advance)
-                finally:
-                    src.done_with(pipe)
-                    del pipe
+                idir = os.path.join(inductor_root, f"{i:02d}")
+                if job is not None:
+                    try:
+                        res, output = isolate.run_candidate(job, res.recipe, index=i, inductor_dir=idir,
+                                                            timeout_s=timeout_s)
+                    except KeyboardInterrupt:
+                        res.status, res.reason = "interrupted", "stopped by Ctrl-C"
+                        raise
+                    result.candidates[i] = res
+                    for _ in range(warmup + repeats):
+                        advance()
+                else:
+                    output = _in_process(src, res, i, idir, dev, call_kwargs, seed, warmup, repeats, clock, applier,
+                                         rdir, budget_bytes, advance)
                 if res.status == "ok":
                     if i == 0:
                         baseline_out = output
@@ -490,6 +269,35 @@ def tune(
         result.notes.append(f"calibration saved to {p}")
     save()
     return result
+
+
+def _choose_isolation(asked: str, src: Source, parts: Mapping[str, Any]) -> tuple[str, str]:
+    """The isolation this sweep uses and why (``"process"`` where possible under ``"auto"``)."""
+    if asked == "reset":
+        return "reset", "asked for: each candidate ran in this process after a full reset"
+    why = isolate.process_unavailable(src, parts)
+    if asked == "process":
+        if why:
+            raise UsageError(f"isolation='process' is not possible here: {why}")
+        return "process", "asked for: each candidate ran in its own process"
+    if why:
+        return "reset", f"auto: {why}; so each candidate ran in this process after a full reset"
+    return "process", "auto: the pipeline can be rebuilt in a child process, so each candidate ran in its own"
+
+
+def _in_process(src: Source, res: CandidateResult, i: int, idir: str, dev: str, call_kwargs: Mapping[str, Any],
+                seed: int, warmup: int, repeats: int, clock: Callable[[], float], applier: Applier,
+                rdir: Path | None, budget_bytes: int | None, advance: Callable[[], None]) -> Any:
+    """``isolation="reset"``: reset the runtime, build a fresh pipeline here, measure, remove its hooks."""
+    reset_runtime(idir, device=dev)
+    pipe = src.fresh(seed)
+    try:
+        return measure(pipe, res.recipe, res, index=i, device=dev, call_kwargs=call_kwargs, seed=seed, warmup=warmup,
+                       repeats=repeats, clock=clock, applier=applier, runs_dir=rdir, budget_bytes=budget_bytes,
+                       tick=advance)
+    finally:
+        src.done_with(pipe)
+        del pipe
 
 
 @contextlib.contextmanager
