@@ -158,3 +158,54 @@ def test_gpu_phase_table_keeps_its_columns_and_says_nothing():
     headers = _phase_headers(page)
     assert {"GPU total", "peak allocated", "peak reserved", "energy"} <= set(headers)
     assert "peak RSS" not in headers and 'id="phase-note"' not in page
+
+
+def _with_frames():
+    # GIVEN the video pipeline's generations decode 33 frames at 16 fps, the image pipeline's 1 image
+    run = two_pipelines(with_gpu=False)
+    for g in run.iter_spans(kind="generation"):
+        if g.attributes["pipeline"] == WAN:
+            g.attributes.update(output_frames=33, fps=16.0)
+        else:
+            g.attributes.update(output_frames=1)
+    return run
+
+
+def test_video_figures_are_given_per_pipeline_and_the_pooled_one_says_it_pools():
+    from genprof.analysis.targets import compute_figures
+    from genprof.analysis.throughput import pipeline_video
+
+    run = _with_frames()
+    video = pipeline_video(run)
+    wan = [g for g in run.iter_spans(kind="generation") if g.attributes["pipeline"] == WAN]
+    sd = [g for g in run.iter_spans(kind="generation") if g.attributes["pipeline"] == SD]
+    # THEN each pipeline's frame rate is its own generations' mean, and only the video one has a real-time factor
+    assert video[WAN]["output_frames_per_s"] == pytest.approx(sum(33 / g.duration_s for g in wan) / len(wan))
+    assert video[SD]["output_frames_per_s"] == pytest.approx(sum(1 / g.duration_s for g in sd) / len(sd))
+    assert video[WAN]["real_time_factor"] is not None and video[SD]["real_time_factor"] is None
+    fig = compute_figures(run, ("output_fps",))["output_fps"]
+    assert fig.value is not None and "pooled over 2 pipelines" in (fig.source or "")
+    one = make_run(generations=2)
+    for g in one.iter_spans(kind="generation"):
+        g.attributes["output_frames"] = 33
+    assert "pooled" not in (compute_figures(one, ("output_fps",))["output_fps"].source or "")
+
+
+def test_per_pipeline_tables_show_output_fps_at_80_columns_and_in_html():
+    run = _with_frames()
+    buf = io.StringIO()
+    print_summary(run, console=Console(file=buf, width=80, color_system=None))
+    out = buf.getvalue()
+    table = out.split("Per pipeline", 1)[1].split("Phases", 1)[0]
+    header = next(line for line in table.splitlines() if "pipeline" in line and "gens" in line)
+    assert header.split()[-1] == "fps" and max(len(line) for line in out.splitlines()) <= 80
+    assert "5.77" in table  # 33 frames over the video pipeline's generations, not cut at 80 columns
+    page = render_html(run)
+    rows = _blob(page)  # the page renders; the table is server-side
+    assert rows is not None
+    assert "output frames/s" in _text(page) and "real-time factor" in _text(page)
+    assert pipeline_table(two_pipelines(with_gpu=False)) is not None
+    no_fps = io.StringIO()
+    print_summary(two_pipelines(with_gpu=False), console=Console(file=no_fps, width=80, color_system=None))
+    plain = no_fps.getvalue().split("Per pipeline", 1)[1].split("Phases", 1)[0]
+    assert " fps" not in plain  # no frames measured: the column drops out

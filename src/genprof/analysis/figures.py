@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from genprof.analysis.queries import block_frames, generations, is_inside, timed_steps
+from genprof.analysis.queries import (
+    GenerationFigures,
+    block_frames,
+    generations,
+    is_inside,
+    pipelines_of,
+    timed_steps,
+)
 from genprof.analysis.summary import energy_total, peak_memory, percentile
 from genprof.errors import UsageError
 from genprof.model import Run
@@ -147,6 +154,13 @@ def _energy_per_gen(run: Run) -> Measurement:
     return Measurement(total / len(gens), source=f"run energy ({how}) over {len(gens)} generation(s)")
 
 
+def _pooled(gens: list[GenerationFigures]) -> str:
+    names = pipelines_of(gens)
+    if len(names) < 2:
+        return ""
+    return f", pooled over {len(names)} pipelines ({', '.join(names)}; the per-pipeline table keeps them apart)"
+
+
 def _output_fps(run: Run) -> Measurement:
     gens, src = generations(run)
     with_frames = [g for g in gens if g.output_frames is not None]
@@ -158,8 +172,8 @@ def _output_fps(run: Run) -> Measurement:
         return Measurement(None, "generations with frames have zero duration")
     frames = sum(g.output_frames or 0 for g in with_frames)
     per = [(g.output_frames or 0) / g.duration_s for g in with_frames if g.duration_s > 0]
-    return Measurement(frames / t, source=f"{frames} output frame(s) over {t:.3f} s of generation from {src}",
-                       spread=_std(per), samples=len(with_frames))
+    return Measurement(frames / t, source=f"{frames} output frame(s) over {t:.3f} s of generation from {src}"
+                       + _pooled(with_frames), spread=_std(per), samples=len(with_frames))
 
 
 def _rtf(run: Run) -> Measurement:
@@ -171,7 +185,8 @@ def _rtf(run: Run) -> Measurement:
     t = sum(g.duration_s for g in ok)
     if t <= 0:
         return Measurement(None, "generations have zero duration")
-    return Measurement(video_s / t, source=f"{video_s:.2f} s of video over {t:.3f} s of generation from {src}")
+    return Measurement(video_s / t, source=f"{video_s:.2f} s of video over {t:.3f} s of generation from {src}"
+                       + _pooled(ok))
 
 
 def _ttff(run: Run) -> Measurement:

@@ -117,6 +117,7 @@ class GenerationFigures:
     span_id: int | None = None
     blocks: list[Span] = field(default_factory=list)  # the generation's block spans, in start order
     start_s: float | None = None
+    pipeline: str | None = None  # the generation span's ``pipeline`` attribute, else the helper's pipeline class
 
 
 def generations(run: Run) -> tuple[list[GenerationFigures], str]:
@@ -129,6 +130,7 @@ def generations(run: Run) -> tuple[list[GenerationFigures], str]:
     """
     md = run.metadata.get("generations")
     out: list[GenerationFigures] = []
+    by_id = {s.id: s for s in run.spans}
     if isinstance(md, list) and md:
         for g in md:
             if not isinstance(g, Mapping):
@@ -143,6 +145,7 @@ def generations(run: Run) -> tuple[list[GenerationFigures], str]:
                     fps=finite_float(g.get("fps")),
                     energy_j=finite_float(g.get("energy_j")),
                     span_id=whole_int(g.get("span_id")),
+                    pipeline=_pipeline_name(by_id, whole_int(g.get("span_id")), g.get("pipeline_class")),
                 )
             )
         if out:
@@ -158,12 +161,26 @@ def generations(run: Run) -> tuple[list[GenerationFigures], str]:
                     energy_j=s.energy_j,
                     span_id=s.id,
                     start_s=s.start_s,
+                    pipeline=_pipeline_name(by_id, s.id, None),
                 )
             )
     if out:
         _fill_from_blocks(run, out)
         return out, "generation spans"
     return _block_loop_generations(run)
+
+
+def _pipeline_name(by_id: Mapping[int, Span], span_id: int | None, fallback: Any) -> str | None:
+    span = by_id.get(span_id) if span_id is not None else None
+    v = span.attributes.get("pipeline") if span is not None else None
+    if v is None:
+        v = fallback
+    return None if v is None else str(v)
+
+
+def pipelines_of(gens: list[GenerationFigures]) -> list[str]:
+    """The distinct named pipelines of ``gens``, in first-seen order."""
+    return list(dict.fromkeys(g.pipeline for g in gens if g.pipeline is not None))
 
 
 def block_frames(b: Span) -> int | None:

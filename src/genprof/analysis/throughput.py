@@ -26,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from genprof.analysis.queries import generations
 from genprof.analysis.summary import Stats
 from genprof.model import Run, Span
 
@@ -250,6 +251,25 @@ def _frames(span: Span) -> int | None:
 def mean_of(values: Iterable[float | None]) -> float | None:
     xs = [v for v in values if v is not None]
     return sum(xs) / len(xs) if xs else None
+
+
+def pipeline_video(run: Run) -> dict[str | None, dict[str, float | None]]:
+    """Output frames/s and real-time factor per pipeline: the mean over each pipeline's generations.
+
+    Keyed by each generation's pipeline (its span's ``pipeline`` attribute, else the diffusers
+    helper's pipeline class; ``None`` without either), from the same generations as the
+    ``output_fps`` figure, so a run that mixes a video pipeline with an image one does not report
+    one pooled frame rate only. A value is ``None`` when none of that pipeline's generations
+    measured it (no output frame count; for the real-time factor, no playback frame rate).
+    """
+    groups: dict[str | None, list[tuple[float | None, float | None]]] = {}
+    for g in generations(run)[0]:
+        ok = g.output_frames is not None and g.duration_s > 0
+        fps_out = (g.output_frames or 0) / g.duration_s if ok else None
+        rtf = (g.output_frames or 0) / g.fps / g.duration_s if ok and g.fps else None
+        groups.setdefault(g.pipeline, []).append((fps_out, rtf))
+    return {pipe: {"output_frames_per_s": mean_of(v[0] for v in vals), "real_time_factor": mean_of(v[1] for v in vals)}
+            for pipe, vals in groups.items()}
 
 
 def throughput_summary(run: Run, *, target_fps: float | None = None) -> dict[str, Any]:

@@ -158,7 +158,8 @@ NO_PIPELINE = "(no pipeline attribute)"
 def pipeline_table(run: Run) -> Table | None:
     """Generation and step times per pipeline (``analysis.summary.pipeline_stats``); ``None``
     unless the run's generations came from two or more pipelines. The usage statistics pool them;
-    this table keeps them apart. Pipeline names wrap, never cut; seven columns fit 80."""
+    this table keeps them apart (``steps``: steps per generation; ``fps``: output frames per second,
+    shown when any pipeline measured it). Pipeline names wrap, never cut; eight columns fit 80."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -169,15 +170,22 @@ def pipeline_table(run: Run) -> Table | None:
     if len(stats) < 2:
         return None
     t = Table(title="Per pipeline (the usage statistics above pool them)", title_justify="left",
-              box=box.SIMPLE_HEAD)
-    t.add_column("pipeline", overflow="fold", min_width=12)
-    for name in ("gens", "gen mean", "gen p95", "steps/gen", "step mean", "step p95"):
+              box=box.SIMPLE_HEAD, pad_edge=False)
+    from genprof.analysis.throughput import pipeline_video
+
+    video = pipeline_video(run)
+    show_fps = any(v["output_frames_per_s"] is not None for v in video.values())
+    t.add_column("pipeline", overflow="fold", min_width=10)
+    for name in ("gens", "gen mean", "gen p95", "steps", "step mean", "step p95") + (("fps",) if show_fps else ()):
         t.add_column(name, justify="right", no_wrap=True)
     for p in stats:
         spg = "n/a" if p.steps_per_generation is None else f"{p.steps_per_generation:g}"
-        t.add_row(Text(p.pipeline if p.pipeline is not None else NO_PIPELINE), str(p.generations),
-                  format_seconds(p.generation.mean), format_seconds(p.generation.p95), spg,
-                  format_seconds(p.step.mean), format_seconds(p.step.p95))
+        cells = [format_seconds(p.generation.mean), format_seconds(p.generation.p95), spg,
+                 format_seconds(p.step.mean), format_seconds(p.step.p95)]
+        if show_fps:
+            fps = video.get(p.pipeline, {}).get("output_frames_per_s")
+            cells.append("n/a" if fps is None else f"{fps:.3g}")
+        t.add_row(Text(p.pipeline if p.pipeline is not None else NO_PIPELINE), str(p.generations), *cells)
     return t
 
 

@@ -107,9 +107,17 @@ def _pipeline_label(p: PipelineStats) -> str:
 
 def pipeline_rows(run: Run) -> list[dict[str, str]] | None:
     """One row per pipeline (generation and step times), or ``None`` for a run of fewer than two."""
+    from genprof.analysis.throughput import pipeline_video
+
     stats = pipeline_stats(run)
     if len(stats) < 2:
         return None
+    video = pipeline_video(run)
+
+    def _video(p: PipelineStats, key: str) -> str:
+        v = video.get(p.pipeline, {}).get(key)
+        return "n/a" if v is None else f"{v:.3g}"
+
     return [
         {
             "pipeline": _pipeline_label(p),
@@ -121,6 +129,8 @@ def pipeline_rows(run: Run) -> list[dict[str, str]] | None:
             "step_mean": format_seconds(p.step.mean),
             "step_p95": format_seconds(p.step.p95),
             "step_gpu_mean": format_seconds(p.step_gpu.mean),
+            "output_fps": _video(p, "output_frames_per_s"),
+            "real_time_factor": _video(p, "real_time_factor"),
         }
         for p in stats
     ]
