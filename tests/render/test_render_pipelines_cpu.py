@@ -209,3 +209,22 @@ def test_per_pipeline_tables_show_output_fps_at_80_columns_and_in_html():
     print_summary(two_pipelines(with_gpu=False), console=Console(file=no_fps, width=80, color_system=None))
     plain = no_fps.getvalue().split("Per pipeline", 1)[1].split("Phases", 1)[0]
     assert " fps" not in plain  # no frames measured: the column drops out
+
+
+def test_phase_table_gives_each_pipeline_its_own_rows_in_console_and_html():
+    from genprof.analysis.summary import phase_table
+
+    run = two_pipelines(with_gpu=False)
+    # THEN by pipeline: a generation row per pipeline, each with its own steps; pooled by default
+    rows = {r.path: r for r in phase_table(run, by_pipeline=True)}
+    wan, sd = rows[f"generation [{WAN}]/denoise/step"], rows[f"generation [{SD}]/denoise/step"]
+    assert wan.host.count == 12 and sd.host.count == 12 and wan.host.mean > 5 * sd.host.mean
+    assert "generation/denoise/step" in {r.path for r in phase_table(run)}
+    one = make_run(generations=2)
+    assert [r.path for r in phase_table(one, by_pipeline=True)] == [r.path for r in phase_table(one)]
+    buf = io.StringIO()
+    print_summary(run, console=Console(file=buf, width=80, color_system=None))
+    out = buf.getvalue().split("Phases", 1)[1]
+    assert WAN[:8] in out and SD[:8] in out  # pipeline names in the phase rows (folded at 80 columns)
+    page = _text(render_html(run))
+    assert f"generation [{WAN}]" in page and f"generation [{SD}]" in page

@@ -109,19 +109,28 @@ class PhaseRow:
         return d
 
 
-def span_paths(run: Run) -> dict[int, str]:
-    """Map each span id to its path of names from the root."""
+def span_paths(run: Run, *, pipelines: bool = False) -> dict[int, str]:
+    """Map each span id to its path of names from the root.
+
+    ``pipelines``: a generation span with a ``pipeline`` attribute is named ``name [pipeline]``
+    (``/`` in the pipeline's name becomes ``-``), so the spans of different pipelines get
+    different paths.
+    """
     by_id = {s.id: s for s in run.spans}
     cache: dict[int, str] = {}
+
+    def name(s: Span) -> str:
+        pipe = s.attributes.get("pipeline") if pipelines and s.kind == "generation" else None
+        return s.name if pipe is None else f"{s.name} [{str(pipe).replace('/', '-')}]"
 
     def path(s: Span, depth: int = 0) -> str:
         if s.id in cache:
             return cache[s.id]
         parent = by_id.get(s.parent_id) if s.parent_id is not None else None
         if parent is None or depth > 1000:
-            p = s.name
+            p = name(s)
         else:
-            p = path(parent, depth + 1) + "/" + s.name
+            p = path(parent, depth + 1) + "/" + name(s)
         cache[s.id] = p
         return p
 
@@ -153,9 +162,15 @@ def _max_opt(values: Iterable[int | None]) -> int | None:
     return max(xs) if xs else None
 
 
-def phase_table(run: Run, kinds: Sequence[str] | None = None) -> list[PhaseRow]:
-    """Group spans by path and describe each group. Rows are ordered by first start time."""
-    paths = span_paths(run)
+def phase_table(run: Run, kinds: Sequence[str] | None = None, *, by_pipeline: bool = False) -> list[PhaseRow]:
+    """Group spans by path and describe each group. Rows are ordered by first start time.
+
+    ``by_pipeline``: in a run whose generations came from two or more pipelines, each
+    pipeline's spans form their own rows (``generation [WanPipeline]/denoise``, ...); a run of
+    one pipeline is unchanged.
+    """
+    split = by_pipeline and len({p for p in span_pipelines(run).values() if p is not None}) >= 2
+    paths = span_paths(run, pipelines=split)
     selfs = self_times(run)
     groups: dict[str, list[Span]] = {}
     for s in sorted(run.spans, key=lambda s: s.start_s):
@@ -172,7 +187,8 @@ def phase_table(run: Run, kinds: Sequence[str] | None = None) -> list[PhaseRow]:
         rows.append(
             PhaseRow(
                 path=p,
-                name=spans[0].name,
+                # a generation row of one pipeline is named by it ("generation [WanPipeline]")
+                name=p.rsplit("/", 1)[-1] if split and spans[0].kind == "generation" else spans[0].name,
                 kind=spans[0].kind,
                 depth=p.count("/"),
                 host=host,

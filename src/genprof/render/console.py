@@ -99,7 +99,7 @@ def phase_table(run: Run, *, width: int | None = None) -> Table:
     from rich.table import Table
     from rich.text import Text
 
-    rows = _phase_rows(run)
+    rows = _phase_rows(run, by_pipeline=True)
     empty: list[str] = []
     available = [c for c in _PHASE_COLUMNS if c != "peak RSS"]
     if rows:

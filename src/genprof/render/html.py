@@ -159,7 +159,7 @@ def _context(
         "devices": devices,
         "software": sw,
         "cards": cards(data["summary"], run),
-        "phases": phase_table_ctx(phase_table(run), run),
+        "phases": phase_table_ctx(phase_table(run, by_pipeline=True), run),
         "pipelines": pipeline_rows(run),
         "findings": findings,
         "findings_note": note,
