@@ -164,7 +164,7 @@ def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml
     """Make the profiler believe a CUDA device 0 exists, backed by the fakes."""
     from genprof.probes import nvml as nvml_mod
     from genprof.probes import torch_cuda
-    from genprof.profiler import core as prof_mod
+    from genprof.profiler import device as device_mod
 
     fake_torch = types.SimpleNamespace(
         __version__="0.0-fake",
@@ -184,7 +184,7 @@ def install_fake_cuda(monkeypatch: Any, allocator: FakeAllocator, nvml: FakeNvml
     )
     monkeypatch.setattr(torch_cuda, "allocator_state", lambda t, i, top_tensors=10: {
         "allocated_bytes": allocator.allocated, "reserved_bytes": allocator.reserved})
-    monkeypatch.setattr(prof_mod, "_allocator_fns", lambda t: (allocator.stats, allocator.reset))
+    monkeypatch.setattr(device_mod, "_allocator_fns", lambda t: (allocator.stats, allocator.reset))
     fake = nvml or FakeNvml()
     monkeypatch.setattr(nvml_mod, "_import_nvml", lambda: fake)
 

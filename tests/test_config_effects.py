@@ -87,7 +87,7 @@ def test_nvtx_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
     pushed: list[str] = []
     alloc = FakeAllocator()
     install_fake_cuda(monkeypatch, alloc)
-    from genprof.profiler import core as prof_mod
+    from genprof.profiler import device as device_mod
 
     class FakeNvtx:
         def __init__(self, torch: object) -> None:
@@ -99,7 +99,7 @@ def test_nvtx_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
         def pop(self) -> None:
             pushed.append("pop")
 
-    monkeypatch.setattr(prof_mod, "Nvtx", FakeNvtx)
+    monkeypatch.setattr(device_mod, "Nvtx", FakeNvtx)
     with Profiler("n", nvtx=True, **BASE) as prof:
         for _ in prof.steps(range(2)):
             pass

@@ -4,7 +4,7 @@
 
 Builds the real-size SD 1.5 demo pipeline (random weights), times ``torch._C._cuda_memoryStats``
 in a tight loop before and after a call, then runs one instrumented call with the profiler's
-allocator reader and its ``_mem_start``/``_mem_end`` wrapped in timers, and counts the garbage
+allocator reader and its ``PeakTracker.start``/``end`` wrapped in timers, and counts the garbage
 collections during that call.
 """
 
@@ -52,8 +52,9 @@ def main() -> None:
         gcs.append((phase, time.perf_counter()))
 
     with prof:
-        sf = prof._stats_fn
-        assert sf is not None
+        peaks = prof._peaks  # the PeakTracker (genprof.profiler.memory)
+        assert peaks is not None
+        sf = peaks._stats
 
         def stats(idx: int) -> Any:
             t = time.perf_counter()
@@ -61,16 +62,16 @@ def main() -> None:
             times["stats"].append(time.perf_counter() - t)
             return r
 
-        prof._stats_fn = stats
-        for name in ("_mem_start", "_mem_end"):
-            orig = getattr(prof, name)
+        peaks._stats = stats
+        for name, key in (("start", "mem_start"), ("end", "mem_end")):
+            orig = getattr(peaks, name)
 
-            def timed(o: Any, _orig: Any = orig, _key: str = name[1:]) -> None:
+            def timed(o: Any, _orig: Any = orig, _key: str = key) -> None:
                 t = time.perf_counter()
                 _orig(o)
                 times[_key].append(time.perf_counter() - t)
 
-            setattr(prof, name, timed)
+            setattr(peaks, name, timed)
         instrument(pipe, prof)
         gc.callbacks.append(on_gc)
         pipe(**kw)

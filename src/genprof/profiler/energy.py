@@ -1,4 +1,4 @@
-"""Energy windows: NVML's total-energy counter read at span begin and end, off the caller's thread."""
+"""Energy windows: the device's total-energy counter read at span and run begin and end, off the caller's thread."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from genprof.model import Run
+
 if TYPE_CHECKING:  # pragma: no cover
+    from genprof.profiler.device import Device
     from genprof.profiler.spans import _OpenSpan
 
 log = logging.getLogger("genprof")
@@ -73,3 +76,67 @@ class _EnergyReader:
         if self._thread.is_alive():
             log.warning("energy reader did not finish within 30 s; some span energies are missing")
 
+
+
+class EnergyWindows:
+    """The run's energy window and its spans' windows over one device's total-energy counter.
+
+    As Zeus does (``begin_window`` / ``end_window``): a window's energy is the difference of
+    the counter's readings at its begin and end. Span windows are opened and closed by the
+    hot path through :attr:`reader` (None when the counter does not read: the hot path's flag,
+    with :attr:`kinds` empty); the run's window by :meth:`begin_run` / :meth:`end_run`, and
+    :meth:`finish` records it. Without a counter every method here does nothing and the run
+    says why its energy is missing.
+    """
+
+    def __init__(self, device: Device, kinds: frozenset[str], unavailable: dict[str, str], *,
+                 off_reason: str | None) -> None:
+        self.kinds: frozenset[str] = frozenset()
+        self.reader: _EnergyReader | None = None
+        self._start: float | None = None
+        self._end: float | None = None
+        if kinds:
+            ok, why, first = device.energy_counter()
+            if ok:
+                self.reader = _EnergyReader(device.energy_j)
+                self.kinds = kinds
+                self._start = first
+                if first is None:  # later runs: the start read on the reader's thread
+                    self.reader.request(self._set_start)
+            elif why:
+                unavailable["gpu_energy"] = why
+        elif off_reason is not None:
+            unavailable.setdefault("gpu_energy", off_reason)
+
+    def _set_start(self, v: float | None) -> None:
+        self._start = v
+
+    def _set_end(self, v: float | None) -> None:
+        self._end = v
+
+    def end_run(self) -> None:
+        """Ask for the run's end reading (on the reader's thread, after every span's)."""
+        if self.reader is not None:
+            self.reader.request(self._set_end)
+
+    def drain(self) -> None:
+        """Wait for every requested reading."""
+        if self.reader is not None:
+            self.reader.drain()
+
+    def finish(self, run: Run) -> None:
+        """The run's energy from the counter read at its start and end, or why it is missing."""
+        e0, e1 = self._start, self._end
+        if e0 is None or e1 is None:
+            if self.reader is not None and "gpu_energy" not in run.unavailable:
+                run.unavailable["gpu_energy"] = ("NVML's energy counter could not be read at the run's "
+                                                 f"{'start' if e0 is None else 'end'}")
+            return
+        total = max(0.0, e1 - e0)
+        dur = run.duration_s or 0.0
+        run.metadata["energy"] = {
+            "total_j": total,
+            "average_power_w": (total / dur) if dur > 0 else None,
+            "source": "NVML nvmlDeviceGetTotalEnergyConsumption difference over the run (whole GPU)",
+            "reliable": dur >= _ENERGY_RELIABLE_MIN_S,
+        }

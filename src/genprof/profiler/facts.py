@@ -1,34 +1,67 @@
-"""Machine facts read once at start: package versions, the CUDA allocator's fast readers, distributed ranks."""
+"""Machine facts, kept for the process's life: software versions, the host, the device; distributed ranks.
+
+What cannot change while a process lives (package versions, the OS, CPU and RAM, the GPU's
+properties and NVML facts) is read by the process's first run and reused by every later one;
+:func:`forget_machine_facts` drops it all, so the next run reads it again. What can change
+(the hostname, torch.distributed's state, the job id) is read by every run.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import platform
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from genprof.model import DistributedInfo
+from genprof._version import __version__
+from genprof.model import DistributedInfo, HostInfo, SoftwareInfo
+from genprof.probes import host as host_probe
+from genprof.probes import torch_cuda
+from genprof.profiler.device import Device, forget_devices
 
 log = logging.getLogger("genprof")
 
 
 _DIST_VERSIONS: dict[str, str | None] = {}
 
-_ENERGY_COUNTER: dict[str, tuple[bool, str | None]] = {}
-"""Per NVML device (UUID): whether its total-energy counter reads, and why not; found by the
-process's first run on the device, so later runs take their start reading off the caller's thread."""
+_SOFTWARE: dict[tuple[int, int], dict[str, str | None]] = {}  # by (torch module, device)
 
 
 def forget_machine_facts() -> None:
-    """Drop the facts kept for the process's life (host, CUDA device, package versions, energy
-    counter support), so the next run reads them again: for tests, and after a GPU or driver change."""
-    from genprof.probes import host, torch_cuda
+    """Drop the facts kept for the process's life, so that the next run reads them again.
 
+    The software versions, the host's static facts, each CUDA device's properties, the NVML
+    probe with its devices, and whether their energy counters read. For tests (each fake is a
+    new machine), and after a package, GPU or driver change inside a long-lived process.
+    """
     _DIST_VERSIONS.clear()
-    _ENERGY_COUNTER.clear()
-    host.forget_static_facts()
+    _SOFTWARE.clear()
+    host_probe.forget_static_facts()
     torch_cuda.forget_device_facts()
+    forget_devices()
+
+
+def software_info(torch: Any | None, device: Device) -> SoftwareInfo:
+    """The versions of genprof, Python, diffusers, transformers, torch, CUDA, cuDNN, the driver and NVML."""
+    key = (id(torch), id(device))
+    facts = _SOFTWARE.get(key)
+    if facts is None:
+        sw = torch_cuda.software_versions(torch)
+        dv = device.software()
+        facts = {
+            "genprof": __version__, "python": platform.python_version(),
+            "diffusers": _module_version("diffusers"), "transformers": _module_version("transformers"),
+            "torch": sw["torch"], "cuda": sw["cuda"], "cudnn": sw["cudnn"],
+            "driver": dv["driver"], "nvml": dv["nvml"],
+        }
+        _SOFTWARE[key] = facts
+    return SoftwareInfo(**facts)
+
+
+def host_info() -> HostInfo:
+    """The host's facts (static ones kept for the process; hostname and pid read each time)."""
+    return HostInfo(**host_probe.host_facts())
 
 
 def _module_version(name: str) -> str | None:
@@ -48,28 +81,6 @@ def _module_version(name: str) -> str | None:
         except metadata.PackageNotFoundError:
             _DIST_VERSIONS[name] = None
     return _DIST_VERSIONS[name]
-
-
-def _allocator_fns(torch: Any) -> tuple[Callable[[int], tuple[int, int, int, int]], Callable[[int], Any]]:
-    """Fast readers of (allocated, peak allocated, reserved, peak reserved) and the peak reset."""
-    raw = getattr(torch._C, "_cuda_memoryStats", None)
-    if raw is not None:
-
-        def stats(idx: int) -> tuple[int, int, int, int]:
-            s = raw(idx)
-            a = s["allocated_bytes"]["all"]
-            r = s["reserved_bytes"]["all"]
-            return int(a["current"]), int(a["peak"]), int(r["current"]), int(r["peak"])
-    else:  # pragma: no cover - older or future torch without the private accessor
-
-        def stats(idx: int) -> tuple[int, int, int, int]:
-            return (
-                int(torch.cuda.memory_allocated(idx)), int(torch.cuda.max_memory_allocated(idx)),
-                int(torch.cuda.memory_reserved(idx)), int(torch.cuda.max_memory_reserved(idx)),
-            )
-
-    reset = getattr(torch._C, "_cuda_resetPeakMemoryStats", None) or torch.cuda.reset_peak_memory_stats
-    return stats, reset
 
 
 def _detect_distributed(torch: Any | None) -> DistributedInfo | None:

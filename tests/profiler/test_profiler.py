@@ -840,9 +840,9 @@ def test_blocks_latent_frames_without_the_vae_factor_is_a_usage_error() -> None:
 
 
 def test_frames_per_block_is_a_deprecated_alias_warned_once(caplog: pytest.LogCaptureFixture) -> None:
-    import genprof.profiler.core as prof_mod
+    import genprof.profiler.loops as loops_mod
 
-    prof_mod._frames_alias_warned = False
+    loops_mod._frames_alias_warned = False
     with caplog.at_level("WARNING", logger="genprof"), Profiler("blk", **QUIET) as prof:
         for _ in range(2):
             for _ in prof.blocks(range(2), frames_per_block=5):
