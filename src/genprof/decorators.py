@@ -63,7 +63,7 @@ def profile_method(stage_name: str) -> Callable[[F], F]:
 
 
 def profile_session(session_name: str, tags: dict[str, Any] | None = None) -> Callable[[F], F]:
-    """Mark each call as one generation (the seed's "session" around an entry point)."""
+    """Mark each call as one generation (a "session" around an entry point, as Inferix names it)."""
 
     def deco(fn: F) -> F:
         @functools.wraps(fn)
@@ -113,7 +113,7 @@ def profile_diffusion_step(meta_fn: MetaFn | None = None) -> Callable[[F], F]:
 def profile_block_computation(meta_fn: MetaFn | None = None) -> Callable[[F], F]:
     """Time each call as a ``block`` span; ``meta_fn`` attributes (``block_index`` is the index).
 
-    Figures the caller passes in (the seed's ``computation_time_ms``, ``memory_usage_mb``) are
+    Figures the caller passes in (Inferix's ``computation_time_ms``, ``memory_usage_mb``) are
     kept as attributes, but genprof's own measurements of the span are what reports use.
     """
     return _span_decorator("block", "block", meta_fn, index_key="block_index")

@@ -180,7 +180,7 @@ _LOGGED_KINDS = frozenset(("phase", "generation"))
 
 
 def _log_span(span: Span) -> None:
-    """Seed 000's log line: a stage's time and the memory after it."""
+    """The per-stage log line: a stage's time and the memory after it."""
     from genprof.units import format_bytes, format_seconds
 
     parts = [f"{span.kind} {span.name!r} ended ({span.status}) after {format_seconds(span.duration_s)}"]
