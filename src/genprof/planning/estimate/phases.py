@@ -10,7 +10,7 @@ import functools
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genprof.catalog import ComponentSpec, ModelSpec
 from genprof.errors import UsageError
@@ -24,26 +24,41 @@ from genprof.planning.estimate.settings import (
 from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, trace_live_bytes
 from genprof.planning.estimate.weights import _SPEC_REGISTRY, _meta_module, _register
 
+if TYPE_CHECKING:
+    from genprof.planning.estimate.replay import PhaseRecording
+
 log = logging.getLogger(__name__)
 
 _TRACE_ERRORS = (RuntimeError, NotImplementedError, TypeError, ValueError, IndexError)
 
 # ------------------------------------------------------------------ phases
-def _run_denoiser(model: str, gen: GenerationSettings, batch: int, record: bool = False) -> tuple[LiveBytes, Any]:
-    """One denoiser forward on meta tensors under the live-bytes trace (raises what the forward raises)."""
+def _run_denoiser(model: str, gen: GenerationSettings, batch: int, record: bool = False,
+                  recorder: Any = None, marks: list[int] | None = None) -> tuple[LiveBytes, Any]:
+    """One denoiser forward on meta tensors under the live-bytes trace (raises what the forward raises).
+
+    With ``recorder`` the allocation sequence is recorded in the same pass, and ``marks`` gets the
+    recorder's event count when the forward returned (before its outputs are freed).
+    """
     spec = _SPEC_REGISTRY[model]
     m = _meta_module(model, spec.denoiser.name, gen.dtype)
     inputs = _denoiser_inputs(spec, gen, batch)
-    with trace_live_bytes(gen.attention_backend, record=record) as (counter, attn):
+    with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
         out = m(**inputs)
+        _mark(recorder, marks, attn)
         del out
     return counter, attn
+
+
+def _mark(recorder: Any, marks: list[int] | None, attn: Any) -> None:
+    if recorder is not None and marks is not None:
+        marks.append(len(recorder.events))
+        marks.append(int(attn.track.peak_index))
 
 
 @functools.lru_cache(maxsize=256)
 def _trace_denoiser(model: str, gen: GenerationSettings, batch: int) -> tuple[int, int, int, str | None]:
     key = cache.cache_key("denoise", _SPEC_REGISTRY[model], gen, batch)
-    hit = cache.load(key)
+    hit = _cached(key)
     if hit is not None:
         _ATTN_FLOPS[(model, gen, batch)] = float(hit["attention_flops"])
         return int(hit["peak"]), int(hit["tokens"]), int(hit["ops"]), None
@@ -68,19 +83,32 @@ def _denoiser_input_bytes(spec: ModelSpec, gen: GenerationSettings, batch: int) 
     return n
 
 
+def _cached(key: str) -> Any:
+    """A trace result: from a recording pass of this process (then also stored on disk), else the disk cache."""
+    hit = _PREFILL.pop(key, None)
+    if hit is not None:
+        cache.store(key, hit)
+        return hit
+    return cache.load(key)
+
+
+_PREFILL: dict[str, Any] = {}
+"""Trace results of a recording pass (:func:`record_phase`), by cache key, taken once by the cached traces."""
+
 _ATTN_FLOPS: dict[tuple[str, GenerationSettings, int], float] = {}
 """Attention FLOPs of one denoiser call, by the :func:`_trace_denoiser` key (filled by the trace)."""
 
 
 def _run_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backend: str,
-                      record: bool = False) -> LiveBytes:
+                      record: bool = False, recorder: Any = None, marks: list[int] | None = None) -> LiveBytes:
     spec = _SPEC_REGISTRY[model]
     comp = spec.component(comp_name)
     m = _meta_module(model, comp_name, dtype)
     torch = _torch()
     ids = torch.zeros(batch, comp.seq_len or 77, dtype=torch.long, device="meta")
-    with trace_live_bytes(backend, record=record) as (counter, _):
+    with trace_live_bytes(backend, record=record, recorder=recorder) as (counter, attn):
         out = m(input_ids=ids, output_hidden_states=comp.output_hidden_states)
+        _mark(recorder, marks, attn)
         del out
     return counter
 
@@ -88,7 +116,7 @@ def _run_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backen
 @functools.lru_cache(maxsize=256)
 def _trace_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backend: str) -> tuple[int, str | None]:
     key = cache.cache_key("text_encode", _SPEC_REGISTRY[model], comp_name, dtype, batch, backend)
-    hit = cache.load(key)
+    hit = _cached(key)
     if hit is not None:
         return int(hit["peak"]), None
     try:
@@ -116,8 +144,8 @@ def _text_analytic(comp: ComponentSpec, batch: int, esize: int) -> int:
 _VAE_5D = ("AutoencoderKLWan", "AutoencoderKLQwenImage")
 
 
-def _run_vae_decode(model: str, gen: GenerationSettings, batch: int,
-                    record: bool = False) -> tuple[LiveBytes, int, tuple[int, int, int]]:
+def _run_vae_decode(model: str, gen: GenerationSettings, batch: int, record: bool = False,
+                    recorder: Any = None, marks: list[int] | None = None) -> tuple[LiveBytes, int, tuple[int, int, int]]:
     """``vae.decode`` on meta latents: (counter, output bytes, (decoder calls, decode weight bytes, leaves))."""
     spec = _SPEC_REGISTRY[model]
     m = _meta_module(model, spec.vae.name, gen.vae_dtype)
@@ -133,9 +161,10 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int,
     hook = decoder.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) if decoder is not None else None
     try:
         with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
-            with trace_live_bytes(gen.attention_backend, record=record) as (counter, _):
+            with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
                 out = m.decode(z, return_dict=False)[0]
                 out_bytes = _round_alloc(out.numel() * out.element_size())
+                _mark(recorder, marks, attn)
                 del out
             return counter, out_bytes, (calls[0], *_decode_weights(m))
     finally:
@@ -147,7 +176,7 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int,
 def _trace_vae_decode(model: str, gen: GenerationSettings, batch: int) -> tuple[int, int, str | None]:
     """(activation peak, output bytes, error) of ``vae.decode``; also fills :data:`_VAE_CALLS`."""
     key = cache.cache_key("vae_decode", _SPEC_REGISTRY[model], gen, batch)
-    hit = cache.load(key)
+    hit = _cached(key)
     if hit is not None:
         _VAE_CALLS[(model, gen, batch)] = (int(hit["calls"][0]), int(hit["calls"][1]), int(hit["calls"][2]))
         return int(hit["peak"]), int(hit["output_bytes"]), None
@@ -244,3 +273,36 @@ def trace_phase_allocations(spec: ModelSpec, phase: str, gen: GenerationSettings
     else:
         raise UsageError(f"unknown phase {phase!r}; choose denoise, vae_decode or text_encode")
     return PhaseTrace(phase=phase, peak=counter.peak, events=tuple(counter.events or ()))
+
+
+def record_phase(spec: ModelSpec, phase: str, gen: GenerationSettings, batch: int,
+                 component: str | None = None) -> PhaseRecording:
+    """Trace ``phase`` once with the allocation recorder on: its allocator requests in order.
+
+    The same pass gives the live-bytes figures of the factor path (its cached traces then take
+    them, so the phase is traced once). ``gen`` and ``batch`` are the traced settings (the keys
+    :func:`genprof.planning.estimate.estimate` uses); ``component`` names the text encoder.
+    """
+    from genprof.planning.alloc_trace import AllocRecorder
+    from genprof.planning.estimate.replay import PhaseRecording
+
+    _register(spec)
+    rec = AllocRecorder()
+    marks: list[int] = []
+    if phase == "denoise":
+        counter, attn = _run_denoiser(spec.name, gen, batch, recorder=rec, marks=marks)
+        _ATTN_FLOPS[(spec.name, gen, batch)] = attn.flops
+        _PREFILL[cache.cache_key("denoise", spec, gen, batch)] = {
+            "peak": counter.peak, "tokens": attn.max_tokens, "ops": counter.ops, "attention_flops": attn.flops}
+    elif phase == "vae_decode":
+        counter, out_bytes, calls = _run_vae_decode(spec.name, gen, batch, recorder=rec, marks=marks)
+        _PREFILL[cache.cache_key("vae_decode", spec, gen, batch)] = {
+            "peak": counter.peak, "output_bytes": out_bytes, "calls": list(calls)}
+    elif phase == "text_encode":
+        name = component or spec.text_encoders[0].name
+        counter = _run_text_encoder(spec.name, name, gen.dtype, batch, gen.attention_backend, recorder=rec, marks=marks)
+        _PREFILL[cache.cache_key("text_encode", spec, name, gen.dtype, batch, gen.attention_backend)] = {"peak": counter.peak}
+    else:
+        raise UsageError(f"unknown phase {phase!r}; choose denoise, vae_decode or text_encode")
+    mark, peak_index = marks if len(marks) == 2 else (len(rec.events), 0)
+    return PhaseRecording(events=tuple(rec.events), mark=mark, peak_index=peak_index)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import weakref
 from collections.abc import Iterator
 from typing import Any
@@ -186,6 +187,88 @@ class LiveBytes:
         self.peak = max(self.peak, self.current + extra)
 
 
+# ------------------------------------------------------------------ memoised meta operators
+# A meta operator only computes its outputs' shapes, strides and dtypes, and for an operator whose
+# outputs alias none of its inputs (no alias annotation in its schema, no argument written) those
+# depend only on the inputs' metadata and the other arguments. A tiled video decode calls the same
+# few hundred operators with the same shapes tens of thousands of times, and evaluating their meta
+# kernels (Python decompositions, mostly) was most of its trace time: the first evaluation's output
+# metadata is kept and later calls get fresh meta tensors of the same metadata (new storages, so the
+# live-bytes count and the allocation sequence are the same). ``GENPROF_TRACE_MEMO=0`` turns it off.
+_MEMO: dict[Any, Any] = {}
+_MEMO_ON = [os.environ.get("GENPROF_TRACE_MEMO", "1").strip() not in ("0", "")]
+_NO_MEMO = object()
+_PLAIN = (int, float, bool, str, type(None))
+
+
+def _meta_of(x: Any) -> Any:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        if x.device.type != "meta" or x.is_sparse or x.is_nested:
+            raise TypeError
+        return ("T", tuple(x.shape), x.stride(), x.dtype, x.storage_offset())
+    if isinstance(x, _PLAIN):
+        return (type(x), x)
+    if isinstance(x, (list, tuple)):
+        return (type(x), tuple(_meta_of(v) for v in x))
+    if isinstance(x, (torch.dtype, torch.device, torch.memory_format, torch.layout)):
+        return x
+    raise TypeError
+
+
+def _pure(func: Any) -> bool:
+    cached = _PURE.get(func)
+    if cached is None:
+        schema = getattr(func, "_schema", None)
+        cached = schema is not None and not any(r.alias_info is not None for r in schema.returns) and not any(
+            a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+        _PURE[func] = cached
+    return cached
+
+
+_PURE: dict[Any, bool] = {}
+
+
+def _memo_key(func: Any, args: Any, kwargs: Any) -> Any:
+    if not _pure(func):
+        return None
+    try:
+        return (func, _meta_of(args), tuple((k, _meta_of(v)) for k, v in kwargs.items()))
+    except TypeError:  # an argument we cannot describe (a symbolic size, a generator, ...): run it
+        return None
+
+
+def _memo_store(torch: Any, key: Any, out: Any) -> None:
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    entry = []
+    seen: set[int] = set()
+    for t in outs:
+        if not isinstance(t, torch.Tensor) or t.device.type != "meta" or t.storage_offset() != 0:
+            _MEMO[key] = _NO_MEMO
+            return
+        st = t.untyped_storage()
+        need = t.element_size() * (1 + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True))) if t.numel() else 0
+        if int(st._cdata) in seen or int(st.nbytes()) != need:  # outputs sharing a storage, or a larger one
+            _MEMO[key] = _NO_MEMO
+            return
+        seen.add(int(st._cdata))
+        entry.append((tuple(t.shape), t.stride(), t.dtype))
+    if len(_MEMO) > 200_000:
+        _MEMO.clear()
+    _MEMO[key] = (isinstance(out, (tuple, list)), type(out), tuple(entry))
+
+
+def _from_memo(torch: Any, hit: Any) -> Any:
+    if hit is _NO_MEMO:
+        raise LookupError
+    many, kind, entry = hit
+    outs = [torch.empty_strided(shape, stride, dtype=dt, device="meta") for shape, stride, dt in entry]
+    if not many:
+        return outs[0]
+    return tuple(outs) if kind is tuple else list(outs)
+
+
 @functools.lru_cache(maxsize=1)
 def _modes() -> tuple[type, type]:
     torch = _torch()
@@ -194,17 +277,42 @@ def _modes() -> tuple[type, type]:
 
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
+    from torch.utils import _pytree as pytree
+
     class _Track(TorchDispatchMode):
-        def __init__(self, counter: LiveBytes) -> None:
+        def __init__(self, counter: LiveBytes, recorder: Any = None) -> None:
             super().__init__()
             self.counter = counter
+            self.recorder = recorder
+            self.peak_index = 0
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-            out = func(*args, **(kwargs or {}))
+            kwargs = kwargs or {}
+            key = _memo_key(func, args, kwargs) if _MEMO_ON[0] else None
+            hit = _MEMO.get(key) if key is not None else None
+            if hit is not None and hit is not _NO_MEMO:
+                out = _from_memo(torch, hit)
+            else:
+                out = func(*args, **kwargs)
+                if key is not None and hit is None:
+                    _memo_store(torch, key, out)
             self.counter.ops += 1
-            for t in out if isinstance(out, (tuple, list)) else (out,):
-                if isinstance(t, torch.Tensor):
-                    self.counter.add(t)
+            outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
+            for t in outs:
+                self.counter.add(t)
+            rec = self.recorder
+            if rec is not None and outs:
+                # the allocation recorder's rule (alloc_trace): a view of a tensor from before the
+                # region (a weight's transpose) shares its storage and is no allocation
+                inputs = {int(t.untyped_storage()._cdata) for t in pytree.tree_leaves((args, kwargs))
+                          if isinstance(t, torch.Tensor)}
+                for t in outs:
+                    key = int(t.untyped_storage()._cdata)
+                    if key in inputs and not rec.tracks(key):
+                        continue
+                    rec.add(t)
+                if rec.current >= rec.peak:
+                    self.peak_index = len(rec.events) - 1
             return out
 
     class _Attention(TorchFunctionMode):
@@ -239,17 +347,37 @@ def _modes() -> tuple[type, type]:
     return _Track, _Attention
 
 
+class _Tee:
+    """Forwards an attention workspace ``spike`` to the live-bytes counter and the allocation recorder."""
+
+    def __init__(self, counter: LiveBytes, recorder: Any) -> None:
+        self.counter = counter
+        self.recorder = recorder
+
+    def spike(self, extra: int) -> None:
+        self.counter.spike(extra)
+        self.recorder.spike(extra)
+
+
 @contextlib.contextmanager
-def trace_live_bytes(backend: str = "flash", record: bool = False) -> Iterator[tuple[LiveBytes, Any]]:
+def trace_live_bytes(backend: str = "flash", record: bool = False,
+                     recorder: Any = None) -> Iterator[tuple[LiveBytes, Any]]:
     """Count live bytes of everything created inside the block (see :class:`LiveBytes`).
 
-    ``record=True`` keeps the allocation sequence in ``counter.events``.
+    ``record=True`` keeps the allocation sequence in ``counter.events``. ``recorder`` (an
+    :class:`genprof.planning.alloc_trace.AllocRecorder`) also records the sequence as allocator
+    requests in the same pass; the attention object's ``peak_index`` then gives the index of its
+    event at the recorder's live-bytes peak.
     """
     torch = _torch()
     track_cls, attn_cls = _modes()
     counter = LiveBytes(record=record)
-    attn = attn_cls(counter, backend)
-    with torch.no_grad(), track_cls(counter), attn:
+    track = track_cls(counter, recorder)
+    attn = attn_cls(counter if recorder is None else _Tee(counter, recorder), backend)
+    attn.track = track
+    with torch.no_grad(), track, attn:
         yield counter, attn
+    if recorder is not None:
+        recorder.close()
 
 

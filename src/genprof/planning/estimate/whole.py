@@ -16,6 +16,7 @@ from genprof.errors import UsageError
 from genprof.planning.estimate.calibration import _reserved, load_calibration
 from genprof.planning.estimate.phases import (
     _ATTN_FLOPS,
+    _TRACE_ERRORS,
     _VAE_5D,
     _VAE_CALLS,
     _denoiser_input_bytes,
@@ -23,7 +24,9 @@ from genprof.planning.estimate.phases import (
     _trace_denoiser,
     _trace_text_encoder,
     _trace_vae_decode,
+    record_phase,
 )
+from genprof.planning.estimate.replay import PhaseRecording, replay_call
 from genprof.planning.estimate.results import ComponentWeights, Estimate, PhaseEstimate
 from genprof.planning.estimate.settings import (
     ATTENTION_BACKENDS,
@@ -39,6 +42,9 @@ log = logging.getLogger(__name__)
 
 PHASES = ("text_encode", "denoise", "vae_decode")
 """The phases of one call, in order."""
+
+RESERVED_METHODS = ("replay", "factor")
+"""How :func:`estimate` turns the trace into peak reserved: allocator replay or fitted factors."""
 
 def estimate(
     pipe_or_config: Any,
@@ -58,6 +64,7 @@ def estimate(
     vae_dtype: str | None = None,
     calibration: Mapping[str, float] | None = None,
     phases: tuple[str, ...] | None = None,
+    reserved_method: str = "factor",
 ) -> Estimate:
     """Predict peak GPU memory (allocated and reserved) of one generation, by component and phase.
 
@@ -67,7 +74,14 @@ def estimate(
     to the model's defaults. ``offload`` is one of :data:`OFFLOAD_MODES`; ``attention_backend``
     one of :data:`ATTENTION_BACKENDS`. No GPU and no weights are needed.
     ``phases`` (a subset of :data:`PHASES`) estimates only those phases, e.g. ``("vae_decode",)``.
+    ``reserved_method`` (one of :data:`RESERVED_METHODS`) is how peak reserved follows from the
+    trace: ``"replay"`` feeds the traced allocation sequence of the call through the caching
+    allocator model (:mod:`genprof.planning.estimate.replay`), ``"factor"`` applies the fitted
+    reserved factors of :data:`CALIBRATION`. Each phase's ``detail`` carries both figures where
+    the replay ran (``reserved_replay_bytes``, ``reserved_factor_bytes``).
     """
+    if reserved_method not in RESERVED_METHODS:
+        raise UsageError(f"reserved_method {reserved_method!r} is not one of {', '.join(RESERVED_METHODS)}")
     spec = _resolve(pipe_or_config)
     _register(spec)
     if dtype not in DTYPE_BYTES:
@@ -116,15 +130,20 @@ def estimate(
         bad = [p for p in phases if p not in PHASES]
         if bad or not phases:
             raise UsageError(f"unknown phase(s) {', '.join(bad) or '(none given)'}; choose from {', '.join(PHASES)}")
-    result = _estimate(spec, gen, cal, frozenset(phases or PHASES))
+    result = _estimate(spec, gen, cal, frozenset(phases or PHASES), reserved_method)
     result.trace_time_s = time.perf_counter() - t0
     return result
 
 
 def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
-              want: frozenset[str] = frozenset(PHASES)) -> Estimate:
+              want: frozenset[str] = frozenset(PHASES), method: str = "factor") -> Estimate:
     esize = DTYPE_BYTES[gen.dtype]
     notes: list[str] = []
+    if method == "replay" and gen.offload != "none":
+        notes.append(f"offload {gen.offload}: peak reserved from the fitted factors (the allocator replay "
+                     "covers offload none)")
+        method = "factor"
+    replayed = _replay(spec, gen, cal, want, notes) if method == "replay" else None
     weights = [
         component_weights(spec, c, gen.vae_dtype if c.role == "vae" else gen.dtype) for c in spec.components
     ]
@@ -206,8 +225,7 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
     if "denoise" in want:
         den = spec.denoiser
         call_batch = b * cfgp if spec.cfg_mode == "batched" else b
-        den_key = replace(gen, offload="none", vae_tiling=False, vae_slicing=False, layerwise_fp8=False,
-                          num_inference_steps=0, guidance_scale=0.0, vae_dtype=gen.dtype)
+        den_key = _trace_keys(gen)[0]
         peak, tokens, ops, err = _trace_denoiser(spec.name, den_key, call_batch)
         if err is not None:
             raise UsageError(f"cannot estimate {den.class_name} activations on the meta device: {err}")
@@ -246,7 +264,7 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
 
     # VAE decode
     if "vae_decode" in want:
-        vae_key = replace(gen, offload="none", layerwise_fp8=False, num_inference_steps=0, guidance_scale=0.0, dtype=gen.vae_dtype)
+        vae_key = _trace_keys(gen)[1]
         vpeak, out_bytes, verr = _trace_vae_decode(spec.name, vae_key, b)
         dec_calls, dec_bytes, dec_leaves = _VAE_CALLS.get((spec.name, vae_key, b), (1, 0, 0))
         if verr is not None:
@@ -284,6 +302,12 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
                      "without cache carried over from earlier phases")
     else:
         _offload_cache(phases, weights, spec, gen, cal)
+    if replayed is not None:
+        for ph in phases:
+            r = replayed[ph.name]["peak_reserved_bytes"]
+            ph.detail = {**ph.detail, "reserved_factor_bytes": ph.peak_reserved_bytes, "reserved_replay_bytes": r,
+                         "replay_allocated_bytes": replayed[ph.name]["peak_allocated_bytes"]}
+            ph.peak_reserved_bytes = max(int(r), ph.peak_allocated_bytes)
     if gen.attention_backend == "math":
         notes.append("math attention: the Lq x Lk score matrix is materialised (quadratic in tokens)")
     if gen.offload != "none":
@@ -306,9 +330,44 @@ def _estimate(spec: ModelSpec, gen: GenerationSettings, cal: dict[str, float],
         "vae_slicing": gen.vae_slicing,
         "attention_backend": gen.attention_backend,
         "layerwise_fp8": gen.layerwise_fp8,
+        "reserved_method": method,
         "latent_shape": [b, spec.latent_channels, lf, lh, lw] if spec.kind == "video" else [b, spec.latent_channels, lh, lw],
     }
     return Estimate(model=spec.name, settings=settings, components=weights, phases=phases, calibration=cal, notes=notes)
+
+
+def _trace_keys(gen: GenerationSettings) -> tuple[GenerationSettings, GenerationSettings]:
+    """The settings the denoiser and the VAE decode are traced with (what their traces depend on)."""
+    den = replace(gen, offload="none", vae_tiling=False, vae_slicing=False, layerwise_fp8=False,
+                  num_inference_steps=0, guidance_scale=0.0, vae_dtype=gen.dtype)
+    vae = replace(gen, offload="none", layerwise_fp8=False, num_inference_steps=0, guidance_scale=0.0, dtype=gen.vae_dtype)
+    return den, vae
+
+
+def _replay(spec: ModelSpec, gen: GenerationSettings, cal: Mapping[str, float], want: frozenset[str],
+            notes: list[str]) -> dict[str, dict[str, int]]:
+    """Peak reserved per phase by allocator replay of the traced call (records each phase once)."""
+    cfgp = gen.cfg_passes(spec)
+    call_batch = gen.batch_size * cfgp if spec.cfg_mode == "batched" else gen.batch_size
+    calls = 1 if spec.cfg_mode == "batched" or cfgp == 1 else cfgp
+    den_key, vae_key = _trace_keys(gen)
+
+    def record(phase: str, comp: str | None) -> PhaseRecording:
+        if phase == "denoise":
+            return record_phase(spec, phase, den_key, call_batch)
+        if phase == "vae_decode":
+            return record_phase(spec, phase, vae_key, gen.batch_size)
+        try:
+            return record_phase(spec, phase, gen, gen.batch_size, comp)
+        except (*_TRACE_ERRORS, AttributeError) as exc:
+            notes.append(f"{comp}: not replayed (it could not run on the meta device: {type(exc).__name__})")
+            return PhaseRecording(events=(), mark=0)
+
+    try:
+        return replay_call(spec, gen, cal, call_batch=call_batch, calls_per_step=calls, want=want, record=record)
+    except _TRACE_ERRORS as exc:
+        raise UsageError(f"cannot trace {spec.name} on the meta device for the allocator replay: "
+                         f"{type(exc).__name__}: {exc}; pass reserved_method='factor'") from exc
 
 
 def _offload_cache(phases: list[PhaseEstimate], weights: list[ComponentWeights], spec: ModelSpec, gen: GenerationSettings,

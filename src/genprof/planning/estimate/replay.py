@@ -1,0 +1,232 @@
+"""Reserved memory from the allocator replay: the traced allocation sequence of a whole call, fed
+through :mod:`genprof.planning.allocator`, instead of fitted reserved factors.
+
+Part of :mod:`genprof.planning.estimate`; see its docstring for the method and
+``docs/allocator.md`` for the model. The sequence of one call (offload ``"none"``):
+
+1. every component's parameters and buffers, tensor by tensor in the order ``module.to("cuda")``
+   moves them (children first, then the module's own parameters, then its buffers), as
+   ``from_pretrained`` + ``pipe.to("cuda")`` places loaded weights;
+2. the cuBLAS workspace (``workspace_bytes``, allocated by the first GEMM and kept by its handle);
+3. text encoding: each encoder's traced forward; its outputs (the prompt embeddings) stay
+   allocated to the end of the call;
+4. the latents (fp32) and the denoiser's call inputs, then two denoising steps (each: the
+   scheduler's two latent-sized fp32 temporaries and one traced denoiser forward per CFG call;
+   the second step is the steady state, reusing what the first one cached);
+5. the VAE's input latents, then the traced ``vae.decode`` with, for image VAEs, the cuDNN
+   convolution workspace as a transient block of ``vae_conv_workspace_bytes`` at the decode's
+   largest convolution (the point of the decode's allocated peak).
+
+Nothing is emptied between phases, as in a pipeline call. Each phase's predicted peak reserved is
+the replay's segment total at its highest during that phase. What the trace cannot see stays a
+named constant of :data:`genprof.planning.estimate.CALIBRATION` (the cuBLAS workspace, the cuDNN
+convolution workspace); the reserved factors and the cache-carry fraction are not used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from genprof.catalog import ModelSpec
+from genprof.planning.alloc_trace import AllocEvent
+from genprof.planning.estimate import cache
+from genprof.planning.estimate.settings import _TORCH_DTYPES, GenerationSettings, _denoiser_inputs, _nbytes
+from genprof.planning.estimate.trace import _torch
+
+log = logging.getLogger(__name__)
+
+REPLAY_TERMS = ("workspace_bytes", "vae_conv_workspace_bytes")
+"""The calibration constants the replay still uses: what a meta trace cannot see."""
+
+
+@dataclass(frozen=True)
+class PhaseRecording:
+    """A phase's traced allocation sequence: ``events`` (ids unique within it), and ``mark``, the
+    index where the forward returned (events after it free the outputs)."""
+
+    events: tuple[AllocEvent, ...]
+    mark: int
+    peak_index: int = 0  # index of the event at the live-bytes peak (where a transient workspace lands)
+
+
+def weight_sizes(module: Any) -> list[int]:
+    """Byte sizes of ``module``'s parameters and buffers in the order ``module.to(device)`` moves them.
+
+    ``Module._apply`` recurses into children first, then converts the module's own parameters,
+    then its buffers; a tied parameter is moved once.
+    """
+    seen: set[int] = set()
+    out: list[int] = []
+
+    def visit(m: Any) -> None:
+        for child in m.children():
+            visit(child)
+        for t in list(m._parameters.values()) + list(m._buffers.values()):
+            if t is None or id(t) in seen:
+                continue
+            seen.add(id(t))
+            out.append(int(t.numel() * t.element_size()))
+
+    visit(module)
+    return out
+
+
+class _Sequence:
+    """Builds one replay sequence, with fresh ids for every block."""
+
+    def __init__(self) -> None:
+        self.events: list[AllocEvent] = []
+        self._next = 1
+        self.phase_at: dict[str, tuple[int, int]] = {}
+
+    def alloc(self, size: int) -> int:
+        i = self._next
+        self._next += 1
+        self.events.append(AllocEvent("alloc", i, int(size)))
+        return i
+
+    def free(self, i: int, size: int = 0) -> None:
+        self.events.append(AllocEvent("free", i, int(size)))
+
+    def add(self, rec: PhaseRecording, *, keep_outputs: bool = False, workspace: int = 0) -> None:
+        """Append ``rec`` with its ids renumbered; ``workspace`` is a transient block at its peak."""
+        ids: dict[int, int] = {}
+        evs = rec.events[: rec.mark] if keep_outputs else rec.events
+        for n, ev in enumerate(evs):
+            if ev.action == "alloc":
+                ids[ev.id] = self.alloc(ev.size)
+            elif ev.action == "free":
+                new = ids.pop(ev.id, None)
+                if new is not None:
+                    self.free(new, ev.size)
+            else:
+                self.events.append(ev)
+            if workspace and n == rec.peak_index:
+                w = self.alloc(workspace)
+                self.free(w, workspace)
+
+    def begin(self, phase: str) -> None:
+        self.phase_at[phase] = (len(self.events), len(self.events))
+
+    def end(self, phase: str) -> None:
+        self.phase_at[phase] = (self.phase_at[phase][0], len(self.events))
+
+
+def call_sequence(weights: Iterable[int], recordings: Mapping[str, Any], kept: Mapping[str, list[int]],
+                  cal: Mapping[str, float], *, denoise_calls: int, steps: int = 2,
+                  image_vae: bool = False) -> _Sequence:
+    """The allocation sequence of one pipeline call (see the module docstring).
+
+    ``recordings``: ``"text_encode"`` (a list, one per encoder), ``"denoise"``, ``"vae_decode"``
+    (each a :class:`PhaseRecording`, or absent). ``kept``: byte sizes allocated before the phase and
+    kept through it: ``"denoise"`` (latents, the denoiser's inputs), ``"step"`` (the scheduler's
+    temporaries of one step), ``"vae_decode"`` (the VAE's input).
+    """
+    seq = _Sequence()
+    for n in weights:
+        seq.alloc(n)
+    ws = int(cal["workspace_bytes"])
+    if ws:
+        seq.alloc(ws)
+    if recordings.get("text_encode"):
+        seq.begin("text_encode")
+        for rec in recordings["text_encode"]:
+            seq.add(rec, keep_outputs=True)
+        seq.end("text_encode")
+    if recordings.get("denoise") is not None:
+        seq.begin("denoise")
+        for n in kept.get("denoise", ()):
+            seq.alloc(n)
+        for _ in range(steps):
+            tmp = [(seq.alloc(n), n) for n in kept.get("step", ())]
+            for _ in range(denoise_calls):
+                seq.add(recordings["denoise"])
+            for i, n in tmp:
+                seq.free(i, n)
+        seq.end("denoise")
+    if recordings.get("vae_decode") is not None:
+        seq.begin("vae_decode")
+        for n in kept.get("vae_decode", ()):
+            seq.alloc(n)
+        conv_ws = int(cal["vae_conv_workspace_bytes"]) if image_vae else 0
+        seq.add(recordings["vae_decode"], workspace=conv_ws)
+        seq.end("vae_decode")
+    return seq
+
+
+def replay_phases(seq: _Sequence, config: Any = None) -> dict[str, dict[str, int]]:
+    """Replay ``seq`` through the allocator model: per phase, its peak reserved and allocated bytes."""
+    from genprof.planning.allocator import CachingAllocator, replay
+
+    res = replay(seq.events, config, allocator=CachingAllocator(config, keep_trace=False))
+    out: dict[str, dict[str, int]] = {}
+    for phase, (lo, hi) in seq.phase_at.items():
+        before = res.reserved_after[lo - 1] if lo > 0 else 0
+        r = res.reserved_after[lo:hi] or [before]
+        a = res.allocated_after[lo:hi] or [res.allocated_after[lo - 1] if lo > 0 else 0]
+        out[phase] = {"peak_reserved_bytes": max(before, max(r)), "peak_allocated_bytes": max(a),
+                      "reserved_at_start_bytes": before}
+    out["_call"] = {"peak_reserved_bytes": res.peak_reserved, "peak_allocated_bytes": res.peak_allocated,
+                    "events": len(seq.events), "oom_at": -1 if res.oom_at is None else res.oom_at}
+    return out
+
+
+# ------------------------------------------------------------------ the estimate's entry point
+def replay_call(spec: ModelSpec, gen: GenerationSettings, cal: Mapping[str, float], *, call_batch: int,
+                calls_per_step: int, want: frozenset[str], record: Callable[[str, str | None], Any],
+                config: Any = None) -> dict[str, dict[str, int]]:
+    """Peak reserved per phase of one call by allocator replay (disk-cached; see the module docstring).
+
+    ``record(phase, component)`` returns the phase's :class:`PhaseRecording` (the estimator's traced
+    forward with the allocation recorder on).
+    """
+    from genprof.planning.allocator import AllocatorConfig
+    from genprof.planning.estimate.weights import _meta_module
+
+    conf = config or AllocatorConfig.from_env()
+    terms = {k: float(cal[k]) for k in REPLAY_TERMS}
+    key = cache.cache_key("replay_call", spec, gen, call_batch, calls_per_step, sorted(want), terms, repr(conf))
+    hit = cache.load(key)
+    if hit is not None:
+        return {k: {kk: int(vv) for kk, vv in v.items()} for k, v in hit.items()}
+    weights: list[int] = []
+    for c in spec.components:
+        weights += weight_sizes(_meta_module(spec.name, c.name, gen.vae_dtype if c.role == "vae" else gen.dtype))
+    recs: dict[str, Any] = {}
+    if "text_encode" in want:
+        recs["text_encode"] = [record("text_encode", c.name) for c in spec.text_encoders]
+    if "denoise" in want:
+        recs["denoise"] = record("denoise", None)
+    if "vae_decode" in want:
+        recs["vae_decode"] = record("vae_decode", None)
+    b = gen.batch_size
+    lf, lh, lw = gen.latent_shape(spec)
+    latent_fp32 = _nbytes(b, spec.latent_channels, lf, lh, lw, esize=4)
+    kept: dict[str, list[int]] = {
+        "denoise": [latent_fp32, *_input_sizes(_denoiser_inputs(spec, gen, call_batch))],
+        "step": [latent_fp32, latent_fp32],
+        "vae_decode": [_nbytes(b, spec.latent_channels, lf, lh, lw, esize=_esize(gen.vae_dtype))],
+    }
+    image_vae = spec.kind != "video" and spec.vae.class_name not in ("AutoencoderKLWan", "AutoencoderKLQwenImage")
+    seq = call_sequence(weights, recs, kept, cal, denoise_calls=calls_per_step, image_vae=image_vae)
+    out = replay_phases(seq, conf)
+    cache.store(key, out)
+    return out
+
+
+def _esize(dtype: str) -> int:
+    return 4 if _TORCH_DTYPES[dtype] == "float32" else 2
+
+
+def _input_sizes(obj: Any) -> list[int]:
+    torch = _torch()
+    if isinstance(obj, torch.Tensor):
+        return [int(obj.numel() * obj.element_size())]
+    if isinstance(obj, Mapping):
+        return [n for v in obj.values() for n in _input_sizes(v)]
+    if isinstance(obj, (list, tuple)):
+        return [n for v in obj for n in _input_sizes(v)]
+    return []

@@ -1,0 +1,76 @@
+"""The allocator-replay path of the estimate, and the memoised meta operators of the trace."""
+
+from __future__ import annotations
+
+import torch
+
+from genprof.planning.alloc_trace import AllocEvent, AllocRecorder
+from genprof.planning.estimate import trace as trace_mod
+from genprof.planning.estimate.replay import PhaseRecording, call_sequence, replay_phases, weight_sizes
+from genprof.planning.estimate.trace import trace_live_bytes
+
+MiB = 1024**2
+CAL = {"workspace_bytes": 0.0, "vae_conv_workspace_bytes": 0.0}
+
+
+def test_weight_sizes_follow_module_to_order() -> None:
+    class M(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.own = torch.nn.Parameter(torch.empty(3, device="meta"))
+            self.child = torch.nn.Linear(4, 5, device="meta")
+            self.tied = self.own
+
+    # children first (Linear's weight 20 floats, bias 5), then the module's own parameter, once
+    assert weight_sizes(M()) == [80, 20, 12]
+
+
+def _rec(*sizes: int, out: int = 0) -> PhaseRecording:
+    ev = [AllocEvent("alloc", i + 1, s) for i, s in enumerate(sizes)]
+    ev += [AllocEvent("free", i + 1, s) for i, s in enumerate(sizes) if i + 1 != out]
+    mark = len(ev)
+    if out:
+        ev.append(AllocEvent("free", out, sizes[out - 1]))
+    return PhaseRecording(events=tuple(ev), mark=mark)
+
+
+def test_text_outputs_stay_allocated_through_the_call() -> None:
+    te = _rec(30 * MiB, 12 * MiB, out=2)  # the 12 MiB output is the prompt embedding
+    seq = call_sequence([40 * MiB], {"text_encode": [te], "vae_decode": _rec(30 * MiB)}, {}, CAL, denoise_calls=1)
+    out = replay_phases(seq)
+    # the embedding's 12 MiB segment stays; the decode reuses the text encoder's cached 30 MiB segment
+    assert out["vae_decode"]["reserved_at_start_bytes"] == (40 + 30 + 12) * MiB
+    assert out["vae_decode"]["peak_reserved_bytes"] == (40 + 30 + 12) * MiB
+    assert out["text_encode"]["peak_allocated_bytes"] == (40 + 30 + 12) * MiB
+
+
+def test_denoise_steps_reuse_the_cache() -> None:
+    den = _rec(100 * MiB, 50 * MiB)
+    one = replay_phases(call_sequence([], {"denoise": den}, {}, CAL, denoise_calls=1, steps=1))
+    two = replay_phases(call_sequence([], {"denoise": den}, {}, CAL, denoise_calls=2, steps=2))
+    assert one["denoise"]["peak_reserved_bytes"] == two["denoise"]["peak_reserved_bytes"] == 150 * MiB
+
+
+def _trace(memo: bool) -> tuple[int, list[tuple[str, int]]]:
+    trace_mod._MEMO.clear()
+    trace_mod._MEMO_ON[0] = memo
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.SiLU(), torch.nn.Conv2d(8, 8, 3)).to("meta")
+    x = torch.empty(2, 3, 16, 16, device="meta")
+    rec = AllocRecorder()
+    try:
+        with trace_live_bytes("flash", recorder=rec) as (counter, _):
+            for _ in range(3):  # the same shapes again: memo hits from the second pass
+                y = net(x)
+                del y
+    finally:
+        trace_mod._MEMO_ON[0] = True
+    return counter.peak, [(e.action, e.size) for e in rec.events]
+
+
+def test_memoised_operators_give_the_same_trace() -> None:
+    assert _trace(memo=True) == _trace(memo=False)
+
+
+def test_memo_is_used_for_repeated_shapes() -> None:
+    _trace(memo=True)
+    assert any(v is not trace_mod._NO_MEMO for v in trace_mod._MEMO.values())
