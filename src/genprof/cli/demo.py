@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         dur = g.get("duration_s")
         fps = (fr / dur) if fr and dur else None
         print(f"  {g['pipeline_class']}: {format_seconds(dur)}, {g['steps']} steps, "
-              f"{g['denoiser_forwards']['total']} denoiser forwards, {fr} output frames"
+              f"{g['denoiser_forwards']['total']} denoiser forwards, {fr} output frame{'' if fr == 1 else 's'}"
               + (f" ({fps:.2f} frames/s)" if fps else ""))
     run_path = prof.run_path or prof.save(out / "genprof-demo.json")
     print(f"run file: {run_path}")
