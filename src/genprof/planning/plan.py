@@ -214,6 +214,7 @@ def plan(
     smallest_i = min(range(len(candidates)), key=lambda i: candidates[i].peak_reserved_bytes)
     smallest = candidates[smallest_i]
     gen_settings = {k: v for k, v in generation.items() if k != "calibration"}
+    needed: str | None = None
     if chosen_i is None:
         need = int(smallest.peak_reserved_bytes / (1 - safety_margin)) + 1
         from genprof.units import format_bytes
@@ -226,30 +227,18 @@ def plan(
         )
         if host_ram_bytes is not None and smallest.host_ram_bytes > host_ram_bytes:
             needed += f" It also needs {format_bytes(smallest.host_ram_bytes)} of host RAM."
-        return Plan(
-            model=spec.name,
-            budget_bytes=int(budget_bytes),
-            safety_margin=safety_margin,
-            generation=gen_settings,
-            chosen=None,
-            candidates=candidates,
-            estimate=estimates[smallest_i],
-            assumptions=assumptions,
-            fits=False,
-            smallest_peak_bytes=smallest.peak_reserved_bytes,
-            needed=needed,
-        )
     return Plan(
         model=spec.name,
         budget_bytes=int(budget_bytes),
         safety_margin=safety_margin,
         generation=gen_settings,
-        chosen=candidates[chosen_i],
+        chosen=None if chosen_i is None else candidates[chosen_i],
         candidates=candidates,
-        estimate=estimates[chosen_i],
+        estimate=estimates[smallest_i if chosen_i is None else chosen_i],
         assumptions=assumptions,
-        fits=True,
+        fits=chosen_i is not None,
         smallest_peak_bytes=smallest.peak_reserved_bytes,
+        needed=needed,
     )
 
 

@@ -38,6 +38,22 @@ class _Block:
     def is_split(self) -> bool:
         return self.prev is not None or self.next is not None
 
+    def link_after(self, new: _Block) -> None:
+        """Put ``new`` right after this block in its segment's block list."""
+        new.prev = self
+        new.next = self.next
+        if self.next is not None:
+            self.next.prev = new
+        self.next = new
+
+    def link_before(self, new: _Block) -> None:
+        """Put ``new`` right before this block in its segment's block list."""
+        new.prev = self.prev
+        new.next = self
+        if self.prev is not None:
+            self.prev.next = new
+        self.prev = new
+
 
 class _Pool:
     """Free blocks ordered by (stream, size, address), unmapped ones by (stream, address)."""

@@ -237,11 +237,7 @@ class CachingAllocator(ExpandableSegments):
         if self._should_split(block, size):
             rest = block
             block = _Block(rest.addr, size, stream, rest.small, rest.seg)
-            block.prev = rest.prev
-            if block.prev is not None:
-                block.prev.next = block
-            block.next = rest
-            rest.prev = block
+            rest.link_before(block)
             rest.addr += size
             rest.size -= size
             pool.insert(rest)

@@ -92,11 +92,7 @@ class ExpandableSegments:
         b.mapped = True
         if mapped < b.size:
             rest = _Block(b.addr + mapped, b.size - mapped, b.stream, b.small, seg, mapped=False)
-            rest.prev = b
-            rest.next = b.next
-            if b.next is not None:
-                b.next.prev = rest
-            b.next = rest
+            b.link_after(rest)
             pool.insert_unmapped(rest)
             b.size = mapped
         self._try_merge(b, b.prev, pool)
@@ -120,22 +116,14 @@ class ExpandableSegments:
         before = start - b.addr
         if before > 0:
             bf = _Block(b.addr, before, b.stream, b.small, seg)
-            bf.prev = b.prev
-            bf.next = b
-            if b.prev is not None:
-                b.prev.next = bf
-            else:
+            b.link_before(bf)
+            if bf.prev is None:
                 self._es_heads[seg.base] = bf
-            b.prev = bf
             pool.insert(bf)
         after = b.size - before - length
         if after > 0:
             af = _Block(start + length, after, b.stream, b.small, seg)
-            af.prev = b
-            af.next = b.next
-            if b.next is not None:
-                b.next.prev = af
-            b.next = af
+            b.link_after(af)
             pool.insert(af)
         b.addr = start
         b.size = length
