@@ -27,6 +27,6 @@ def test_names_are_the_same_objects_as_in_their_modules() -> None:
     from genprof.planning.allocator import CachingAllocator, parse_alloc_conf, replay
     from genprof.planning.allocator.caching import CachingAllocator as caching_cls
     from genprof.planning.allocator.config import parse_alloc_conf as config_parse
-    from genprof.planning.allocator.replay import replay as replay_fn
+    from genprof.planning.allocator.replaying import replay as replay_fn
 
     assert (CachingAllocator, parse_alloc_conf, replay) == (caching_cls, config_parse, replay_fn)

@@ -53,7 +53,7 @@ Nothing here needs torch.
 The package, one seam a module: :mod:`.config` (the settings, ``PYTORCH_CUDA_ALLOC_CONF`` parsing,
 the size rules), :mod:`.blocks` (blocks, segments, free pools and the read-only views),
 :mod:`.caching` (:class:`CachingAllocator`), :mod:`.expandable` (its expandable-segments mode),
-:mod:`.replay` (replaying an event sequence) and :mod:`.recorded` (recorded torch snapshots and
+:mod:`.replaying` (replaying an event sequence) and :mod:`.recorded` (recorded torch snapshots and
 the comparison with them).
 """
 
@@ -87,7 +87,7 @@ from genprof.planning.allocator.recorded import (
     load_snapshot,
     recorded_steps,
 )
-from genprof.planning.allocator.replay import ReplayResult, peak_reserved, replay
+from genprof.planning.allocator.replaying import ReplayResult, peak_reserved, replay
 
 __all__ = [
     "AllocEvent", "AllocatorConfig", "AllocatorConfigError", "AllocatorOutOfMemory", "BlockView",

@@ -10,7 +10,7 @@ from typing import Any
 from genprof.planning.alloc_trace import AllocEvent
 from genprof.planning.allocator.caching import CachingAllocator
 from genprof.planning.allocator.config import AllocatorConfig
-from genprof.planning.allocator.replay import replay
+from genprof.planning.allocator.replaying import replay
 
 _SEGMENT_UP = ("segment_alloc", "segment_map")
 _SEGMENT_DOWN = ("segment_free", "segment_unmap")
