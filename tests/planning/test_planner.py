@@ -3,7 +3,7 @@ import pytest
 from genprof.errors import UsageError
 from genprof.model import EndState, Run
 from genprof.planning.oom import explain_oom
-from genprof.planning.plan import TimeModel, apply, plan
+from genprof.planning.plan import TimeModel, plan
 from genprof.planning.resources import fp8_supported, resources
 
 pytest.importorskip("torch")
@@ -46,60 +46,6 @@ def test_plan_rejects_bad_input():
         plan("sd1.5", 0)
     with pytest.raises(UsageError, match="unknown generation"):
         plan("sd1.5", GiB, frames=3)
-
-
-class _FakeVae:
-    def __init__(self):
-        self.calls = []
-
-    def enable_tiling(self):
-        self.calls.append("tiling")
-
-    def enable_slicing(self):
-        self.calls.append("slicing")
-
-
-class _FakeDenoiser:
-    def __init__(self):
-        self.calls = []
-
-    def enable_layerwise_casting(self, **kw):
-        self.calls.append(("fp8", kw))
-
-    def set_attention_backend(self, name):
-        self.calls.append(("attn", name))
-
-
-class _FakePipe:
-    """Records the diffusers API calls that apply() makes, in order."""
-
-    def __init__(self):
-        self.transformer = _FakeDenoiser()
-        self.vae = _FakeVae()
-        self.calls = []
-
-    def to(self, *a, **kw):
-        self.calls.append(("to", a, kw))
-        return self
-
-    def enable_group_offload(self, **kw):
-        self.calls.append(("group", kw))
-
-    def enable_model_cpu_offload(self, **kw):
-        self.calls.append(("model", kw))
-
-
-def test_apply_uses_diffusers_apis_in_order():
-    import torch
-
-    pipe = _FakePipe()
-    done = apply(pipe, {"dtype": "bf16", "offload": "group_leaf_stream", "vae_tiling": True, "vae_slicing": False,
-                        "layerwise_fp8": True, "attention_backend": "flash"})
-    assert done[0].startswith("pipe.to(dtype=")
-    assert "enable_layerwise_casting" in done[1] and "enable_group_offload" in done[2]
-    assert done[3] == "vae.enable_tiling()" and "set_attention_backend" in done[4]
-    assert pipe.transformer.calls[0][1]["storage_dtype"] == torch.float8_e4m3fn
-    assert pipe.calls[1][1]["offload_type"] == "leaf_level" and pipe.calls[1][1]["use_stream"] is True
 
 
 def test_resources_without_gpu_still_reports_host():
@@ -159,21 +105,3 @@ def test_report_and_summary_of_an_oom_run_say_what_would_fit(tmp_path, capsys):
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out
     assert "What would have fit" in out and "expandable_segments" in out
-
-
-def test_time_model_ranks_sequential_before_streamed_leaf_with_tiling_for_wan():
-    # bench/results/plan_wan_h100.json: sequential 10.97 s, group leaf + streams + VAE tiling 17.33 s
-    # (tiled decoding calls the decoder 315 times, each moving its weights leaf by leaf)
-    from genprof.planning.estimate import _resolve, estimate
-    from genprof.planning.plan import TimeModel, _leaf_count, _predict_time
-
-    gen = {"height": 480, "width": 832, "num_frames": 81, "num_inference_steps": 2}
-    tm = TimeModel(h2d_bandwidth_bytes_per_s=54.7e9, step_time_s=1.562, vae_decode_s=2.077, text_encode_s=0.038)
-    seq = estimate("wan2.1-1.3b", offload="sequential", **gen)
-    gls = estimate("wan2.1-1.3b", offload="group_leaf_stream", vae_tiling=True, **gen)
-    params = next(c for c in seq.components if c.role == "denoiser").params
-    leaves = _leaf_count(_resolve("wan2.1-1.3b"))
-    t_seq = _predict_time(seq, tm, params, leaves)[0]
-    t_gls = _predict_time(gls, tm, params, leaves)[0]
-    assert t_seq < t_gls
-    assert abs(t_seq - 10.97) / 10.97 < 0.15 and abs(t_gls - 17.33) / 17.33 < 0.15

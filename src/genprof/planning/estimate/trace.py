@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from genprof.errors import MissingDependencyError
+from genprof.planning.allocator import CachingAllocator, allocation_size
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +43,9 @@ def _round_reserved(n: int) -> int:
     return ((n + 2 * MiB - 1) // (2 * MiB)) * (2 * MiB)
 
 
-class CachingAllocatorModel:
-    """A model of PyTorch's CUDA caching allocator (native backend, one stream, no expandable segments).
+class CachingAllocatorModel(CachingAllocator):
+    """The estimate's name for :class:`genprof.planning.allocator.CachingAllocator` with torch's default
+    settings (native backend, no expandable segments), kept as a name of :mod:`genprof.planning.estimate`.
 
     Requests round up to 512 bytes; up to 1 MiB they come from 2 MiB segments (small pool),
     up to 10 MiB from 20 MiB segments, larger ones get a segment rounded up to 2 MiB. A request
@@ -53,85 +55,16 @@ class CachingAllocatorModel:
     over allocated (see ``docs/planning.md``): e.g. replaying the parameter allocations of a
     model built in fp32 on the GPU then cast to bf16 leaves segments pinned by a few blocks,
     while ``.to("cuda")`` of loaded weights packs them (reserved/allocated about 1.01).
+    ``malloc`` returns a handle for ``free``; no per-step trace is kept.
     """
 
     def __init__(self) -> None:
-        import bisect
-
-        self._bisect = bisect
-        self._free: dict[bool, list[tuple[int, int, int]]] = {True: [], False: []}  # (size, segment, offset)
-        self._segments: dict[int, tuple[int, bool, dict[int, list[Any]]]] = {}  # id -> (size, small, blocks)
-        self._live: dict[int, tuple[int, int]] = {}
-        self._next_segment = 0
-        self._next_handle = 0
-        self.allocated = 0
-        self.reserved = 0
-        self.peak_allocated = 0
-        self.peak_reserved = 0
+        super().__init__(keep_trace=False)
 
     @staticmethod
     def segment_size(n: int) -> int:
-        if n <= MiB:
-            return 2 * MiB
-        if n < 10 * MiB:
-            return 20 * MiB
-        return ((n + 2 * MiB - 1) // (2 * MiB)) * (2 * MiB)
-
-    def malloc(self, nbytes: int) -> int:
-        """Allocate; returns a handle for :meth:`free`."""
-        n = max(512, _round_alloc(nbytes))
-        small = n <= MiB
-        pool = self._free[small]
-        i = self._bisect.bisect_left(pool, (n, -1, -1))
-        if i < len(pool):
-            size, sid, off = pool.pop(i)
-        else:
-            size, sid, off = self.segment_size(n), self._next_segment, 0
-            self._next_segment += 1
-            self._segments[sid] = (size, small, {0: [size, False]})
-            self.reserved += size
-            self.peak_reserved = max(self.peak_reserved, self.reserved)
-        blocks = self._segments[sid][2]
-        rest = size - n
-        if (small and rest >= 512) or (not small and rest > MiB):
-            blocks[off] = [n, True]
-            blocks[off + n] = [rest, False]
-            self._bisect.insort(pool, (rest, sid, off + n))
-        else:
-            blocks[off] = [size, True]
-            n = size
-        self.allocated += n
-        self.peak_allocated = max(self.peak_allocated, self.allocated)
-        h = self._next_handle
-        self._next_handle += 1
-        self._live[h] = (sid, off)
-        return h
-
-    def free(self, handle: int) -> None:
-        sid, off = self._live.pop(handle)
-        _, small, blocks = self._segments[sid]
-        pool = self._free[small]
-        size = blocks.pop(off)[0]
-        self.allocated -= size
-        nxt = off + size
-        if nxt in blocks and not blocks[nxt][1]:
-            pool.remove((blocks[nxt][0], sid, nxt))
-            size += blocks.pop(nxt)[0]
-        prev = next((o for o, b in blocks.items() if o + b[0] == off), None)
-        if prev is not None and not blocks[prev][1]:
-            pool.remove((blocks[prev][0], sid, prev))
-            size += blocks.pop(prev)[0]
-            off = prev
-        blocks[off] = [size, False]
-        self._bisect.insort(pool, (size, sid, off))
-
-    def empty_cache(self) -> None:
-        for sid in list(self._segments):
-            size, small, blocks = self._segments[sid]
-            if len(blocks) == 1 and not blocks[0][1]:
-                self._free[small].remove((size, sid, 0))
-                self.reserved -= size
-                del self._segments[sid]
+        """Bytes of the segment a request rounded to ``n`` bytes gets."""
+        return allocation_size(n)
 
 
 class LiveBytes:
