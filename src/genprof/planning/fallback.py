@@ -1,6 +1,6 @@
 """Try strategies in order (direct, tiled, CPU, ...) and fall back only on out-of-memory errors.
 
-Seed 003's chain, without its "emergency dummy latents": when every strategy fails,
+A fallback chain that never invents output (no "emergency dummy latents"): when every strategy fails,
 :class:`AllStrategiesFailedError` is raised with why each failed; no data is ever made up.
 """
 
