@@ -90,14 +90,25 @@ def test_failing_source_is_recorded_and_sampling_goes_on() -> None:
 
 
 def test_thread_starts_and_stops() -> None:
-    s = Sampler([Source("h", 0.01, lambda: {("host", "v"): 1.0})], t0=0.0, max_points=100)
-    s.start()
-    import time
+    import threading
 
-    time.sleep(0.1)
+    calls: list[int] = []
+    third = threading.Event()
+
+    def read() -> dict:
+        calls.append(1)
+        if len(calls) >= 3:
+            third.set()
+        return {("host", "v"): 1.0}
+
+    s = Sampler([Source("h", 0.01, read)], t0=0.0, max_points=100)
+    s.start()
+    # the thread samples on its own: wait for its third reading (the timeout only guards a hang)
+    assert third.wait(timeout=30.0), "the sampler thread took no third reading"
     s.stop()
     series = s.series()
     assert series and len(series[0].t_s) >= 3
+    assert not s.alive()  # stop() joined the thread
 
 
 def test_decimation_keeps_global_extremes_and_bound() -> None:
