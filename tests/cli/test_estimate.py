@@ -67,3 +67,19 @@ def test_estimate_one_component_at_80_columns_states_traced_batch(capsys, monkey
     # alone, the decode carries no cache from the denoise phase; the rest of the phase is the same
     assert d["phases"][0]["peak_allocated_bytes"] == whole["peak_allocated_bytes"]
     assert d["phases"][0]["peak_reserved_bytes"] <= whole["peak_reserved_bytes"]
+
+
+@pytest.mark.slow
+def test_estimate_reserved_method_flag_reaches_the_estimate(capsys):
+    # the denoising phase alone keeps this quick; both methods answer, and say which one was used
+    args = ["estimate", "--model", "sd1.5", "--component", "unet", "--json"]
+    out = {}
+    for method in ("factor", "replay"):
+        assert main([*args, "--reserved-method", method]) == 0
+        out[method] = json.loads(capsys.readouterr().out)
+    for method, d in out.items():
+        assert d["settings"]["reserved_method"] == method  # the method is recorded in the result
+        assert d["peak_reserved_bytes"] >= d["peak_allocated_bytes"] > 0
+    assert out["factor"]["peak_reserved_bytes"] != out["replay"]["peak_reserved_bytes"]
+    with pytest.raises(SystemExit):
+        main([*args, "--reserved-method", "guess"])

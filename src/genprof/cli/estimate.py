@@ -31,6 +31,10 @@ def register(sub: Any) -> None:
     p.add_argument("--component", default=None, choices=sorted(COMPONENT_PHASES),
                    help="estimate one component's phase alone (transformer/unet/denoiser: denoising; "
                         "vae_decode; text_encoder: text encoding); faster, as the other phases are not traced")
+    p.add_argument("--reserved-method", default="factor", choices=("factor", "replay"),
+                   help="how peak reserved follows from the traced allocations: 'factor' (fitted per-phase "
+                        "factors, the default) or 'replay' (the call's allocation sequence replayed through a "
+                        "model of PyTorch's caching allocator; see docs/allocator.md for where each is closer)")
     p.set_defaults(func=run)
 
 
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         **generation_kwargs(args),
         **pipeline_kwargs(args),
         phases=(COMPONENT_PHASES[args.component],) if args.component else None,
+        reserved_method=args.reserved_method,
     )
     if args.json:
         json.dump(est.to_dict(), sys.stdout, indent=2, sort_keys=True)
