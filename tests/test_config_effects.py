@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ def _run(monkeypatch: pytest.MonkeyPatch, nv: FakeNvml | None = None, **cfg: obj
         with prof.phase("p"):
             for _ in prof.steps(range(2)):
                 alloc.set(10)
-            time.sleep(0.05)
     return prof
 
 
@@ -107,11 +105,22 @@ def test_nvtx_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_live_display_draws_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from rich.console import Console
+
+    from genprof.render.live import render_snapshot
+
+    drawn: list[str] = []
     with Profiler("live", real_time_display=True, display_force=True, display_interval=0.05, **BASE) as prof:
-        for _ in prof.steps(range(5)):
-            time.sleep(0.04)
+        for i in prof.steps(range(5)):
+            if i == 2:  # what the panel draws mid-loop, rendered here instead of waiting for a refresh
+                buf = io.StringIO()
+                Console(file=buf, width=100, color_system=None).print(render_snapshot(prof.live_snapshot()))
+                drawn.append(buf.getvalue())
     err = capsys.readouterr().err
-    assert "live" in err and "denoise" in err
+    assert "genprof: live" in err  # the panel was shown on stderr (first frame at start, last at stop)
+    assert "denoise" in drawn[0] and "2/5" in drawn[0]  # two steps done when the third runs
     with Profiler("quiet", real_time_display=False, end_summary="none", **BASE) as prof:
         for _ in prof.steps(range(2)):
             pass
