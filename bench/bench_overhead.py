@@ -64,6 +64,13 @@ def inputs(frames: int, height: int, width: int) -> dict[str, Any]:
     )
 
 
+def cfg_step(model: Any, x: dict[str, Any], lat: Any, t: Any) -> Any:
+    """One guided denoise step: conditional and unconditional passes, then an Euler-like update."""
+    cond = model(hidden_states=lat, timestep=t, encoder_hidden_states=x["encoder_hidden_states"], return_dict=False)[0]
+    unc = model(hidden_states=lat, timestep=t, encoder_hidden_states=x["encoder_hidden_states"], return_dict=False)[0]
+    return lat - 0.01 * (unc + 5.0 * (cond - unc))
+
+
 @torch.inference_mode()
 def loop(model: Any, x: dict[str, Any], steps: int, prof: Profiler | None) -> float:
     lat = x["hidden_states"]
@@ -73,10 +80,7 @@ def loop(model: Any, x: dict[str, Any], steps: int, prof: Profiler | None) -> fl
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for i in it:
-        t = ts[i : i + 1]
-        cond = model(hidden_states=lat, timestep=t, encoder_hidden_states=x["encoder_hidden_states"], return_dict=False)[0]
-        unc = model(hidden_states=lat, timestep=t, encoder_hidden_states=x["encoder_hidden_states"], return_dict=False)[0]
-        lat = lat - 0.01 * (unc + 5.0 * (cond - unc))
+        lat = cfg_step(model, x, lat, ts[i : i + 1])
     torch.cuda.synchronize()
     return time.perf_counter() - t0
 

@@ -45,7 +45,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from bench_overhead import build, inputs  # the same model and inputs as the loop-overhead bench
+from bench_overhead import (  # the same model, inputs and step as the loop-overhead bench
+    build,
+    cfg_step,
+    inputs,
+)
 
 from genprof.analysis.summary import bootstrap_median_ci
 from genprof.profiler import Profiler
@@ -57,10 +61,7 @@ MODES = ("plain", "default", "dev")
 def _body(model: Any, x: dict[str, Any], it: Any, ts: Any) -> None:
     lat = x["hidden_states"]
     for i in it:
-        t = ts[i : i + 1]
-        cond = model(hidden_states=lat, timestep=t, encoder_hidden_states=x["encoder_hidden_states"], return_dict=False)[0]
-        unc = model(hidden_states=lat, timestep=t, encoder_hidden_states=x["encoder_hidden_states"], return_dict=False)[0]
-        lat = lat - 0.01 * (unc + 5.0 * (cond - unc))
+        lat = cfg_step(model, x, lat, ts[i : i + 1])
     torch.cuda.synchronize()
 
 

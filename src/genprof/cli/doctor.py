@@ -79,21 +79,9 @@ def torch_build() -> dict[str, Any]:
 
 def _host_resources() -> Any:
     """Host facts only (``planning.resources.resources`` without its torch import)."""
-    from genprof.planning.resources import Resources
+    from genprof.planning.resources import host_resources
 
-    res = Resources()
-    try:
-        import psutil
-
-        vm = psutil.virtual_memory()
-        res.host_ram_total_bytes = int(vm.total)
-        res.host_ram_available_bytes = int(vm.available)
-        res.cpu_cores_logical = psutil.cpu_count(logical=True)
-        res.cpu_cores_physical = psutil.cpu_count(logical=False)
-    except (ImportError, OSError) as exc:
-        res.unavailable["host"] = f"psutil could not read the host: {exc}"
-        res.cpu_cores_logical = os.cpu_count()
-    return res
+    return host_resources()
 
 
 def collect(measure_bandwidth: bool = False, import_torch: bool = False) -> dict[str, Any]:

@@ -74,28 +74,7 @@ def apply(pipe: Any, plan_or_settings: Plan | Mapping[str, Any], *, device: str 
             raise UsageError(f"{type(den).__name__} has no enable_layerwise_casting (diffusers >= 0.33 needed)")
         den.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=dt)
         done.append(f"{den_name}.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype={dt})")
-    mode = s.get("offload", "none")
-    dev = torch.device(device)
-    if mode == "none":
-        pipe.to(dev)
-        done.append(f"pipe.to({device!r})")
-    elif mode == "model":
-        pipe.enable_model_cpu_offload(device=dev)
-        done.append("pipe.enable_model_cpu_offload()")
-    elif mode == "sequential":
-        pipe.enable_sequential_cpu_offload(device=dev)
-        done.append("pipe.enable_sequential_cpu_offload()")
-    elif mode.startswith("group_"):
-        level = "block_level" if mode.startswith("group_block") else "leaf_level"
-        stream = mode.endswith("_stream")
-        kw: dict[str, Any] = {"onload_device": dev, "offload_device": torch.device("cpu"), "offload_type": level, "use_stream": stream}
-        if level == "block_level":
-            kw["num_blocks_per_group"] = 1
-        pipe.enable_group_offload(**kw)
-        done.append(f"pipe.enable_group_offload(offload_type={level!r}, num_blocks_per_group=1, use_stream={stream})"
-                    if level == "block_level" else f"pipe.enable_group_offload(offload_type={level!r}, use_stream={stream})")
-    else:
-        raise UsageError(f"unknown offload mode {mode!r}")
+    apply_offload(pipe, s.get("offload", "none"), device, done)
     vae = getattr(pipe, "vae", None)
     if s.get("vae_tiling"):
         if vae is None or not hasattr(vae, "enable_tiling"):
@@ -115,3 +94,32 @@ def apply(pipe: Any, plan_or_settings: Plan | Mapping[str, Any], *, device: str 
         done.append(f"{den_name}.set_attention_backend({_ATTN_NAMES[attn]!r})")
     log.info("applied plan: %s", "; ".join(done))
     return done
+
+
+def apply_offload(pipe: Any, mode: str, device: str, done: list[str]) -> None:
+    """Place ``pipe`` on ``device`` under offload ``mode`` (the planner's modes) and append the
+    diffusers call made to ``done``. Shared by :func:`apply` and tune's recipes."""
+    import torch
+
+    dev = torch.device(device)
+    if mode == "none":
+        pipe.to(dev)
+        done.append(f"pipe.to({device!r})")
+    elif mode == "model":
+        pipe.enable_model_cpu_offload(device=dev)
+        done.append("pipe.enable_model_cpu_offload()")
+    elif mode == "sequential":
+        pipe.enable_sequential_cpu_offload(device=dev)
+        done.append("pipe.enable_sequential_cpu_offload()")
+    elif mode.startswith("group_"):
+        level = "block_level" if mode.startswith("group_block") else "leaf_level"
+        stream = mode.endswith("_stream")
+        kw: dict[str, Any] = {"onload_device": dev, "offload_device": torch.device("cpu"), "offload_type": level,
+                              "use_stream": stream}
+        if level == "block_level":
+            kw["num_blocks_per_group"] = 1
+        pipe.enable_group_offload(**kw)
+        done.append(f"pipe.enable_group_offload(offload_type={level!r}, num_blocks_per_group=1, use_stream={stream})"
+                    if level == "block_level" else f"pipe.enable_group_offload(offload_type={level!r}, use_stream={stream})")
+    else:
+        raise UsageError(f"unknown offload mode {mode!r}")

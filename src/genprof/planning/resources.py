@@ -72,8 +72,8 @@ def fp8_supported(major: int, minor: int) -> bool:
     return (major, minor) >= (8, 9)
 
 
-def resources(measure_bandwidth: bool = False) -> Resources:
-    """Read the machine. ``measure_bandwidth=True`` times pinned host-to-device copies per GPU (once)."""
+def host_resources() -> Resources:
+    """Host RAM and CPU cores only (no torch import): the host half of :func:`resources`."""
     res = Resources()
     try:
         import psutil
@@ -86,6 +86,12 @@ def resources(measure_bandwidth: bool = False) -> Resources:
     except (ImportError, OSError) as exc:
         res.unavailable["host"] = f"psutil could not read the host: {exc}"
         res.cpu_cores_logical = os.cpu_count()
+    return res
+
+
+def resources(measure_bandwidth: bool = False) -> Resources:
+    """Read the machine. ``measure_bandwidth=True`` times pinned host-to-device copies per GPU (once)."""
+    res = host_resources()
     try:
         import torch
     except ImportError:

@@ -15,6 +15,13 @@ PLAN_KEYS = ("dtype", "offload", "vae_tiling", "vae_slicing", "layerwise_fp8", "
 """The settings the planner predicts (its candidate space)."""
 
 
+def apply_offload(pipe: Any, mode: str, device: str, done: list[str]) -> None:
+    """The planner's offload placement (``planning.plan_apply.apply_offload``)."""
+    from genprof.planning.plan_apply import apply_offload as _apply
+
+    _apply(pipe, mode, device, done)
+
+
 def offload_modes() -> tuple[str, ...]:
     from genprof.planning.estimate import OFFLOAD_MODES
 

@@ -318,28 +318,7 @@ def apply_recipe(pipe: Any, recipe: Recipe | Mapping[str, Any], *, device: str =
             raise UsageError(f"{type(den).__name__} has no enable_layerwise_casting (diffusers >= 0.33 needed)")
         den.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute)
         done.append(f"{den_name}.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype={compute})")
-    mode = s["offload"]
-    dev = torch.device(device)
-    if mode == "none":
-        pipe.to(dev)
-        done.append(f"pipe.to({device!r})")
-    elif mode == "model":
-        pipe.enable_model_cpu_offload(device=dev)
-        done.append("pipe.enable_model_cpu_offload()")
-    elif mode == "sequential":
-        pipe.enable_sequential_cpu_offload(device=dev)
-        done.append("pipe.enable_sequential_cpu_offload()")
-    elif mode.startswith("group_"):
-        level = "block_level" if mode.startswith("group_block") else "leaf_level"
-        stream = mode.endswith("_stream")
-        kw: dict[str, Any] = {"onload_device": dev, "offload_device": torch.device("cpu"), "offload_type": level,
-                              "use_stream": stream}
-        if level == "block_level":
-            kw["num_blocks_per_group"] = 1
-        pipe.enable_group_offload(**kw)
-        done.append(f"pipe.enable_group_offload(offload_type={level!r}, use_stream={stream})")
-    else:
-        raise UsageError(f"unknown offload mode {mode!r}")
+    _planning.apply_offload(pipe, s["offload"], device, done)
     if s["vae_tiling"]:
         if vae is None or not hasattr(vae, "enable_tiling"):
             raise UsageError("the recipe asks for VAE tiling but the pipeline's VAE has no enable_tiling")
