@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -408,12 +409,51 @@ def test_no_reset_mode_leaves_the_counter_alone(monkeypatch: pytest.MonkeyPatch)
     assert s.peak_allocated_bytes == 8 and "NOT reset" in (s.peak_source or "")
 
 
+def _hold_energy_reads_until_run_end(nv: FakeNvml, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Keep each run's energy thread from reading until the run asks for its end reading.
+
+    Every request of the run then waits in the queue at once, so which requests share a
+    reading is the same on every run of the test. Returns the thread name of each counter read.
+    """
+    from genprof.profiler import energy
+
+    gate = threading.Event()
+    threads: list[str] = []
+    read = nv.nvmlDeviceGetTotalEnergyConsumption
+
+    def traced(h: dict[str, object]) -> int:
+        threads.append(threading.current_thread().name)
+        return read(h)
+
+    loop, end_run, init = energy._EnergyReader._loop, energy.EnergyWindows.end_run, energy.EnergyWindows.__init__
+
+    def held_loop(self: energy._EnergyReader) -> None:
+        assert gate.wait(10.0), "the run never asked for its end reading"
+        loop(self)
+
+    def end_then_open(self: energy.EnergyWindows) -> None:
+        end_run(self)
+        gate.set()
+
+    def new_run(self: energy.EnergyWindows, *a: Any, **k: Any) -> None:
+        gate.clear()
+        init(self, *a, **k)
+
+    nv.nvmlDeviceGetTotalEnergyConsumption = traced
+    monkeypatch.setattr(energy._EnergyReader, "_loop", held_loop)
+    monkeypatch.setattr(energy.EnergyWindows, "end_run", end_then_open)
+    monkeypatch.setattr(energy.EnergyWindows, "__init__", new_run)
+    return threads
+
+
 def test_gpu_time_from_events_and_energy_from_counter(monkeypatch: pytest.MonkeyPatch) -> None:
     alloc = FakeAllocator()
     nv = FakeNvml()
-    # the counter's readings, in mJ, in the order they are taken (first in, first out on the
-    # energy thread): run start, denoise start, denoise end, short start, short end, run end
-    nv.devices[0]["energy_script"] = [1_000_000, 1_000_000, 1_060_000, 1_060_000, 1_060_500, 1_061_000]
+    threads = _hold_energy_reads_until_run_end(nv, monkeypatch)
+    # the counter's readings, in mJ, in the order they are taken: run start (the caller's thread,
+    # first run of the process), then on the energy thread, every request waiting together:
+    # denoise start, denoise end with short start (one reading), short end with the run's end
+    nv.devices[0]["energy_script"] = [1_000_000, 1_000_000, 1_060_000, 1_061_000]
     install_fake_cuda(monkeypatch, alloc, nv)
     FakeEvent.gpu_clock[0] = 0.0
     clock = FakeClock()
@@ -428,42 +468,55 @@ def test_gpu_time_from_events_and_energy_from_counter(monkeypatch: pytest.Monkey
     assert d.gpu_time_s == pytest.approx(0.25)
     assert d.duration_s == pytest.approx(0.3) and short.duration_s == pytest.approx(0.01)
     assert d.energy_j == pytest.approx(60.0) and d.energy_reliable is True  # >= 100 ms
-    assert short.energy_j == pytest.approx(0.5) and short.energy_reliable is False
+    assert short.energy_j == pytest.approx(1.0) and short.energy_reliable is False
     energy = prof.run.metadata["energy"]
     assert energy["total_j"] == pytest.approx(61.0) and energy["average_power_w"] == pytest.approx(61.0 / 0.41)
     assert prof.run.gpus[0].uuid == "GPU-aaaa" and prof.run.gpus[0].power_limit_w == 700.0
     assert prof.run.software.driver == "580.00"
+    assert len(threads) == 4  # the four requests that waited together cost two reads
+
+
+def test_a_span_never_gets_its_start_and_end_from_one_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    alloc = FakeAllocator()
+    nv = FakeNvml()
+    threads = _hold_energy_reads_until_run_end(nv, monkeypatch)
+    # run start (caller's thread), then waiting together: outer start with inner start (one
+    # reading), and inner end, which cannot share inner start's reading, with outer end and run end
+    nv.devices[0]["energy_script"] = [2_000_000, 2_010_000, 2_030_000]
+    install_fake_cuda(monkeypatch, alloc, nv)
+    clock = FakeClock()
+    with Profiler("nest", clock=clock, **QUIET) as prof:
+        with prof.phase("outer"):
+            with prof.phase("inner"):
+                clock.advance(0.2)
+    inner = next(s for s in prof.run.spans if s.name == "inner")
+    outer = next(s for s in prof.run.spans if s.name == "outer")
+    assert inner.energy_j == pytest.approx(20.0) and outer.energy_j == pytest.approx(20.0)
+    assert prof.run.metadata["energy"]["total_j"] == pytest.approx(30.0) and len(threads) == 3
 
 
 def test_later_runs_read_the_energy_counter_off_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
     alloc = FakeAllocator()
     nv = FakeNvml()
-    threads: list[str] = []
-    read = nv.nvmlDeviceGetTotalEnergyConsumption
-
-    def traced(h: dict[str, object]) -> int:
-        threads.append(threading.current_thread().name)
-        return read(h)
-
-    nv.nvmlDeviceGetTotalEnergyConsumption = traced
+    threads = _hold_energy_reads_until_run_end(nv, monkeypatch)
     install_fake_cuda(monkeypatch, alloc, nv)
     clock = FakeClock()
     totals = []
-    for script in ([5_000_000, 5_000_000, 5_040_000, 5_050_000], [7_000_000, 7_000_000, 7_020_000, 7_030_000]):
-        nv.devices[0]["energy_script"] = list(script)  # run start, phase start, phase end, run end
+    # first run: run start (caller's thread), phase start, phase end with run end; second run,
+    # its start read on the energy thread too: run start with phase start, phase end with run end
+    for script in ([5_000_000, 5_000_000, 5_040_000], [7_000_000, 7_020_000]):
+        nv.devices[0]["energy_script"] = list(script)
         threads.clear()
         with Profiler("e", clock=clock, **QUIET) as prof:
             with prof.phase("denoise"):
                 clock.advance(0.2)
         totals.append((prof.run.metadata["energy"]["total_j"], prof.run.spans[0].energy_j, list(threads)))
     (t1, p1, th1), (t2, p2, th2) = totals
-    assert (t1, p1) == (pytest.approx(50.0), pytest.approx(40.0))
-    assert (t2, p2) == (pytest.approx(30.0), pytest.approx(20.0))
+    assert (t1, p1) == (pytest.approx(40.0), pytest.approx(40.0))
+    assert (t2, p2) == (pytest.approx(20.0), pytest.approx(20.0))
     # the first run finds out on the caller's thread whether the counter reads; later runs never wait on it
     assert th1[0] == "MainThread" and set(th1[1:]) == {"genprof-energy"}
-    assert set(th2) == {"genprof-energy"} and len(th2) == 4
+    assert set(th2) == {"genprof-energy"} and len(th2) == 2
 
 
 def test_gpu_sampler_series_and_switches(monkeypatch: pytest.MonkeyPatch) -> None:
