@@ -16,6 +16,11 @@ with a few steps of trivial work inside, then ``prof.save``):
 * ``warm``: ``--warm`` runs in one process after one untimed run: the cost every later run
   pays. Medians and 90th percentiles.
 
+Each run's loop lasts ``--work-ms`` (default 50 ms, a sleep standing in for GPU work): the
+energy counter's start readings (about 2.5 ms each on an H100, taken on their own thread) are
+then done before the exit, as in any real generation; ``--work-ms 0`` measures a run that ends
+while they are still queued, which its exit then waits for.
+
 Both print a per-part breakdown: each named step of enter and exit is wrapped in a timer
 (a class-level patch adding well under a microsecond per call), so a regression shows up as a
 row, not as a guess. The per-part figures are summed over all calls of a part in one run.
@@ -137,7 +142,7 @@ class PartTimer:
         return out
 
 
-def one_run(tmp: Path, steps: int, timer: PartTimer | None) -> dict[str, Any]:
+def one_run(tmp: Path, steps: int, timer: PartTimer | None, work_s: float = 0.0) -> dict[str, Any]:
     """One default-config run as a user writes it; seconds per stage and per part."""
     from genprof import Profiler
 
@@ -150,7 +155,8 @@ def one_run(tmp: Path, steps: int, timer: PartTimer | None) -> dict[str, Any]:
     if timer is not None:
         enter_parts = timer.take()
     for _ in prof.steps(range(steps)):
-        pass
+        if work_s:
+            time.sleep(work_s / steps)
     t3 = clock()
     prof.__exit__(None, None, None)
     t4 = clock()
@@ -190,7 +196,7 @@ def _child(args: argparse.Namespace) -> None:
     if not args.no_parts:
         timer.install()
     with tempfile.TemporaryDirectory() as d:
-        res = one_run(Path(d), args.steps, None if args.no_parts else timer)
+        res = one_run(Path(d), args.steps, None if args.no_parts else timer, args.work_ms / 1e3)
     res["import_s"] = import_s
     res["torch_import_and_cuda_init_s"] = torch_s
     res["first_construct_enter_s"] = res["construct_s"] + res["enter_s"]
@@ -212,6 +218,10 @@ def nvml_calls(n: int = 20) -> dict[str, Any]:
                         clock_events=True, key=lambda name: name)
     calls: dict[str, Callable[[], Any]] = {"energy_j": lambda: probe.energy_j(dev), "sampler_read": read,
                                            "device_facts": lambda: probe.device_facts(dev)}
+    nvml = probe._nvml  # the same counter through the field-values call, for comparison
+    if nvml is not None and hasattr(nvml, "nvmlDeviceGetFieldValues"):
+        field = getattr(nvml, "NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION", 83)
+        calls["energy_field_value"] = lambda: nvml.nvmlDeviceGetFieldValues(dev.handle, [field])
     out: dict[str, Any] = {}
     for name, fn in calls.items():
         ts = []
@@ -267,6 +277,8 @@ def main() -> None:
     ap.add_argument("--warm", type=int, default=30, help="timed warm runs in one process (default 30)")
     ap.add_argument("--first", type=int, default=6, help="fresh processes for the first-profiler figure")
     ap.add_argument("--steps", type=int, default=4, help="steps in each run's phase (trivial work)")
+    ap.add_argument("--work-ms", type=float, default=50.0,
+                    help="how long each run's loop lasts, ms (default 50; 0: exit right after enter)")
     ap.add_argument("--no-parts", action="store_true", help="time the stages only, without the per-part wrappers")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -282,7 +294,8 @@ def main() -> None:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     firsts: list[dict[str, Any]] = []
     for _ in range(args.first):
-        cmd = [sys.executable, __file__, "--child", "--out", "-", "--steps", str(args.steps)]
+        cmd = [sys.executable, __file__, "--child", "--out", "-", "--steps", str(args.steps),
+               "--work-ms", str(args.work_ms)]
         if args.no_parts:
             cmd.append("--no-parts")
         p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
@@ -304,10 +317,10 @@ def main() -> None:
         one_run(Path(d), args.steps, None)  # untimed: the process's first profiler
         timer.take()
         for _ in range(args.warm):
-            warm.append(one_run(Path(d), args.steps, None if args.no_parts else timer))
+            warm.append(one_run(Path(d), args.steps, None if args.no_parts else timer, args.work_ms / 1e3))
     stages = ["construct_s", "enter_s", "exit_s", "save_s", "enter_exit_save_s"]
     result: dict[str, Any] = {
-        "device": _device(), "python": sys.version.split()[0], "steps": args.steps, "per_part_wrappers": not args.no_parts,
+        "device": _device(), "python": sys.version.split()[0], "steps": args.steps, "work_ms": args.work_ms, "per_part_wrappers": not args.no_parts,
         "first": {"n": len(firsts),
                   **_summary(firsts, ["torch_import_and_cuda_init_s", "import_s", *stages, "first_construct_enter_s"])},
         "warm": {"n": len(warm), **_summary(warm, stages)},
