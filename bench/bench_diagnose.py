@@ -37,7 +37,10 @@ def _direct_idle(prof: Any, lo_us: float, hi_us: float) -> float | None:
     """Idle share from torch.profiler's FunctionEvents (device side), by a plain sweep: no genprof parsing."""
     ivs = []
     for e in prof.events():
-        if str(getattr(e, "device_type", "")).endswith("CUDA"):
+        # device activity only: Kineto also puts each record_function scope (ProfilerStep#N, the
+        # module scopes) on the GPU timeline as a user annotation spanning kernels and the gaps
+        if (str(getattr(e, "device_type", "")).endswith("CUDA") and not getattr(e, "is_user_annotation", False)
+                and not e.name.startswith(("ProfilerStep#", "genprof.module:"))):
             ivs.append((e.time_range.start, e.time_range.end))
     if not ivs:
         return None

@@ -82,5 +82,11 @@ def test_idle_share_within_two_points_of_a_direct_computation() -> None:
     busy += ce - cs  # type: ignore[operator]
     direct = 1 - busy / (hi - lo)
     assert share is not None and abs(share - direct) <= 0.02, (share, direct)
-    mods = dg.by_module(d)
-    assert mods["scoped_share"] is not None and mods["scoped_share"] > 0.9
+
+
+def test_module_scopes_own_the_kernels_of_an_unplanted_loop() -> None:
+    from genprof.analysis import diagnose as dg
+
+    run, _, _ = _run_loop(plant=False)  # (the planted sync's cast and mean run outside every module)
+    mods = dg.by_module(dg.diagnosis_of(run))  # type: ignore[arg-type]
+    assert mods["scoped_share"] is not None and mods["scoped_share"] > 0.9, mods["modules"]
