@@ -29,9 +29,10 @@ def test_later_candidate_not_sped_up_by_earlier_compile_cache_or_hooks() -> None
     live = FakePipe(clock)
     seen: list[dict[str, Any]] = []
     r = _sweep(live, ["compile", "compile+vae_slicing"], clock, applier=compile_cache_applier(seen), warmup=1, repeats=3)
-    assert [s["name"] for s in seen] == ["default", "compile", "compile+vae_slicing"]
+    # the baseline runs again last (the drift check), as clean as the first time
+    assert [s["name"] for s in seen] == ["default", "compile", "compile+vae_slicing", "default"]
     assert not any(s["saw_cache"] or s["saw_hook"] for s in seen)
-    assert len({s["cache_dir"] for s in seen}) == 3
+    assert len({s["cache_dir"] for s in seen}) == 4
     a, b = r.candidates[1], r.candidates[2]
     assert a.warmup_s == b.warmup_s == [30.0]  # both paid the full compile: nothing carried over
     assert a.compile_s == b.compile_s == 29.0
@@ -151,3 +152,60 @@ def test_result_round_trips(tmp_path: Any) -> None:
     assert d["schema"] == "genprof.tune/1" and d["budget_bytes"] == 4 * 2**30
     with pytest.raises(Exception, match="not a genprof tune result"):
         TuneResult.from_dict({"schema": "other"})
+
+
+def _warming_gpu_applier(first_s: float, later_s: float, speed: dict[str, float]) -> Any:
+    """Every candidate's calls take ``later_s`` (scaled by ``speed``), except the first candidate's: ``first_s``.
+
+    A GPU that is cold for the sweep's first candidate (clocks ramping, first CUDA context) and
+    warm after: identical work looks faster the later it runs.
+    """
+    built: list[str] = []
+
+    def applier(pipe: FakePipe, recipe: Recipe, device: str = "cpu") -> list[str]:
+        built.append(recipe.name)
+        base = first_s if len(built) == 1 else later_s
+        pipe.first_call_s = pipe.call_s = base * speed.get(recipe.name, 1.0)
+        return []
+
+    return applier
+
+
+def test_a_candidate_only_as_fast_as_the_warm_baseline_is_not_chosen() -> None:
+    clock = Clock()
+    # vae_tiling changes nothing here: it is fast only because it ran after the cold first candidate
+    r = _sweep(lambda: FakePipe(clock), ["vae_tiling"], clock, applier=_warming_gpu_applier(1.0, 0.8, {}), repeats=3)
+    tiling = r.candidates[1]
+    assert tiling.median_s == pytest.approx(0.8) and r.candidates[0].median_s == pytest.approx(1.0)
+    assert r.baseline_again is not None and r.baseline_again.median_s == pytest.approx(0.8)
+    assert r.baseline_drift() == pytest.approx(-0.2)
+    assert r.best is r.baseline  # 0.8 s is within what the baseline itself measured
+    assert any("baseline measured again" in n and "-20.0%" in n for n in r.notes)
+
+
+def test_a_candidate_faster_than_both_baseline_measurements_is_chosen() -> None:
+    clock = Clock()
+    r = _sweep(lambda: FakePipe(clock), ["vae_tiling"], clock,
+               applier=_warming_gpu_applier(1.0, 0.8, {"vae_tiling": 0.5}), repeats=3)
+    assert r.best is not None and r.best.name == "vae_tiling"
+    # against the baseline's median over both measurements (1.0 s x3, 0.8 s x3): 0.9 / 0.4
+    assert r.speedup() == pytest.approx(0.9 / 0.4)
+
+
+def test_the_drift_check_is_saved_and_read_back(tmp_path: Any) -> None:
+    clock = Clock()
+    out = tmp_path / "tune.json"
+    r = _sweep(lambda: FakePipe(clock), ["vae_tiling"], clock, applier=_warming_gpu_applier(1.0, 0.8, {}), out=out)
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert data["baseline_drift"] == pytest.approx(-0.2) and data["best"] == "default"
+    back = load_tune(out)
+    assert back.baseline_again is not None and back.baseline_again.median_s == pytest.approx(0.8)
+    assert back.best is not None and back.best.name == r.best.name == "default"  # type: ignore[union-attr]
+
+
+def test_without_the_drift_check_the_baseline_runs_once() -> None:
+    clock = Clock()
+    r = _sweep(lambda: FakePipe(clock), ["vae_tiling"], clock, applier=_warming_gpu_applier(1.0, 0.8, {}),
+               recheck_baseline=False)
+    assert r.baseline_again is None and r.baseline_drift() is None
+    assert r.best is not None and r.best.name == "vae_tiling"  # faster than every call of the one baseline

@@ -64,6 +64,9 @@ def console_table(data: dict[str, Any], console: Any = None) -> None:
     con.print(t)
     best, sp = data.get("best"), data.get("speedup")
     con.print(f"best: {best or 'none'}" + (f" ({sp:.2f}x the default)" if sp else "") + f"; status {data.get('status')}")
+    if data.get("baseline_drift") is not None:
+        con.print(f"baseline drift: the default measured again last ran {data['baseline_drift']:+.1%} against "
+                  "its first measurement; a candidate is chosen only when faster than every call of both")
     if data.get("isolation"):
         why = data.get("isolation_reason")
         con.print(f"isolation: {data['isolation']}" + (f" ({why})" if why else ""), markup=False)
@@ -106,7 +109,9 @@ def to_html(data: dict[str, Any]) -> str:
     summary = html.escape(
         f"best: {data.get('best') or 'none'}; speed-up over the default: "
         f"{'n/a' if data.get('speedup') is None else format(data['speedup'], '.2f') + 'x'}; Spearman (predicted vs measured): "
-        f"{'n/a' if data.get('spearman') is None else format(data['spearman'], '.2f')}; status {data.get('status')}")
+        f"{'n/a' if data.get('spearman') is None else format(data['spearman'], '.2f')}; status {data.get('status')}"
+        + ("" if data.get("baseline_drift") is None else
+           f"; the default measured again last: {data['baseline_drift']:+.1%} against its first measurement"))
     title = html.escape(f"genprof tune: {data.get('model') or '?'} on {data.get('gpu') or data.get('device')}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"

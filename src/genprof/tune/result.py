@@ -95,25 +95,64 @@ class TuneResult:
     notes: list[str] = field(default_factory=list)
     created_at: str | None = None
     wall_s: float | None = None
+    baseline_again: CandidateResult | None = None
+    """The baseline measured a second time, after every other candidate: the sweep's drift."""
     schema: str = SCHEMA
 
     @property
     def baseline(self) -> CandidateResult | None:
         return self.candidates[0] if self.candidates else None
 
+    def baseline_times(self) -> list[float]:
+        """Every timed call of the baseline, both measurements."""
+        out: list[float] = []
+        for b in (self.baseline, self.baseline_again):
+            if b is not None and b.status == "ok":
+                out.extend(b.times_s or ([] if b.median_s is None else [b.median_s]))
+        return out
+
+    def baseline_drift(self) -> float | None:
+        """Second baseline median / first - 1 (negative: the baseline ran faster at the end)."""
+        a, b = self.baseline, self.baseline_again
+        if a is None or b is None or a.median_s in (None, 0) or b.median_s is None or b.status != "ok":
+            return None
+        return b.median_s / float(a.median_s or math.inf) - 1.0
+
+    def _beats_baseline(self, c: CandidateResult) -> bool:
+        """True when ``c`` ran faster than every timed call of the baseline, its slowest call included."""
+        times = self.baseline_times()
+        if not times or c.median_s is None:
+            return False
+        slowest = max(c.times_s) if c.times_s else c.median_s
+        return slowest < min(times)
+
     @property
     def best(self) -> CandidateResult | None:
-        """The measured fastest candidate that ran, fits and passed the quality floor (``None`` if none)."""
-        ok = [c for c in self.candidates if c.status == "ok" and c.median_s is not None]
-        return min(ok, key=lambda c: c.median_s or math.inf) if ok else None
+        """The measured fastest candidate that ran, fits, passed the quality floor and beat the baseline's spread.
+
+        A candidate is chosen over the baseline only when each of its timed calls was faster than
+        each timed call of the baseline (both its measurements, before and after the others):
+        a difference smaller than the baseline's own run-to-run spread is not a speed-up. Without
+        such a candidate the baseline is the best (``None`` when the baseline itself did not run).
+        """
+        b = self.baseline
+        ok = [c for c in self.candidates[1:] if c.status == "ok" and c.median_s is not None and self._beats_baseline(c)]
+        if ok:
+            return min(ok, key=lambda c: c.median_s or math.inf)
+        if b is not None and b.status == "ok" and b.median_s is not None:
+            return b
+        rest = [c for c in self.candidates if c.status == "ok" and c.median_s is not None]
+        return min(rest, key=lambda c: c.median_s or math.inf) if rest else None
 
     def speedup(self, c: CandidateResult | None = None) -> float | None:
-        """Baseline median / candidate median (``best`` by default)."""
+        """Baseline median (over both its measurements) / candidate median (``best`` by default)."""
         c = c or self.best
-        b = self.baseline
-        if c is None or b is None or b.median_s is None or c.median_s in (None, 0):
+        times = self.baseline_times()
+        if c is None or not times or c.median_s in (None, 0):
             return None
-        return b.median_s / float(c.median_s or math.inf)
+        import statistics
+
+        return statistics.median(times) / float(c.median_s or math.inf)
 
     def to_dict(self) -> dict[str, Any]:
         best = self.best
@@ -126,6 +165,8 @@ class TuneResult:
             "spearman_note": self.spearman_note, "planner": dict(self.planner),
             "calibration_used": self.calibration_used, "notes": list(self.notes), "created_at": self.created_at,
             "wall_s": self.wall_s, "best": None if best is None else best.name, "speedup": self.speedup(),
+            "baseline_again": None if self.baseline_again is None else self.baseline_again.to_dict(),
+            "baseline_drift": self.baseline_drift(),
             "candidates": [c.to_dict() for c in self.candidates], "skipped": [s.to_dict() for s in self.skipped],
         }
 
@@ -146,6 +187,7 @@ class TuneResult:
             spearman_note=d.get("spearman_note"), planner=dict(d.get("planner") or {}),
             calibration_used=d.get("calibration_used"), notes=list(d.get("notes") or []),
             created_at=d.get("created_at"), wall_s=d.get("wall_s"),
+            baseline_again=None if not d.get("baseline_again") else CandidateResult.from_dict(d["baseline_again"]),
         )
 
     def save(self, path: str | os.PathLike[str]) -> Path:

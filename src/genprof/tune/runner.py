@@ -114,6 +114,7 @@ def tune(
     timeout_s: float | None = None,
     progress: bool = True,
     predict: bool = True,
+    recheck_baseline: bool = True,
     calibrate: bool = False,
     use_calibration: bool = True,
     clock: Callable[[], float] = time.perf_counter,
@@ -133,7 +134,9 @@ def tune(
     ``call_kwargs``: the pipeline call (``prompt``, ``num_inference_steps``, ``height``, ...),
     the same for every candidate, with a fresh ``torch.Generator`` seeded ``seed`` per call.
     ``out``: write ``tune.json`` there (after every candidate); run files go to ``runs_dir``
-    (default: ``<out's folder>/tune-runs``).
+    (default: ``<out's folder>/tune-runs``). ``recheck_baseline``: measure the baseline again
+    after the others (``result.baseline_again``, ``result.baseline_drift()``), so a candidate is
+    chosen only when it beats the baseline's spread over the whole sweep, not a cold first run.
     """
     started = clock()
     wall0 = time.monotonic()
@@ -201,7 +204,8 @@ def tune(
     if iso == "process":
         job = isolate.job_for(src, device=dev, call_kwargs=call_kwargs, seed=seed, warmup=warmup, repeats=repeats,
                               clock=clock, applier=applier, runs_dir=rdir, budget_bytes=budget_bytes)
-    bar = _progress(progress, len(recipes) * (warmup + repeats))
+    again = recheck_baseline and len(recipes) > 1
+    bar = _progress(progress, (len(recipes) + int(again)) * (warmup + repeats))
     budget_here = contextlib.nullcontext() if iso == "process" else memory_budget(budget_bytes, dev)  # a child sets its own
     try:
         with bar as (advance, describe), budget_here:
@@ -236,6 +240,26 @@ def tune(
                     if why:
                         res.status, res.reason = "below_quality_floor", why
                 del output
+                save()
+            base = result.baseline
+            if again and base is not None and base.status == "ok":
+                i = len(result.candidates)
+                describe(f"{i + 1}/{i + 1} {base.name} again (drift check)")
+                res = CandidateResult(base.recipe)
+                idir = os.path.join(inductor_root, f"{i:02d}")
+                if job is not None:
+                    res, output = isolate.run_candidate(job, base.recipe, index=i, inductor_dir=idir, timeout_s=timeout_s)
+                    for _ in range(warmup + repeats):
+                        advance()
+                else:
+                    output = _in_process(src, res, i, idir, dev, call_kwargs, seed, warmup, repeats, clock, applier,
+                                         rdir, budget_bytes, advance)
+                del output
+                result.baseline_again = res
+                drift = result.baseline_drift()
+                if drift is not None:
+                    result.notes.append(f"baseline measured again after the other candidates: {drift:+.1%} "
+                                        "against its first measurement; a candidate is chosen only when it beat both")
                 save()
     except KeyboardInterrupt:
         result.status = "interrupted"
