@@ -130,6 +130,19 @@ def test_syncs_per_step_with_site_count_and_wait() -> None:
     assert "(`aten::item`)" in f["host_syncs"].evidence and f["host_syncs"].severity == "warning"
 
 
+def test_a_sync_on_gpu_bound_steps_is_priced_at_the_idle_time_not_the_wait() -> None:
+    # each step's kernels cover 98-99% of it; the host waits 400 us per step at an .item(),
+    # while the GPU works through the queue
+    ks = [_k("gemm", 1000, 1490, 1), _k("gemm", 1500, 1990, 1), _k("gemm", 2000, 2490, 2), _k("gemm", 2500, 2990, 2)]
+    rt = [RuntimeCall("cudaMemcpyAsync+cudaStreamSynchronize", 1090 + 1000 * (s - 1), 1490 + 1000 * (s - 1), "sync",
+                      op="aten::item", site="loop.py:7", function="step", step=s) for s in (1, 2)]
+    f = {x.rule_id: x for x in run_rules(_run(_gpu(ks, rt)), DIAGNOSE_RULES)}["host_syncs"]
+    assert f.numbers["share_of_step"] >= 0.3 and f.numbers["gpu_bound"] is True
+    assert f.severity == "info"  # a large wait, but not a large cost
+    assert "GPU-bound" in f.evidence and "0.01 ms per step" in f.evidence  # (20 + 10 us idle) / 2 steps
+    assert f.numbers["idle_per_step_ms"] == pytest.approx(0.015)
+
+
 def test_idle_rule_fires_with_the_graphs_bound_and_not_on_a_busy_gpu() -> None:
     short = [_k("elementwise", 1000 + 30 * i, 1010 + 30 * i, 1) for i in range(30)]
     f = {x.rule_id: x for x in run_rules(_run(_gpu(short)), DIAGNOSE_RULES)}

@@ -41,10 +41,21 @@ def rule_host_syncs(run: Run) -> Finding | None:
     others = [f"{x['site'] or '?'} ({x['op'] or x['calls'][0]}, {x['per_step']:.3g}/step)" for x in s["sites"][1:4]]
     if others:
         ev += " Other sites: " + "; ".join(others) + "."
+    # a wait on a GPU-bound step is the queued work finishing: the GPU stays busy through it, and
+    # what removing the sync can save is the idle time it leaves, not the wait
+    idle = _dg.idle(d)
+    gpu_bound = idle.get("verdict") == "gpu-bound" and idle.get("idle_share") is not None
+    idle_ms = None
+    if gpu_bound:
+        steps = [x for x in idle.get("steps") or [] if x.get("extent_us") and x.get("idle_share") is not None]
+        idle_ms = sum(x["extent_us"] * x["idle_share"] for x in steps) / len(steps) / 1e3 if steps else None
+        ev += (f" The steps are GPU-bound (GPU idle {_pct(idle['idle_share'])}): the GPU kept working through these "
+               "waits, so removing the syncs saves at most the idle time"
+               + (f", {idle_ms:.2f} ms per step," if idle_ms is not None else "") + " not the wait.")
     return Finding(
         rule_id="host_syncs",
         title=f"{s['count_per_step']:.3g} host-device syncs per step (largest at {where})",
-        severity="warning" if share is not None and share >= SYNC_MIN_SHARE else "info",
+        severity="warning" if share is not None and share >= SYNC_MIN_SHARE and not gpu_bound else "info",
         evidence=ev,
         cause="A call that needs a value on the host (.item(), .cpu(), .tolist(), printing a tensor, nonzero or "
               "boolean masks, torch.cuda.synchronize) makes the host wait until the GPU has finished all queued "
@@ -53,7 +64,8 @@ def rule_host_syncs(run: Run) -> Finding | None:
                    "move the read out of the step loop, or read it with non_blocking copies once per generation.",
         numbers={"syncs_per_step": s["count_per_step"], "wait_per_step_us": s["wait_per_step_us"],
                  "share_of_step": share, "top_site": top["site"], "top_op": top["op"],
-                 "top_per_step": top["per_step"], "top_wait_per_step_us": top["wait_per_step_us"]},
+                 "top_per_step": top["per_step"], "top_wait_per_step_us": top["wait_per_step_us"],
+                 "gpu_bound": gpu_bound, "idle_per_step_ms": idle_ms},
     )
 
 
