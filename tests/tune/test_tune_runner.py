@@ -180,6 +180,7 @@ def test_a_candidate_only_as_fast_as_the_warm_baseline_is_not_chosen() -> None:
     assert r.baseline_again is not None and r.baseline_again.median_s == pytest.approx(0.8)
     assert r.baseline_drift() == pytest.approx(-0.2)
     assert r.best is r.baseline  # 0.8 s is within what the baseline itself measured
+    assert r.speedup() == 1.0
     assert any("baseline measured again" in n and "-20.0%" in n for n in r.notes)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +67,11 @@ def run(args: argparse.Namespace) -> int:
         fr = g.get("output_frames")
         dur = g.get("duration_s")
         fps = (fr / dur) if fr and dur else None
-        print(f"  {g['pipeline_class']}: {format_seconds(dur)}, {g['steps']} steps, "
-              f"{g['denoiser_forwards']['total']} denoiser forwards, {fr} output frame{'' if fr == 1 else 's'}"
-              + (f" ({fps:.2f} frames/s)" if fps else ""))
+        line = (f"{g['pipeline_class']}: {format_seconds(dur)}, {g['steps']} steps, "
+                f"{g['denoiser_forwards']['total']} denoiser forwards, {fr} output frame{'' if fr == 1 else 's'}"
+                + (f" ({fps:.2f} frames/s)" if fps else ""))
+        print(textwrap.fill(line, width=max(40, shutil.get_terminal_size().columns), initial_indent="  ",
+                            subsequent_indent="    "))
     run_path = prof.run_path or prof.save(out / "genprof-demo.json")
     print(f"run file: {run_path}")
     try:

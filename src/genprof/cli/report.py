@@ -93,18 +93,16 @@ def _is_tune_result(src: Path) -> bool:
 
 
 def _report_tune(src: Path, html: str | None) -> int:
-    from genprof.render.tune_html import console_table, render_tune
+    from genprof.render.tune_html import console_table, to_html
+    from genprof.tune.result import load_tune
 
+    # read through the result model, so best, speed-up and drift follow from the measurements
+    # by the current rule, whatever genprof wrote the file
+    data = load_tune(src).to_dict()
     if html:
-        print(render_tune(src, html))
+        out = Path(html)
+        out.write_text(to_html(data), encoding="utf-8")
+        print(out)
         return 0
-    import json
-
-    from genprof.errors import RunFileError
-
-    try:
-        data = json.loads(src.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFileError(f"{src}: not a readable tune result ({exc})") from exc
     console_table(data)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -150,8 +151,8 @@ class TuneResult:
         times = self.baseline_times()
         if c is None or not times or c.median_s in (None, 0):
             return None
-        import statistics
-
+        if c is self.baseline or c is self.baseline_again:
+            return 1.0  # the baseline against itself, whatever its two measurements drifted
         return statistics.median(times) / float(c.median_s or math.inf)
 
     def to_dict(self) -> dict[str, Any]:

@@ -207,24 +207,27 @@ def tune(
     again = recheck_baseline and len(recipes) > 1
     bar = _progress(progress, (len(recipes) + int(again)) * (warmup + repeats))
     budget_here = contextlib.nullcontext() if iso == "process" else memory_budget(budget_bytes, dev)  # a child sets its own
+    def run_one(res: CandidateResult, i: int, advance: Callable[[], None]) -> tuple[CandidateResult, Any]:
+        """Measure one candidate in its isolation: its result (a new object under process isolation) and output."""
+        idir = os.path.join(inductor_root, f"{i:02d}")
+        if job is None:
+            return res, _in_process(src, res, i, idir, dev, call_kwargs, seed, warmup, repeats, clock, applier,
+                                    rdir, budget_bytes, advance)
+        try:
+            res, output = isolate.run_candidate(job, res.recipe, index=i, inductor_dir=idir, timeout_s=timeout_s)
+        except KeyboardInterrupt:
+            res.status, res.reason = "interrupted", "stopped by Ctrl-C"
+            raise
+        for _ in range(warmup + repeats):
+            advance()
+        return res, output
+
     try:
         with bar as (advance, describe), budget_here:
             for i, res in enumerate(result.candidates):
                 describe(f"{i + 1}/{len(recipes)} {res.name}")
-                idir = os.path.join(inductor_root, f"{i:02d}")
-                if job is not None:
-                    try:
-                        res, output = isolate.run_candidate(job, res.recipe, index=i, inductor_dir=idir,
-                                                            timeout_s=timeout_s)
-                    except KeyboardInterrupt:
-                        res.status, res.reason = "interrupted", "stopped by Ctrl-C"
-                        raise
-                    result.candidates[i] = res
-                    for _ in range(warmup + repeats):
-                        advance()
-                else:
-                    output = _in_process(src, res, i, idir, dev, call_kwargs, seed, warmup, repeats, clock, applier,
-                                         rdir, budget_bytes, advance)
+                res, output = run_one(res, i, advance)
+                result.candidates[i] = res
                 if res.status == "ok":
                     if i == 0:
                         baseline_out = output
@@ -245,17 +248,8 @@ def tune(
             if again and base is not None and base.status == "ok":
                 i = len(result.candidates)
                 describe(f"{i + 1}/{i + 1} {base.name} again (drift check)")
-                res = CandidateResult(base.recipe)
-                idir = os.path.join(inductor_root, f"{i:02d}")
-                if job is not None:
-                    res, output = isolate.run_candidate(job, base.recipe, index=i, inductor_dir=idir, timeout_s=timeout_s)
-                    for _ in range(warmup + repeats):
-                        advance()
-                else:
-                    output = _in_process(src, res, i, idir, dev, call_kwargs, seed, warmup, repeats, clock, applier,
-                                         rdir, budget_bytes, advance)
+                result.baseline_again, output = run_one(CandidateResult(base.recipe), i, advance)
                 del output
-                result.baseline_again = res
                 drift = result.baseline_drift()
                 if drift is not None:
                     result.notes.append(f"baseline measured again after the other candidates: {drift:+.1%} "

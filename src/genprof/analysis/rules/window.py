@@ -47,8 +47,8 @@ def rule_host_syncs(run: Run) -> Finding | None:
     gpu_bound = idle.get("verdict") == "gpu-bound" and idle.get("idle_share") is not None
     idle_ms = None
     if gpu_bound:
-        steps = [x for x in idle.get("steps") or [] if x.get("extent_us") and x.get("idle_share") is not None]
-        idle_ms = sum(x["extent_us"] * x["idle_share"] for x in steps) / len(steps) / 1e3 if steps else None
+        steps = idle.get("steps") or []
+        idle_ms = sum(x["extent_us"] - x["busy_us"] for x in steps) / len(steps) / 1e3 if steps else None
         ev += (f" The steps are GPU-bound (GPU idle {_pct(idle['idle_share'])}): the GPU kept working through these "
                "waits, so removing the syncs saves at most the idle time"
                + (f", {idle_ms:.2f} ms per step," if idle_ms is not None else "") + " not the wait.")
