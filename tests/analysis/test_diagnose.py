@@ -77,6 +77,21 @@ def test_verdicts_gpu_bound_launch_bound_host_blocked() -> None:
     assert dg.idle(_gpu(long_gaps))["steps"][0]["verdict"] == "host-bound"
 
 
+def test_the_window_verdict_is_the_one_covering_most_device_time_with_a_fixed_tie_order() -> None:
+    # step 1: 1000 us, half idle, no sync -> host-bound; step 2 (the last step: its extent ends at
+    # its last kernel) is 500 us dense -> gpu-bound. One step each: time decides, not a vote.
+    ks = [_k("gemm", 1000, 1500, 1), _k("gemm", 2000, 2500, 2)]
+    f = dg.idle(_gpu(ks))
+    assert [s["verdict"] for s in f["steps"]] == ["host-bound", "gpu-bound"]
+    assert f["verdict"] == "host-bound"
+    # equal device time on each side: the actionable verdict wins, whatever the step order
+    ks = [_k("gemm", 1000, 1500, 1), _k("gemm", 2000, 2990, 2), _k("gemm", 2995, 3000, 2)]
+    assert dg.idle(_gpu(ks))["verdict"] == "host-bound"
+    ks = [_k("gemm", 1000, 1995, 1), _k("gemm", 1996, 2000, 1), _k("gemm", 2000, 2500, 2), _k("gemm", 2900, 3000, 2)]
+    assert [s["verdict"] for s in dg.idle(_gpu(ks))["steps"]] == ["gpu-bound", "host-bound"]
+    assert dg.idle(_gpu(ks))["verdict"] == "host-bound"
+
+
 @pytest.mark.parametrize(("name", "cls"), [
     ("flash_fwd_kernel<...>", "attention"), ("fmha_cutlassF_bf16_aligned_64x128", "attention"),
     ("nvjet_tst_128x256_64x4_2x1_v_bz_coopA_TNT", "gemm"), ("ampere_bf16_s16816gemm_bf16_128x128", "gemm"),

@@ -15,7 +15,9 @@ Definitions (docs/diagnose.md explains how to read them):
   otherwise ``host-blocked`` when blocking syncs' host wait covers at least
   :data:`HOST_BLOCKED_SHARE` of the idle time; otherwise ``launch-bound`` when the median
   kernel is shorter than :data:`LAUNCH_SHORT_US` (kernels short, the queue runs empty),
-  else ``host-bound`` (long host work between launches).
+  else ``host-bound`` (long host work between launches). The window's verdict is the one
+  whose steps cover the most device time (ties: host-blocked, launch-bound, host-bound,
+  gpu-bound, in that order).
 * **CUDA graphs / reduce-overhead bound**: graphs remove launch gaps, not GPU work, so the
   step cannot get faster by more than its idle share.
 * **GPU time by op class and module**: the summed durations of the kernels (a kernel's
@@ -228,11 +230,29 @@ def idle(d: Diagnosis) -> dict[str, Any]:
     gaps.sort(key=lambda g: -g[0])
     top = [{"start_us": a, "end_us": b, "gap_us": g, **_host_during(d, a, b)} for g, a, b in gaps[:TOP_GAPS]]
     share = 1.0 - busy / wall if wall > 0 else None
-    verdicts = [s["verdict"] for s in steps]
-    overall = max(set(verdicts), key=verdicts.count) if verdicts else None
+    overall = _overall_verdict(steps)
     return {"idle_share": share, "reason": None, "wall_us": wall, "busy_us": busy, "steps": steps, "gaps": top,
             "gaps_over_min": len(gaps), "verdict": overall,
             "cuda_graphs_max_saving": share if overall in ("launch-bound", "host-bound") else None}
+
+
+#: order among verdicts that cover the same device time: the one a user can act on comes first
+_VERDICT_ORDER = ("host-blocked", "launch-bound", "host-bound", "gpu-bound")
+
+
+def _overall_verdict(steps: Sequence[Mapping[str, Any]]) -> str | None:
+    """The verdict of the steps that cover the most device time; ties go by ``_VERDICT_ORDER``.
+
+    Weighting by time, not by step count, keeps a short last step (its extent ends at its last
+    kernel) from outvoting a long one, and the fixed tie order makes the answer independent of
+    hash seeds and step order.
+    """
+    time: dict[str, float] = {}
+    for s in steps:
+        time[s["verdict"]] = time.get(s["verdict"], 0.0) + float(s["extent_us"])
+    if not time:
+        return None
+    return min(time, key=lambda v: (-time[v], _VERDICT_ORDER.index(v)))
 
 
 def _kernels_in_window(d: Diagnosis) -> list[KernelInterval]:

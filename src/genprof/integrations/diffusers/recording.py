@@ -238,7 +238,7 @@ def step_flops_by_class(run: Any, span_ids: list[int]) -> dict[str, float] | Non
 def _cfg_mode(per_step: list[int], batches: list[int | None], latent_b: int | None) -> str | None:
     if not per_step:
         return None
-    n = max(set(per_step), key=per_step.count)
+    n = max(sorted(set(per_step)), key=per_step.count)  # ties: the smallest count
     if n >= 2:
         return f"{n} denoiser calls per step (guidance run as separate calls)"
     b = max((x for x in batches if x is not None), default=None)
