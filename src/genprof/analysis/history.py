@@ -191,7 +191,9 @@ class HistoryStore:
             con.close()
 
     def _init(self, con: sqlite3.Connection) -> None:
-        mode = con.execute("PRAGMA journal_mode = WAL").fetchone()
+        # switching to WAL needs the database to itself: two processes opening a new store at once
+        # get "database is locked" here without the busy handler being called, so retry like a write
+        mode = self._retry_locked(lambda: con.execute("PRAGMA journal_mode = WAL").fetchone())
         if mode is None or str(mode[0]).lower() != "wal":
             log.info("history store %s: journal mode %s (WAL not available on this filesystem)", self.path, mode)
         self._write(con, lambda c: c.executescript_in_tx(_SCHEMA))
@@ -206,30 +208,33 @@ class HistoryStore:
             )
         self._initialised = True
 
-    def _write(self, con: sqlite3.Connection, fn: Any) -> Any:
-        """Run ``fn(tx)`` in a BEGIN IMMEDIATE transaction, retrying while another writer holds the lock."""
+    def _retry_locked(self, fn: Any) -> Any:
+        """Call ``fn()``, retrying with backoff while SQLite says another process holds the lock."""
         delay = 0.05
         for attempt in range(WRITE_RETRIES):
             try:
-                con.execute("BEGIN IMMEDIATE")
+                return fn()
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
-                    if attempt == WRITE_RETRIES - 1:
-                        raise UsageError(
-                            f"history store {self.path} stayed locked by another process for too long; try again"
-                        ) from exc
-                    time.sleep(delay)
-                    delay = min(1.0, delay * 2)
-                    continue
-                raise
-            try:
-                result = fn(_Tx(con))
-                con.execute("COMMIT")
-                return result
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if attempt == WRITE_RETRIES - 1:
+                    raise UsageError(
+                        f"history store {self.path} stayed locked by another process for too long; try again"
+                    ) from exc
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
         return None  # pragma: no cover
+
+    def _write(self, con: sqlite3.Connection, fn: Any) -> Any:
+        """Run ``fn(tx)`` in a BEGIN IMMEDIATE transaction, retrying while another writer holds the lock."""
+        self._retry_locked(lambda: con.execute("BEGIN IMMEDIATE"))
+        try:
+            result = fn(_Tx(con))
+            con.execute("COMMIT")
+            return result
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------ writing
     def add(self, run: Run, *, source: str | None = None) -> int:
