@@ -192,6 +192,11 @@ def _child(args: argparse.Namespace) -> None:
     from genprof import Profiler  # noqa: F401 - timed: the first import, with the profiler's modules
 
     import_s = time.perf_counter() - t
+    if args.no_final_sample:
+        from genprof.sampler import Sampler
+
+        request_stop = Sampler.request_stop
+        Sampler.request_stop = lambda self, *, final_sample=True: request_stop(self, final_sample=False)  # type: ignore[method-assign]
     timer = PartTimer()
     if not args.no_parts:
         timer.install()
@@ -280,6 +285,9 @@ def main() -> None:
     ap.add_argument("--work-ms", type=float, default=50.0,
                     help="how long each run's loop lasts, ms (default 50; 0: exit right after enter)")
     ap.add_argument("--no-parts", action="store_true", help="time the stages only, without the per-part wrappers")
+    ap.add_argument("--no-final-sample", action="store_true",
+                    help="an experiment: the sampler ends without its reading at the stop (warm runs only), "
+                         "to see what that reading adds to the exit")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -309,6 +317,11 @@ def main() -> None:
             torch.zeros(1, device="cuda")
     except ImportError:
         pass
+    if args.no_final_sample:
+        from genprof.sampler import Sampler
+
+        request_stop = Sampler.request_stop
+        Sampler.request_stop = lambda self, *, final_sample=True: request_stop(self, final_sample=False)  # type: ignore[method-assign]
     timer = PartTimer()
     if not args.no_parts:
         timer.install()
@@ -321,6 +334,7 @@ def main() -> None:
     stages = ["construct_s", "enter_s", "exit_s", "save_s", "enter_exit_save_s"]
     result: dict[str, Any] = {
         "device": _device(), "python": sys.version.split()[0], "steps": args.steps, "work_ms": args.work_ms, "per_part_wrappers": not args.no_parts,
+        "final_sample": not args.no_final_sample,
         "first": {"n": len(firsts),
                   **_summary(firsts, ["torch_import_and_cuda_init_s", "import_s", *stages, "first_construct_enter_s"])},
         "warm": {"n": len(warm), **_summary(warm, stages)},

@@ -81,5 +81,11 @@ def test_estimate_reserved_method_flag_reaches_the_estimate(capsys):
         assert d["settings"]["reserved_method"] == method  # the method is recorded in the result
         assert d["peak_reserved_bytes"] >= d["peak_allocated_bytes"] > 0
     assert out["factor"]["peak_reserved_bytes"] != out["replay"]["peak_reserved_bytes"]
+    assert "allocator replay" in out["replay"]["method"] and "fitted reserved factors" in out["factor"]["method"]
+    # the table says where its reserved row came from; the replay is the default
+    assert main(args[:-1]) == 0
+    assert "reserved from replaying the call's traced allocations" in " ".join(capsys.readouterr().out.split())
+    assert main([*args[:-1], "--reserved-method", "factor"]) == 0
+    assert "reserved from the fitted reserved factors" in " ".join(capsys.readouterr().out.split())
     with pytest.raises(SystemExit):
         main([*args, "--reserved-method", "guess"])

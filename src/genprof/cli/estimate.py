@@ -31,10 +31,11 @@ def register(sub: Any) -> None:
     p.add_argument("--component", default=None, choices=sorted(COMPONENT_PHASES),
                    help="estimate one component's phase alone (transformer/unet/denoiser: denoising; "
                         "vae_decode; text_encoder: text encoding); faster, as the other phases are not traced")
-    p.add_argument("--reserved-method", default="factor", choices=("factor", "replay"),
-                   help="how peak reserved follows from the traced allocations: 'factor' (fitted per-phase "
-                        "factors, the default) or 'replay' (the call's allocation sequence replayed through a "
-                        "model of PyTorch's caching allocator; see docs/allocator.md for where each is closer)")
+    p.add_argument("--reserved-method", default="replay", choices=("factor", "replay"),
+                   help="how peak reserved follows from the traced allocations: 'replay' (the call's allocation "
+                        "sequence replayed through a model of PyTorch's caching allocator, the default; with "
+                        "offloading the factors are used) or 'factor' (fitted per-phase factors); see "
+                        "docs/allocator.md for where each is closer")
     p.set_defaults(func=run)
 
 
@@ -102,5 +103,8 @@ def print_estimate(est: Any) -> None:
     con.print(f"peak: [bold]{format_bytes(est.peak_reserved_bytes)} reserved[/bold], "
               f"{format_bytes(est.peak_allocated_bytes)} allocated, in {est.peak_phase}"
               + (" (marked *)" if len(est.phases) > 1 else ""))
+    how = ("replaying the call's traced allocations through a model of the caching allocator"
+           if s.get("reserved_method") == "replay" else "the fitted reserved factors")
+    con.print(f"reserved from {how}; allocated and workspace rows from the trace and its measured factors")
     for n in est.notes:
         con.print(f"note: {n}")

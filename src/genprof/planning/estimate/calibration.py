@@ -54,7 +54,8 @@ CALIBRATION: dict[str, float] = {
     "activation_factor_vae_decode_image": 1.567,
     # cuBLAS / cuBLASLt workspaces the caching allocator holds once GEMMs ran (bytes).
     "workspace_bytes": 64 * MiB,  # assumption (PyTorch's default cuBLAS workspace on sm90 is 32 MiB/stream)
-    # cuDNN convolution workspace while the VAE decodes (bytes).
+    # cuDNN convolution workspace while the VAE decodes (bytes), factor path only: the replay
+    # requests each 2-D convolution's own workspace (trace.conv_workspace_bytes).
     "vae_conv_workspace_bytes": 256 * MiB,  # assumption
     # Block-level group offloading runs a component without top-level block lists (UMT5, CLIP: the
     # whole encoder is diffusers' "unmatched group") as one group, and never calls empty_cache

@@ -13,14 +13,16 @@ Part of :mod:`genprof.planning.estimate`; see its docstring for the method and
 4. the latents (fp32) and the denoiser's call inputs, then two denoising steps (each: the
    scheduler's two latent-sized fp32 temporaries and one traced denoiser forward per CFG call;
    the second step is the steady state, reusing what the first one cached);
-5. the VAE's input latents, then the traced ``vae.decode`` with, for image VAEs, the cuDNN
-   convolution workspace as a transient block of ``vae_conv_workspace_bytes`` at the decode's
-   largest convolution (the point of the decode's allocated peak).
+5. the VAE's input latents, then the traced ``vae.decode``.
+
+Every traced 2-D convolution (UNets, image VAEs) also requests its cuDNN workspace, a copy of its
+input and of its output (:func:`genprof.planning.estimate.trace.conv_workspace_bytes`), freed
+when the convolution returns: the trace records it where the call happens.
 
 Nothing is emptied between phases, as in a pipeline call. Each phase's predicted peak reserved is
 the replay's segment total at its highest during that phase. What the trace cannot see stays a
-named constant of :data:`genprof.planning.estimate.CALIBRATION` (the cuBLAS workspace, the cuDNN
-convolution workspace); the reserved factors and the cache-carry fraction are not used.
+named constant of :data:`genprof.planning.estimate.CALIBRATION` (the cuBLAS workspace); the
+reserved factors and the cache-carry fraction are not used.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from genprof.planning.estimate.trace import _torch
 
 log = logging.getLogger(__name__)
 
-REPLAY_TERMS = ("workspace_bytes", "vae_conv_workspace_bytes")
+REPLAY_TERMS = ("workspace_bytes",)
 """The calibration constants the replay still uses: what a meta trace cannot see."""
 
 
@@ -49,7 +51,7 @@ class PhaseRecording:
 
     events: tuple[AllocEvent, ...]
     mark: int
-    peak_index: int = 0  # index of the event at the live-bytes peak (where a transient workspace lands)
+    peak_index: int = 0  # index of the event at the live-bytes peak
 
 
 def weight_sizes(module: Any) -> list[int]:
@@ -91,11 +93,11 @@ class _Sequence:
     def free(self, i: int, size: int = 0) -> None:
         self.events.append(AllocEvent("free", i, int(size)))
 
-    def add(self, rec: PhaseRecording, *, keep_outputs: bool = False, workspace: int = 0) -> None:
-        """Append ``rec`` with its ids renumbered; ``workspace`` is a transient block at its peak."""
+    def add(self, rec: PhaseRecording, *, keep_outputs: bool = False) -> None:
+        """Append ``rec`` with its ids renumbered."""
         ids: dict[int, int] = {}
         evs = rec.events[: rec.mark] if keep_outputs else rec.events
-        for n, ev in enumerate(evs):
+        for ev in evs:
             if ev.action == "alloc":
                 ids[ev.id] = self.alloc(ev.size)
             elif ev.action == "free":
@@ -104,9 +106,6 @@ class _Sequence:
                     self.free(new, ev.size)
             else:
                 self.events.append(ev)
-            if workspace and n == rec.peak_index:
-                w = self.alloc(workspace)
-                self.free(w, workspace)
 
     def begin(self, phase: str) -> None:
         self.phase_at[phase] = (len(self.events), len(self.events))
@@ -116,8 +115,7 @@ class _Sequence:
 
 
 def call_sequence(weights: Iterable[int], recordings: Mapping[str, Any], kept: Mapping[str, list[int]],
-                  cal: Mapping[str, float], *, denoise_calls: int, steps: int = 2,
-                  image_vae: bool = False) -> _Sequence:
+                  cal: Mapping[str, float], *, denoise_calls: int, steps: int = 2) -> _Sequence:
     """The allocation sequence of one pipeline call (see the module docstring).
 
     ``recordings``: ``"text_encode"`` (a list, one per encoder), ``"denoise"``, ``"vae_decode"``
@@ -151,8 +149,7 @@ def call_sequence(weights: Iterable[int], recordings: Mapping[str, Any], kept: M
         seq.begin("vae_decode")
         for n in kept.get("vae_decode", ()):
             seq.alloc(n)
-        conv_ws = int(cal["vae_conv_workspace_bytes"]) if image_vae else 0
-        seq.add(recordings["vae_decode"], workspace=conv_ws)
+        seq.add(recordings["vae_decode"])
         seq.end("vae_decode")
     return seq
 
@@ -210,8 +207,7 @@ def replay_call(spec: ModelSpec, gen: GenerationSettings, cal: Mapping[str, floa
         "step": [latent_fp32, latent_fp32],
         "vae_decode": [_nbytes(b, spec.latent_channels, lf, lh, lw, esize=_esize(gen.vae_dtype))],
     }
-    image_vae = spec.kind != "video" and spec.vae.class_name not in ("AutoencoderKLWan", "AutoencoderKLQwenImage")
-    seq = call_sequence(weights, recs, kept, cal, denoise_calls=calls_per_step, image_vae=image_vae)
+    seq = call_sequence(weights, recs, kept, cal, denoise_calls=calls_per_step)
     out = replay_phases(seq, conf)
     cache.store(key, out)
     return out

@@ -99,7 +99,9 @@ class Estimate:
             "calibration": dict(self.calibration),
             "notes": list(self.notes),
             "trace_time_s": self.trace_time_s,
-            "method": "meta-device trace of live storage bytes + allocator factors (genprof.planning.estimate)",
+            "method": "meta-device trace of live storage bytes; peak reserved from "
+                      + ("the allocator replay of the traced call" if self.settings.get("reserved_method") == "replay"
+                         else "the fitted reserved factors") + " (genprof.planning.estimate)",
         }
 
 

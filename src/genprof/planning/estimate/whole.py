@@ -64,7 +64,7 @@ def estimate(
     vae_dtype: str | None = None,
     calibration: Mapping[str, float] | None = None,
     phases: tuple[str, ...] | None = None,
-    reserved_method: str = "factor",
+    reserved_method: str = "replay",
 ) -> Estimate:
     """Predict peak GPU memory (allocated and reserved) of one generation, by component and phase.
 
