@@ -32,3 +32,19 @@ def test_report_writes_the_tune_page(tmp_path: Path) -> None:
     page = tmp_path / "tune.html"
     assert main(["report", str(_saved(tmp_path)), "--html", str(page)]) == 0
     assert "<td>vae_tiling</td>" in page.read_text()
+
+
+def test_the_page_has_a_row_for_the_second_baseline_and_no_empty_skipped_list(tmp_path: Path) -> None:
+    from genprof.render.tune_html import rows, to_html
+
+    base = CandidateResult(parse_recipe("default"), status="ok", median_s=10.0, peak_reserved_bytes=110)
+    again = CandidateResult(parse_recipe("default"), status="ok", median_s=9.0, peak_reserved_bytes=110)
+    r = TuneResult(model="sdxl", gpu="NVIDIA H200", device="cuda", budget_bytes=None,
+                   generation={"num_inference_steps": 4}, candidates=[base], baseline_again=again)
+    d = r.to_dict()
+    assert [x[0] for x in rows(d)] == ["default", "default (measured again, last)"]
+    assert rows(d)[1][2].startswith("9")
+    page = to_html(d)
+    assert "Skipped" not in page
+    d["skipped"] = [{"name": "attention=fa3", "reason": "FA3 not installed"}]
+    assert "<h2>Skipped</h2><ul><li>attention=fa3: FA3 not installed</li></ul>" in to_html(d)

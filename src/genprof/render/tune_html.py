@@ -34,11 +34,13 @@ def _t(c: dict[str, Any]) -> str:
 def rows(data: dict[str, Any]) -> list[list[str]]:
     """Table rows: candidate, status, median [95% CI] s, predicted s, peak, predicted peak, PSNR, compile s."""
     out = []
-    for c in data.get("candidates", []):
+    again = data.get("baseline_again")
+    for c in [*data.get("candidates", []), *([{**again, "again": True}] if again else [])]:
         pr = c.get("predicted_time_s")
         comp = c.get("compile_s")
+        name = c["recipe"]["name"] + (" (measured again, last)" if c.get("again") else "")
         out.append([
-            c["recipe"]["name"], c.get("status", "?"), _t(c), "-" if pr is None else f"{pr:.3g}",
+            name, c.get("status", "?"), _t(c), "-" if pr is None else f"{pr:.3g}",
             format_bytes(c["peak_reserved_bytes"]) if c.get("peak_reserved_bytes") else "n/a",
             format_bytes(c["predicted_peak_reserved_bytes"]) if c.get("predicted_peak_reserved_bytes") else "-",
             _q(c), "-" if comp is None else f"{comp:.1f}",
@@ -86,6 +88,7 @@ def to_html(data: dict[str, Any]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADERS)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows(data))
     skipped = "".join(f"<li>{html.escape(s['name'])}: {html.escape(s['reason'])}</li>" for s in data.get("skipped", []))
+    skipped = f"<h2>Skipped</h2><ul>{skipped}</ul>" if skipped else ""
     plot = "<p>The scatter needs plotly (pip install genprof[html]).</p>"
     try:
         import plotly.graph_objects as go
@@ -116,7 +119,7 @@ def to_html(data: dict[str, Any]) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}</style>"
             f"</head><body><h1>{title}</h1><p>{summary}</p><table><tr>{head}</tr>{body}</table>"
-            f"<h2>Skipped</h2><ul>{skipped}</ul>{plot}</body></html>")
+            f"{skipped}{plot}</body></html>")
 
 
 def render_tune(path_in: str | os.PathLike[str], html_out: str | os.PathLike[str]) -> Path:
