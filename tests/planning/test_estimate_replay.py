@@ -94,3 +94,25 @@ def test_a_convolution_requests_its_cudnn_workspace_in_the_recording_only() -> N
         y = torch.nn.functional.conv2d(x, w, padding=1)
         del y
     assert plain.peak == out_b
+
+
+def test_candidates_that_trace_alike_share_one_recording(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from genprof.planning.estimate import estimate, whole
+
+    monkeypatch.setenv("GENPROF_CACHE_DIR", str(tmp_path))  # no replay result from an earlier test
+
+    calls: list[str] = []
+    real = whole.record_phase
+
+    def counting(spec, phase, gen, batch, component=None):  # type: ignore[no-untyped-def]
+        calls.append(phase)
+        return real(spec, phase, gen, batch, component)
+
+    monkeypatch.setattr(whole, "record_phase", counting)
+    monkeypatch.setattr(whole, "_RECORDED", type(whole._RECORDED)())
+    a = estimate("sd1.5", height=256, width=256, phases=("vae_decode",), layerwise_fp8=False)
+    b = estimate("sd1.5", height=256, width=256, phases=("vae_decode",), layerwise_fp8=True)
+    assert calls == ["vae_decode"]  # the decode does not depend on the denoiser's fp8 storage
+    assert a.phases[-1].peak_reserved_bytes == b.phases[-1].peak_reserved_bytes
+    estimate("sd1.5", height=256, width=256, phases=("vae_decode",), vae_tiling=True)
+    assert calls == ["vae_decode", "vae_decode"]  # tiling traces anew

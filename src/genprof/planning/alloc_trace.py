@@ -136,10 +136,37 @@ class AllocRecorder:
         return sorted(e[0] for e in self._live.values())
 
 
+def input_storage_keys(tensor_type: Any, args: Any, kwargs: Any) -> set[int]:
+    """Storage keys (``_cdata``) of the tensors among an operator's arguments.
+
+    ATen operators take tensors, lists or tuples of tensors (``Tensor[]``, ``Tensor?[]``) and
+    scalars, so one level of nesting is enough; a deeper structure goes through pytree. This runs
+    for every operator of a trace, where ``pytree.tree_leaves`` was a quarter of the time.
+    """
+    keys: set[int] = set()
+    for group in (args, kwargs.values() if kwargs else ()):
+        for a in group:
+            if isinstance(a, tensor_type):
+                keys.add(int(a.untyped_storage()._cdata))
+            elif isinstance(a, (list, tuple)):
+                for b in a:
+                    if isinstance(b, tensor_type):
+                        keys.add(int(b.untyped_storage()._cdata))
+                    elif isinstance(b, (list, tuple, dict)):
+                        from torch.utils import _pytree as pytree
+
+                        keys.update(int(t.untyped_storage()._cdata) for t in pytree.tree_leaves(b)
+                                    if isinstance(t, tensor_type))
+            elif isinstance(a, dict):
+                from torch.utils import _pytree as pytree
+
+                keys.update(int(t.untyped_storage()._cdata) for t in pytree.tree_leaves(a) if isinstance(t, tensor_type))
+    return keys
+
+
 @functools.lru_cache(maxsize=1)
 def _recording_mode() -> type:
     torch = _torch()
-    from torch.utils import _pytree as pytree
     from torch.utils._python_dispatch import TorchDispatchMode
 
     class _Record(TorchDispatchMode):
@@ -155,8 +182,7 @@ def _recording_mode() -> type:
                 return out
             # a view of a tensor from before the region (a weight's transpose) shares its storage:
             # that storage is not new, so it is not an allocation
-            inputs = {int(t.untyped_storage()._cdata) for t in pytree.tree_leaves((args, kwargs))
-                      if isinstance(t, torch.Tensor)}
+            inputs = input_storage_keys(torch.Tensor, args, kwargs)
             for t in outs:
                 key = int(t.untyped_storage()._cdata)
                 if key in inputs and not self.rec.tracks(key):

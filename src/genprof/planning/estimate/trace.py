@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from genprof.errors import MissingDependencyError
+from genprof.planning.alloc_trace import input_storage_keys
 from genprof.planning.allocator import CachingAllocator, allocation_size
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,6 @@ def _modes() -> tuple[type, type]:
     sdpa = torch.nn.functional.scaled_dot_product_attention
     convs = (torch.nn.functional.conv2d,)
 
-    from torch.utils import _pytree as pytree
-
     class _Track(TorchDispatchMode):
         def __init__(self, counter: LiveBytes, recorder: Any = None) -> None:
             super().__init__()
@@ -238,8 +237,7 @@ def _modes() -> tuple[type, type]:
             if rec is not None and outs:
                 # the allocation recorder's rule (alloc_trace): a view of a tensor from before the
                 # region (a weight's transpose) shares its storage and is no allocation
-                inputs = {int(t.untyped_storage()._cdata) for t in pytree.tree_leaves((args, kwargs))
-                          if isinstance(t, torch.Tensor)}
+                inputs = input_storage_keys(torch.Tensor, args, kwargs)
                 for t in outs:
                     key = int(t.untyped_storage()._cdata)
                     if key in inputs and not rec.tracks(key):

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
 from genprof.catalog import ModelSpec
 from genprof.errors import UsageError
+from genprof.planning.estimate import cache
 from genprof.planning.estimate.calibration import _reserved, load_calibration
 from genprof.planning.estimate.phases import (
     _ATTN_FLOPS,
@@ -344,6 +346,30 @@ def _trace_keys(gen: GenerationSettings) -> tuple[GenerationSettings, Generation
     return den, vae
 
 
+_RECORDED: OrderedDict[str, PhaseRecording] = OrderedDict()
+_RECORDED_MAX = 8  # a tiled video decode's recording holds about a million events
+
+
+def _recorded(spec: ModelSpec, phase: str, gen: GenerationSettings, batch: int,
+              component: str | None = None) -> PhaseRecording:
+    """:func:`record_phase`, once per process for the same traced settings.
+
+    A plan asks for the replay of many candidates whose phases trace alike (the VAE decode does
+    not depend on fp8 storage or the attention backend of the denoiser); a recording is immutable,
+    so they share it instead of tracing again.
+    """
+    key = cache.cache_key("record_phase", spec, phase, gen, batch, component)
+    hit = _RECORDED.get(key)
+    if hit is not None:
+        _RECORDED.move_to_end(key)
+        return hit
+    rec = record_phase(spec, phase, gen, batch, component)
+    _RECORDED[key] = rec
+    while len(_RECORDED) > _RECORDED_MAX:
+        _RECORDED.popitem(last=False)
+    return rec
+
+
 def _replay(spec: ModelSpec, gen: GenerationSettings, cal: Mapping[str, float], want: frozenset[str],
             notes: list[str]) -> dict[str, dict[str, int]]:
     """Peak reserved per phase by allocator replay of the traced call (records each phase once)."""
@@ -354,11 +380,11 @@ def _replay(spec: ModelSpec, gen: GenerationSettings, cal: Mapping[str, float], 
 
     def record(phase: str, comp: str | None) -> PhaseRecording:
         if phase == "denoise":
-            return record_phase(spec, phase, den_key, call_batch)
+            return _recorded(spec, phase, den_key, call_batch)
         if phase == "vae_decode":
-            return record_phase(spec, phase, vae_key, gen.batch_size)
+            return _recorded(spec, phase, vae_key, gen.batch_size)
         try:
-            return record_phase(spec, phase, gen, gen.batch_size, comp)
+            return _recorded(spec, phase, gen, gen.batch_size, comp)
         except (*_TRACE_ERRORS, AttributeError) as exc:
             notes.append(f"{comp}: not replayed (it could not run on the meta device: {type(exc).__name__})")
             return PhaseRecording(events=(), mark=0)
