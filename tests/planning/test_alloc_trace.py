@@ -77,3 +77,19 @@ def test_alloc_event_validates() -> None:
         AllocEvent("malloc", 1, 1)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="size"):
         AllocEvent("alloc", 1, -1)
+
+
+def test_input_storage_keys_finds_tensors_in_flat_and_nested_arguments() -> None:
+    import torch
+
+    from genprof.planning.alloc_trace import input_storage_keys
+
+    a, b, c = (torch.empty(n, device="meta") for n in (2, 3, 4))
+
+    def key(t: torch.Tensor) -> int:
+        return int(t.untyped_storage()._cdata)
+
+    # a tensor, a Tensor?[] list with a None, a scalar, and a nested list in a keyword argument
+    assert input_storage_keys(torch.Tensor, (a, [b, None], 1.0), {"x": [[c]]}) == {key(a), key(b), key(c)}
+    assert input_storage_keys(torch.Tensor, (a.t(),), {}) == {key(a)}  # a view shares its base's storage
+    assert input_storage_keys(torch.Tensor, (), {}) == set()

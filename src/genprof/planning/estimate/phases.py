@@ -44,15 +44,14 @@ def _run_denoiser(model: str, gen: GenerationSettings, batch: int, record: bool 
     inputs = _denoiser_inputs(spec, gen, batch)
     with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
         out = m(**inputs)
-        _mark(recorder, marks, attn)
+        _mark(recorder, marks)
         del out
     return counter, attn
 
 
-def _mark(recorder: Any, marks: list[int] | None, attn: Any) -> None:
+def _mark(recorder: Any, marks: list[int] | None) -> None:
     if recorder is not None and marks is not None:
         marks.append(len(recorder.events))
-        marks.append(int(attn.track.peak_index))
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,9 +105,9 @@ def _run_text_encoder(model: str, comp_name: str, dtype: str, batch: int, backen
     m = _meta_module(model, comp_name, dtype)
     torch = _torch()
     ids = torch.zeros(batch, comp.seq_len or 77, dtype=torch.long, device="meta")
-    with trace_live_bytes(backend, record=record, recorder=recorder) as (counter, attn):
+    with trace_live_bytes(backend, record=record, recorder=recorder) as (counter, _):
         out = m(input_ids=ids, output_hidden_states=comp.output_hidden_states)
-        _mark(recorder, marks, attn)
+        _mark(recorder, marks)
         del out
     return counter
 
@@ -161,10 +160,10 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int, record: boo
     hook = decoder.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) if decoder is not None else None
     try:
         with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
-            with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
+            with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, _):
                 out = m.decode(z, return_dict=False)[0]
                 out_bytes = _round_alloc(out.numel() * out.element_size())
-                _mark(recorder, marks, attn)
+                _mark(recorder, marks)
                 del out
             return counter, out_bytes, (calls[0], *_decode_weights(m))
     finally:
@@ -304,5 +303,4 @@ def record_phase(spec: ModelSpec, phase: str, gen: GenerationSettings, batch: in
         _PREFILL[cache.cache_key("text_encode", spec, name, gen.dtype, batch, gen.attention_backend)] = {"peak": counter.peak}
     else:
         raise UsageError(f"unknown phase {phase!r}; choose denoise, vae_decode or text_encode")
-    mark, peak_index = marks if len(marks) == 2 else (len(rec.events), 0)
-    return PhaseRecording(events=tuple(rec.events), mark=mark, peak_index=peak_index)
+    return PhaseRecording(events=tuple(rec.events), mark=marks[0] if marks else len(rec.events))

@@ -51,7 +51,6 @@ class PhaseRecording:
 
     events: tuple[AllocEvent, ...]
     mark: int
-    peak_index: int = 0  # index of the event at the live-bytes peak
 
 
 def weight_sizes(module: Any) -> list[int]:

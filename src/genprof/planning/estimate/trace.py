@@ -217,7 +217,6 @@ def _modes() -> tuple[type, type]:
             super().__init__()
             self.counter = counter
             self.recorder = recorder
-            self.peak_index = 0
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
@@ -243,8 +242,6 @@ def _modes() -> tuple[type, type]:
                     if key in inputs and not rec.tracks(key):
                         continue
                     rec.add(t)
-                if rec.current >= rec.peak:
-                    self.peak_index = len(rec.events) - 1
             return out
 
     class _Attention(TorchFunctionMode):
@@ -255,17 +252,17 @@ def _modes() -> tuple[type, type]:
             self.calls = 0
             self.max_tokens = 0
             self.flops = 0.0  # QK^T and PV matmuls of every attention call: 4 * B*H * Lq * Lk * D
-            self.conv_workspace: Any = None  # the allocation recorder, when convolution workspaces are traced
+            self.conv_recorder: Any = None  # the allocation recorder: convolutions request their workspace there
 
         def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
             if func in convs:
                 out = func(*args, **kwargs)
-                ws = self.conv_workspace
-                if ws is not None:
+                rec = self.conv_recorder
+                if rec is not None:
                     # what cuDNN asks the caching allocator for inside the convolution, after the
                     # output: only the allocation recorder sees it (the factor path fits its own)
-                    ws.spike(conv_workspace_bytes(args[0] if args else kwargs["input"], out))
+                    rec.spike(conv_workspace_bytes(args[0] if args else kwargs["input"], out))
                 return out
             if func is not sdpa:
                 return func(*args, **kwargs)
@@ -323,8 +320,8 @@ def trace_live_bytes(backend: str = "flash", record: bool = False,
 
     ``record=True`` keeps the allocation sequence in ``counter.events``. ``recorder`` (an
     :class:`genprof.planning.alloc_trace.AllocRecorder`) also records the sequence as allocator
-    requests in the same pass; the attention object's ``peak_index`` then gives the index of its
-    event at the recorder's live-bytes peak.
+    requests in the same pass, each 2-D convolution's cuDNN workspace included
+    (:func:`conv_workspace_bytes`).
     """
     torch = _torch()
     track_cls, attn_cls = _modes()
@@ -333,7 +330,7 @@ def trace_live_bytes(backend: str = "flash", record: bool = False,
     attn = attn_cls(counter if recorder is None else _Tee(counter, recorder), backend)
     attn.track = track
     if recorder is not None:
-        attn.conv_workspace = recorder
+        attn.conv_recorder = recorder
     with torch.no_grad(), track, attn:
         yield counter, attn
     if recorder is not None:
