@@ -495,6 +495,52 @@ def test_a_span_never_gets_its_start_and_end_from_one_reading(monkeypatch: pytes
     assert prof.run.metadata["energy"]["total_j"] == pytest.approx(30.0) and len(threads) == 3
 
 
+def test_exit_ends_the_open_spans_and_the_run_on_one_counter_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a read is about 2.3 ms on an H100: the exit must not pay one for the span left open and
+    # another for the run's end. Made deterministic: the run's end is asked for only once the
+    # energy thread has taken the open span's end from its queue (without the batching, it then
+    # reads for that span alone and the run's end needs a reading of its own)
+    alloc = FakeAllocator()
+    nv = FakeNvml()
+    reads: list[str] = []
+    read = nv.nvmlDeviceGetTotalEnergyConsumption
+
+    def traced(h: dict[str, object]) -> int:
+        reads.append(threading.current_thread().name)
+        return read(h)
+
+    nv.nvmlDeviceGetTotalEnergyConsumption = traced
+    from genprof.profiler import energy
+
+    end_run = energy.EnergyWindows.end_run
+
+    def end_run_once_the_span_end_was_taken(self: energy.EnergyWindows) -> None:
+        q = self.reader._q  # type: ignore[union-attr]  # synchronisation only: has the thread taken it?
+        for _ in range(1_000_000):
+            if q.empty():
+                break
+            time.sleep(0)  # yield to the energy thread
+        end_run(self)
+
+    monkeypatch.setattr(energy.EnergyWindows, "end_run", end_run_once_the_span_end_was_taken)
+    # run start (caller's thread), phase start, then one reading for the phase's end and the run's
+    nv.devices[0]["energy_script"] = [3_000_000, 3_000_000, 3_025_000]
+    install_fake_cuda(monkeypatch, alloc, nv)
+    clock = FakeClock()
+    prof = Profiler("open", clock=clock, **QUIET)
+    with prof:
+        prof.phase("denoise").__enter__()  # left open: the exit ends it
+        clock.advance(0.2)
+        for _ in range(1_000_000):  # the phase's start reading taken, so only its end is queued at exit
+            if len(reads) == 2:
+                break
+            time.sleep(0)
+    assert prof.run.spans[0].status == "open_at_end"
+    assert prof.run.spans[0].energy_j == pytest.approx(25.0)
+    assert prof.run.metadata["energy"]["total_j"] == pytest.approx(25.0)
+    assert len(reads) == 3
+
+
 def test_later_runs_read_the_energy_counter_off_the_callers_thread(monkeypatch: pytest.MonkeyPatch) -> None:
     alloc = FakeAllocator()
     nv = FakeNvml()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from genprof.model import Run
@@ -29,13 +30,17 @@ class _EnergyReader:
 
     Requests that wait in the queue together share one reading, taken after all of them were
     made, unless that would put a span's start and end on the same reading (its energy would
-    read 0): at a run's exit the last phase's end and the run's end cost one read, not two.
+    read 0). Requests made inside :meth:`together` wait for each other: at a run's exit the
+    ends of the spans still open and the run's end cost one read, not one each.
     """
 
     def __init__(self, read: Callable[[], float | None]) -> None:
         import queue
 
         self._read = read
+        # held by together(): the reader takes it before gathering a batch, so requests made
+        # under it are gathered into one batch instead of the first starting a read alone
+        self._gate = threading.Lock()
         # (span, True) start read, (span, False) end read, (callback, None) a read handed to callback
         self._q: queue.SimpleQueue[tuple[Any, bool | None] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="genprof-energy", daemon=True)
@@ -47,6 +52,12 @@ class _EnergyReader:
     def request_end(self, o: _OpenSpan) -> None:
         self._q.put((o, False))
 
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Requests made inside this block are served by one reading (as far as the start/end rule allows)."""
+        with self._gate:
+            yield
+
     def request(self, callback: Callable[[float | None], None]) -> None:
         """Read the counter on the reader's thread, in order with the span reads, and pass it on."""
         self._q.put((callback, None))
@@ -56,11 +67,12 @@ class _EnergyReader:
 
         while True:
             batch = [self._q.get()]
-            while True:
-                try:
-                    batch.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
+            with self._gate:  # a together() block in progress finishes its requests first
+                while True:
+                    try:
+                        batch.append(self._q.get_nowait())
+                    except queue.Empty:
+                        break
             group: list[tuple[Any, bool | None]] = []
             started: set[int] = set()
             for item in batch:
@@ -141,6 +153,10 @@ class EnergyWindows:
 
     def _set_end(self, v: float | None) -> None:
         self._end = v
+
+    def together(self) -> contextlib.AbstractContextManager[None]:
+        """Requests made inside are served by one counter reading (see :meth:`_EnergyReader.together`)."""
+        return self.reader.together() if self.reader is not None else contextlib.nullcontext()
 
     def end_run(self) -> None:
         """Ask for the run's end reading (on the reader's thread, after every span's)."""
