@@ -43,3 +43,27 @@ def test_cli_tune_demo_and_render(tmp_path: Any) -> None:
     bad.write_text('{"schema": "genprof.run/1"}')
     with pytest.raises(Exception, match="not a genprof tune result"):
         render_tune(bad, tmp_path / "x.html")
+
+
+def test_the_scatter_names_each_candidate_in_its_legend_not_beside_its_marker() -> None:
+    # names printed beside the markers overlapped where candidates measured about the same
+    pytest.importorskip("plotly")
+    import json
+    import re
+
+    from genprof.render.tune_html import to_html
+
+    def cand(name: str, s: float, psnr: float | None) -> dict[str, Any]:
+        return {"recipe": {"name": name}, "status": "ok", "median_s": s, "peak_reserved_bytes": 14 * 2**30,
+                "quality": {"psnr": psnr}}
+
+    data = {"model": "sdxl", "gpu": "GPU", "candidates": [
+        cand("default", 0.95, float("inf")), cand("vae_tiling", 0.951, float("inf")),
+        cand("channels_last", 0.952, 63.5), cand("no_peak", 1.2, 28.0)]}
+    data["candidates"][3]["peak_reserved_bytes"] = None
+    page = to_html(data)
+    spec = json.loads(re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', page, re.S).group(1))
+    assert [t["name"] for t in spec] == ["default", "vae_tiling", "channels_last", "no_peak"]
+    assert {t["mode"] for t in spec} == {"markers"} and len({t["marker"]["symbol"] for t in spec}) == 4
+    assert "identical" in spec[0]["hovertemplate"] and "63.5 dB" in spec[2]["hovertemplate"]
+    assert "peak not measured" in spec[3]["hovertemplate"]

@@ -100,12 +100,27 @@ def to_html(data: dict[str, Any]) -> str:
         ys = [(c.get("peak_reserved_bytes") or 0) / 2**30 if c.get("peak_reserved_bytes") else None for c in ok]
         qs = [((c.get("quality") or {}).get("psnr")) for c in ok]
         colors = [60.0 if q == float("inf") else q for q in qs]
-        fig = go.Figure(go.Scatter(
-            x=xs, y=[y if y is not None else 0 for y in ys], mode="markers+text", text=[c["recipe"]["name"] for c in ok],
-            textposition="top center",
-            marker={"size": 12, "color": [c if c is not None else 0 for c in colors], "colorscale": "Viridis",
-                    "showscale": any(c is not None for c in colors), "colorbar": {"title": "PSNR dB"}},
-        ))
+        # one trace per candidate: the legend names them and hovering gives the figures (names
+        # printed beside the markers ran into each other where candidates measure about the same)
+        symbols = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down", "star",
+                   "hexagon", "pentagon")
+        fig = go.Figure()
+        for i, c in enumerate(ok):
+            name = c["recipe"]["name"]
+            q = qs[i]
+            quality = "identical" if q == float("inf") else ("n/a" if q is None else f"{q:.1f} dB")
+            peak = "not measured" if ys[i] is None else f"{ys[i]:.2f} GiB"
+            fig.add_trace(go.Scatter(
+                x=[xs[i]], y=[ys[i] if ys[i] is not None else 0], mode="markers", name=name,
+                hovertemplate=f"{html.escape(name)}<br>%{{x:.3f}} s<br>peak {peak}<br>PSNR {quality}<extra></extra>",
+                marker={"size": 13, "symbol": symbols[i % len(symbols)], "line": {"width": 1, "color": "#333"},
+                        "color": [colors[i] if colors[i] is not None else 0], "coloraxis": "coloraxis"},
+            ))
+        # 60 dB and above (identical output included) is the top of the scale: no eye tells them apart
+        fig.update_layout(coloraxis={"colorscale": "Viridis", "cmin": 20.0, "cmax": 60.0,
+                                     "showscale": any(c is not None for c in colors),
+                                     "colorbar": {"title": "PSNR dB<br>(60: 60+ or<br>identical)", "x": 1.02}},
+                          legend={"title": {"text": "candidate"}, "x": 1.15})
         fig.update_layout(xaxis_title="median time per generation (s)",
                           yaxis_title="peak reserved (GiB; 0 = not measured)", title="speed / memory / quality")
         plot = fig.to_html(full_html=False, include_plotlyjs=True)
