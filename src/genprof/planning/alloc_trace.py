@@ -99,6 +99,12 @@ class AllocRecorder:
         """Count tensor ``t``: a new storage is an ``alloc``; its ``free`` comes when its last tensor dies."""
         st = t.untyped_storage()
         key = int(st._cdata)
+        self.count(st, key)
+        weakref.finalize(t, self._release, key)
+
+    def count(self, st: Any, key: int) -> None:
+        """:meth:`add` for a tensor whose storage ``st`` (key ``key``) the caller watches: the caller
+        calls :meth:`release` with ``key`` when that tensor dies (one finalizer for several counters)."""
         ent = self._live.get(key)
         if ent is None:
             size = int(st.nbytes())
@@ -108,7 +114,10 @@ class AllocRecorder:
             self.current += size
             self.peak = max(self.peak, self.current)
         ent[2] += 1
-        weakref.finalize(t, self._release, key)
+
+    def release(self, key: int) -> None:
+        """One tensor counted with :meth:`count` on storage ``key`` died."""
+        self._release(key)
 
     def tracks(self, storage_key: int) -> bool:
         """Whether the storage with this ``_cdata`` key was allocated in the region and is alive."""

@@ -103,6 +103,11 @@ class LiveBytes:
     def add(self, t: Any) -> None:
         st = t.untyped_storage()
         key = int(st._cdata)
+        self.count(st, key)
+        weakref.finalize(t, self._release, key)
+
+    def count(self, st: Any, key: int) -> None:
+        """:meth:`add` without the finalizer: the caller releases ``key`` when the tensor dies."""
         ent = self.live.get(key)
         if ent is None:
             ent = [_round_alloc(int(st.nbytes())), 0]
@@ -111,7 +116,6 @@ class LiveBytes:
             if self.events is not None:
                 self.events.append(("alloc", key, ent[0]))
         ent[1] += 1
-        weakref.finalize(t, self._release, key)
         if self.current > self.peak:
             self.peak = self.current
 
@@ -136,19 +140,25 @@ _PLAIN = (int, float, bool, str, type(None))
 
 
 def _meta_of(x: Any) -> Any:
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        if x.device.type != "meta" or x.is_sparse or x.is_nested:
+    if isinstance(x, _TENSOR):
+        # only meta tensors: a real tensor's values can decide an output's shape (nonzero);
+        # a sparse or nested one has no strides (stride() raises) and is never memoised
+        if not x.is_meta or x.layout is not _STRIDED or x.is_nested:
             raise TypeError
-        return ("T", tuple(x.shape), x.stride(), x.dtype, x.storage_offset())
+        return (x.shape, x.stride(), x.dtype, x.storage_offset())
     if isinstance(x, _PLAIN):
         return (type(x), x)
     if isinstance(x, (list, tuple)):
-        return (type(x), tuple(_meta_of(v) for v in x))
-    if isinstance(x, (torch.dtype, torch.device, torch.memory_format, torch.layout)):
+        return (type(x), tuple([_meta_of(v) for v in x]))
+    if isinstance(x, _TORCH_PLAIN):
         return x
     raise TypeError
+
+
+# set when the modes are built (torch is imported lazily); _meta_of runs only inside them
+_TENSOR: Any = ()
+_STRIDED: Any = None
+_TORCH_PLAIN: Any = ()
 
 
 def _pure(func: Any) -> bool:
@@ -165,10 +175,10 @@ _PURE: dict[Any, bool] = {}
 
 
 def _memo_key(func: Any, args: Any, kwargs: Any) -> Any:
-    if not _pure(func):
-        return None
+    """The memo's key for a pure operator (:func:`_pure`), or None when an argument cannot be described."""
     try:
-        return (func, _meta_of(args), tuple((k, _meta_of(v)) for k, v in kwargs.items()))
+        return (func, tuple([_meta_of(a) for a in args]),
+                tuple([(k, _meta_of(v)) for k, v in kwargs.items()]) if kwargs else ())
     except TypeError:  # an argument we cannot describe (a symbolic size, a generator, ...): run it
         return None
 
@@ -209,18 +219,33 @@ def _modes() -> tuple[type, type]:
     from torch.overrides import TorchFunctionMode
     from torch.utils._python_dispatch import TorchDispatchMode
 
+    global _TENSOR, _STRIDED, _TORCH_PLAIN
+    _TENSOR, _STRIDED = torch.Tensor, torch.strided
+    _TORCH_PLAIN = (torch.dtype, torch.device, torch.memory_format, torch.layout)
     sdpa = torch.nn.functional.scaled_dot_product_attention
     convs = (torch.nn.functional.conv2d,)
+    tensor = torch.Tensor
+    ref = weakref.ref
 
     class _Track(TorchDispatchMode):
         def __init__(self, counter: LiveBytes, recorder: Any = None) -> None:
             super().__init__()
             self.counter = counter
             self.recorder = recorder
+            # one weak reference per output tensor, for the counter and the recorder together
+            # (weakref.finalize per counter was a fifth of a tiled video decode's trace time)
+            self._watched: dict[int, tuple[Any, int, bool]] = {}
+
+        def _dead(self, r: Any) -> None:
+            _, key, recorded = self._watched.pop(id(r))
+            self.counter._release(key)
+            if recorded:
+                self.recorder.release(key)
 
         def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
             kwargs = kwargs or {}
-            key = _memo_key(func, args, kwargs) if _MEMO_ON[0] else None
+            pure = _pure(func)
+            key = _memo_key(func, args, kwargs) if pure and _MEMO_ON[0] else None
             hit = _MEMO.get(key) if key is not None else None
             if hit is not None and hit is not _NO_MEMO:
                 out = _from_memo(torch, hit)
@@ -228,20 +253,26 @@ def _modes() -> tuple[type, type]:
                 out = func(*args, **kwargs)
                 if key is not None and hit is None:
                     _memo_store(torch, key, out)
-            self.counter.ops += 1
-            outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, torch.Tensor)]
-            for t in outs:
-                self.counter.add(t)
+            counter = self.counter
+            counter.ops += 1
+            outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, tensor)]
+            if not outs:
+                return out
             rec = self.recorder
-            if rec is not None and outs:
-                # the allocation recorder's rule (alloc_trace): a view of a tensor from before the
-                # region (a weight's transpose) shares its storage and is no allocation
-                inputs = input_storage_keys(torch.Tensor, args, kwargs)
-                for t in outs:
-                    key = int(t.untyped_storage()._cdata)
-                    if key in inputs and not rec.tracks(key):
-                        continue
-                    rec.add(t)
+            # the allocation recorder's rule (alloc_trace): a view of a tensor from before the
+            # region (a weight's transpose) shares its storage and is no allocation. A pure
+            # operator's outputs alias none of its inputs (its schema says so): no scan needed
+            inputs = input_storage_keys(tensor, args, kwargs) if rec is not None and not pure else None
+            watched, dead = self._watched, self._dead
+            for t in outs:
+                st = t.untyped_storage()
+                skey = int(st._cdata)
+                counter.count(st, skey)
+                recorded = rec is not None and (inputs is None or skey not in inputs or rec.tracks(skey))
+                if recorded:
+                    rec.count(st, skey)
+                r = ref(t, dead)
+                watched[id(r)] = (r, skey, recorded)
             return out
 
     class _Attention(TorchFunctionMode):
