@@ -43,6 +43,16 @@ CASES = {
     "cogvideox2b-480p-49-tiled": ("cogvideox-2b", dict(height=480, width=720, num_frames=49, vae_tiling=True)),
     "wan2.2-5b-704p-49": ("wan2.2-5b", dict(height=704, width=1280, num_frames=49)),
     "hunyuan-320p-33-tiled": ("hunyuanvideo", dict(height=320, width=512, num_frames=33, vae_tiling=True)),
+    # the widened set (issue 15): families and sizes the estimator was never checked on
+    "cogvideox5b-480p-49": ("cogvideox-5b", dict(height=480, width=720, num_frames=49)),
+    "cogvideox5b-480p-49-tiled": ("cogvideox-5b", dict(height=480, width=720, num_frames=49, vae_tiling=True)),
+    "qwen-image-1024": ("qwen-image", dict(height=1024, width=1024)),
+    "qwen-image-1328": ("qwen-image", dict(height=1328, width=1328)),
+    "hunyuan-320p-33": ("hunyuanvideo", dict(height=320, width=512, num_frames=33)),
+    "wan14b-480p-33": ("wan2.1-t2v-14b", dict(height=480, width=832, num_frames=33)),
+    "wan2.2-5b-704p-49-tiled": ("wan2.2-5b", dict(height=704, width=1280, num_frames=49, vae_tiling=True)),
+    "sdxl-768": ("sdxl", dict(height=768, width=768)),
+    "flux-dev-768": ("flux.1-dev", dict(height=768, width=768)),
 }
 
 
