@@ -78,3 +78,62 @@ def test_calibration_saved_and_loaded(tmp_path: Any, monkeypatch: Any) -> None:
     assert cal["time_model"] == {"step_time_s": 2.0, "vae_decode_s": 1.5}
     assert cal["peak_scale"] == pytest.approx(1.1)
     assert load_calibration("sdxl", "NVIDIA H100") is None
+
+
+def test_the_budget_returns_the_builds_cached_segments_before_capping(monkeypatch: Any) -> None:
+    # the cap refuses only new segments: free segments left cached by building the pipeline would
+    # stay reserved under it (Wan 2.1 on the H100: 30.7 GiB reserved for 14.5 GiB of weights, so a
+    # 24 GiB budget was never felt). Entering the budget must leave only the allocated memory held.
+    import types
+
+    from genprof.tune import _measure
+
+    class FakeCuda:
+        def __init__(self) -> None:
+            self.allocated, self.reserved, self.fraction = 14 * 2**30, 30 * 2**30, 1.0
+            self.calls: list[str] = []
+
+        def is_available(self) -> bool:
+            return True
+
+        def device(self, idx: int) -> Any:
+            import contextlib
+
+            return contextlib.nullcontext()
+
+        def empty_cache(self) -> None:
+            self.calls.append("empty_cache")
+            self.reserved = self.allocated
+
+        def get_device_properties(self, idx: int) -> Any:
+            return types.SimpleNamespace(total_memory=80 * 2**30)
+
+        def set_per_process_memory_fraction(self, frac: float, idx: int) -> None:
+            self.calls.append(f"fraction {frac:.2f}")
+            self.fraction = frac
+
+    cuda = FakeCuda()
+    fake = types.SimpleNamespace(cuda=cuda, device=lambda d: types.SimpleNamespace(index=0))
+    monkeypatch.setattr(_measure, "_torch", lambda: fake)
+    with _measure.memory_budget(24 * 2**30, "cuda") as frac:
+        assert frac == pytest.approx(0.3)
+        assert cuda.reserved == cuda.allocated  # what is held under the cap is what the weights take
+        assert cuda.calls == ["empty_cache", "fraction 0.30"]
+    assert cuda.fraction == 1.0
+
+
+def test_a_candidates_peaks_are_its_timed_calls_not_the_last_span() -> None:
+    # the profiler resets the allocator's peak counters at every span, so the counters read after
+    # the calls held the post-processing's peak (13.75 GiB for a Wan call whose decode took 19.1)
+    from genprof.model import Run, Span
+    from genprof.tune._measure import _peaks_from_run
+    from genprof.tune.recipes import parse_recipe as _parse
+
+    run = Run(name="c", run_id="r", started_at="2026-12-07T00:00:00+00:00", started_unix_s=0.0)
+    for i, (a, r) in enumerate([(30, 40), (19, 31), (18, 31)]):  # warm-up, then two timed calls
+        run.spans.append(Span(id=i, name="generation", kind="generation", start_s=float(i),
+                              peak_allocated_bytes=a * 2**30, peak_reserved_bytes=r * 2**30))
+    res = CandidateResult(_parse("default"))
+    res.peak_allocated_bytes, res.peak_reserved_bytes = 14 * 2**30, 31 * 2**30  # the torch counters
+    _peaks_from_run(res, run, warmup=1)
+    assert (res.peak_allocated_bytes, res.peak_reserved_bytes) == (19 * 2**30, 31 * 2**30)
