@@ -96,6 +96,28 @@ def test_a_convolution_requests_its_cudnn_workspace_in_the_recording_only() -> N
     assert plain.peak == out_b
 
 
+def test_3d_convolutions_request_the_workspace_and_1x1_convolutions_none() -> None:
+    # per convolution on the H100 (bench/results/conv_workspace_h100.json): 3x3x3 asks for a copy of
+    # input and output like 3x3; 1x1 (CogVideoX's spatial norms, shortcuts) asks for nothing
+    x = torch.empty(1, 8, 3, 16, 16, device="meta", dtype=torch.bfloat16)
+    in_b = 8 * 3 * 16 * 16 * 2
+    out_b = 16 * 3 * 16 * 16 * 2
+    w3, w1 = (torch.empty(16, 8, k, k, k, device="meta", dtype=torch.bfloat16) for k in (3, 1))
+    x2 = torch.empty(1, 8, 16, 16, device="meta", dtype=torch.bfloat16)
+    w2 = torch.empty(16, 8, 1, 1, device="meta", dtype=torch.bfloat16)
+    rec = AllocRecorder()
+    with trace_live_bytes("flash", recorder=rec):
+        y = torch.nn.functional.conv3d(x, w3, padding=1)
+        del y
+        z = torch.nn.functional.conv3d(x, w1)
+        del z
+        u = torch.nn.functional.conv2d(x2, w2)
+        del u
+    acts = [(e.action, e.size) for e in rec.events]
+    assert acts == [("alloc", out_b), ("alloc", in_b + out_b), ("free", in_b + out_b), ("free", out_b),
+                    ("alloc", out_b), ("free", out_b), ("alloc", out_b // 3), ("free", out_b // 3)]
+
+
 def test_candidates_that_trace_alike_share_one_recording(monkeypatch, tmp_path) -> None:  # type: ignore[no-untyped-def]
     from genprof.planning.estimate import estimate, whole
 

@@ -223,7 +223,7 @@ def _modes() -> tuple[type, type]:
     _TENSOR, _STRIDED = torch.Tensor, torch.strided
     _TORCH_PLAIN = (torch.dtype, torch.device, torch.memory_format, torch.layout)
     sdpa = torch.nn.functional.scaled_dot_product_attention
-    convs = (torch.nn.functional.conv2d,)
+    convs = (torch.nn.functional.conv2d, torch.nn.functional.conv3d)
     tensor = torch.Tensor
     ref = weakref.ref
 
@@ -290,9 +290,11 @@ def _modes() -> tuple[type, type]:
             if func in convs:
                 out = func(*args, **kwargs)
                 rec = self.conv_recorder
-                if rec is not None:
+                w = args[1] if len(args) > 1 else kwargs.get("weight")
+                if rec is not None and w is not None and any(int(n) > 1 for n in w.shape[2:]):
                     # what cuDNN asks the caching allocator for inside the convolution, after the
-                    # output: only the allocation recorder sees it (the factor path fits its own)
+                    # output: only the allocation recorder sees it (the factor path fits its own).
+                    # A 1x1 convolution asks for nothing (bench/results/conv_workspace_h100.json)
                     rec.spike(conv_workspace_bytes(args[0] if args else kwargs["input"], out))
                 return out
             if func is not sdpa:
@@ -317,17 +319,19 @@ def _modes() -> tuple[type, type]:
 
 
 def conv_workspace_bytes(x: Any, out: Any) -> int:
-    """cuDNN's workspace for one convolution: a copy of its input and of its output.
+    """cuDNN's workspace for one convolution with a kernel larger than 1: a copy of its input and of its output.
 
-    PyTorch hands cuDNN contiguous NCHW tensors; cuDNN's fast kernels work in NHWC and take
-    both layouts' copies from the workspace, which the caching allocator serves like any other
-    request (and frees when the call returns). Checked against the real allocator on the SDXL VAE
-    decode, bf16, H100 (``bench/results/vae_decode_alloc_h100.json``): with this rule the replay's
-    allocated peak is within 0.2% at 768-1280 px (-4.6% at 512) and its reserved peak within
-    1.3-5.6%; without it, 35-37% low. Only 2-D convolutions: for the 3-D ones of video VAEs the
-    same rule fits Wan (whole-call decode -6.0% without it, -1.0% with it) but not CogVideoX
-    (-1.2% without, +7.1% with), so cuDNN does not always take these copies there, and no 3-D
-    rule is applied until ``bench/bench_conv_workspace.py`` has measured them per shape.
+    PyTorch hands cuDNN contiguous NCHW (NCDHW) tensors; cuDNN's fast kernels work in NHWC and
+    take both layouts' copies from the workspace, which the caching allocator serves like any
+    other request (and frees when the call returns). Measured per convolution on the H100
+    (``bench/results/conv_workspace_h100.json``, cuDNN 9.19, 91 shapes): 3x3 2-D and 3x3x3 3-D
+    convolutions of the VAE decoders' sizes ask for 1.00-1.07x input plus output from 32 MiB
+    up (more, relative, on small tensors, where it does not decide a peak); 1x1 convolutions ask
+    for nothing, so the trace requests this only for kernels larger than 1. Checked on whole
+    decodes (``bench/bench_estimate_replay.py``): every measured call within 3.0%, where the
+    rule without 3-D convolutions left the Wan decodes 6.0-6.2% low, and one applied to 1x1
+    convolutions too put CogVideoX's 7.1% high (its spatial norms run two 1x1 convolutions on
+    full-size tensors).
     """
     return _round_alloc(int(x.numel() * x.element_size())) + _round_alloc(int(out.numel() * out.element_size()))
 
