@@ -10,8 +10,9 @@ run in), it runs the conv twice and records, for the second (steady) call,
   minus the output's bytes (so whatever the call allocated besides its output);
 * ``reserved_growth_bytes``: how much reserved memory the call added after one warm call.
 
-The figures feed the replay's per-convolution workspace rule (``conv_workspace_bytes`` in
-``genprof.planning.estimate.calibration``), fitted from this file.
+The figures are the source of the replay's per-convolution workspace rule
+(``conv_workspace_bytes`` in ``genprof.planning.estimate.trace``: input plus output for kernels
+larger than 1, nothing for 1x1), which fits no constant to them.
 
     python bench/bench_conv_workspace.py --out bench/results/conv_workspace_h100.json
 """

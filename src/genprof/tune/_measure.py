@@ -85,14 +85,23 @@ def reset_runtime(inductor_dir: str | None, *, device: str) -> None:
     if inductor_dir is not None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = inductor_dir
         os.environ["TRITON_CACHE_DIR"] = os.path.join(inductor_dir, "triton")
-    torch = _torch()
-    gc.collect()
-    if torch is None:
-        return
     dyn = sys.modules.get("torch._dynamo")  # never imported (a fresh child): nothing compiled, nothing to forget
     if dyn is not None and hasattr(dyn, "reset"):
         dyn.reset()
-    if device.startswith("cuda") and torch.cuda.is_available():
+    release_cached(_torch(), device)
+
+
+def release_cached(torch: Any, device: str) -> None:
+    """Give the caching allocator's free segments back to the driver and reset its peaks.
+
+    Under a budget cap (``set_per_process_memory_fraction``, which refuses only new segments)
+    whatever stays cached counts against the budget: after building a pipeline (random init in
+    fp32 then a cast left 30.7 GiB reserved for 14.5 GiB of Wan 2.1 weights on the H100) or
+    applying a recipe that moves weights off the GPU (offloading), a candidate would otherwise
+    hold more than its budget and report that as its peak.
+    """
+    gc.collect()
+    if torch is not None and device.startswith("cuda") and torch.cuda.is_available():
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
@@ -233,6 +242,7 @@ def measure(pipe: Any, recipe: Recipe, res: CandidateResult, *, index: int, devi
             t0 = clock()
             res.applied = applier(pipe, recipe, device=device)
             res.setup_s = clock() - t0
+            release_cached(torch, device)  # what the build and the recipe left cached is not the candidate's
             if hasattr(pipe, "components"):
                 from genprof.integrations.diffusers import instrument
 
@@ -302,29 +312,23 @@ def _peaks_from_run(res: CandidateResult, run: Any, warmup: int) -> None:
     alloc = [s.peak_allocated_bytes for s in gens if s.peak_allocated_bytes is not None]
     reserved = [s.peak_reserved_bytes for s in gens if s.peak_reserved_bytes is not None]
     if alloc:
-        res.peak_allocated_bytes = max([*alloc, res.peak_allocated_bytes or 0])
+        res.peak_allocated_bytes = max(alloc)
     if reserved:
-        res.peak_reserved_bytes = max([*reserved, res.peak_reserved_bytes or 0])
+        res.peak_reserved_bytes = max(reserved)
 
 
 @contextlib.contextmanager
 def memory_budget(budget_bytes: int | None, device: str) -> Iterator[float | None]:
     """Cap the caching allocator at ``budget_bytes`` while the block runs.
 
-    The cap only refuses new segments: memory the allocator already holds stays reserved under
-    it. Building or loading a pipeline leaves free cached segments behind (random init in fp32
-    then a cast left 30.7 GiB reserved for 14.5 GiB of Wan 2.1 weights on the H100), so the cache
-    is emptied first; otherwise a candidate "fits" a 24 GiB budget while holding 30 GiB and its
-    peak is the build's, not the generation's.
+    The cap only refuses new segments; :func:`measure` gives the cached ones back
+    (:func:`release_cached`) once the recipe is applied, so the cap holds for the calls.
     """
     torch = _torch()
     if budget_bytes is None or torch is None or not device.startswith("cuda") or not torch.cuda.is_available():
         yield None
         return
     idx = torch.device(device).index or 0
-    gc.collect()
-    with torch.cuda.device(idx):
-        torch.cuda.empty_cache()
     total = torch.cuda.get_device_properties(idx).total_memory
     frac = min(1.0, budget_bytes / total)
     torch.cuda.set_per_process_memory_fraction(frac, idx)

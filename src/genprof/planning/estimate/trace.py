@@ -355,8 +355,8 @@ def trace_live_bytes(backend: str = "flash", record: bool = False,
 
     ``record=True`` keeps the allocation sequence in ``counter.events``. ``recorder`` (an
     :class:`genprof.planning.alloc_trace.AllocRecorder`) also records the sequence as allocator
-    requests in the same pass, each 2-D convolution's cuDNN workspace included
-    (:func:`conv_workspace_bytes`).
+    requests in the same pass, the cuDNN workspace of each convolution with a kernel larger
+    than 1 included (:func:`conv_workspace_bytes`).
     """
     torch = _torch()
     track_cls, attn_cls = _modes()
