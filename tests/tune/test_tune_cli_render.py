@@ -63,7 +63,34 @@ def test_the_scatter_names_each_candidate_in_its_legend_not_beside_its_marker() 
     data["candidates"][3]["peak_reserved_bytes"] = None
     page = to_html(data)
     spec = json.loads(re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', page, re.S).group(1))
-    assert [t["name"] for t in spec] == ["default", "vae_tiling", "channels_last", "no_peak"]
-    assert {t["mode"] for t in spec} == {"markers"} and len({t["marker"]["symbol"] for t in spec}) == 4
+    # a candidate without a measured peak is not put at 0 GiB on the memory axis: it is listed
+    assert [t["name"] for t in spec] == ["default", "vae_tiling", "channels_last"]
+    assert {t["mode"] for t in spec} == {"markers"} and len({t["marker"]["symbol"] for t in spec}) == 3
     assert "identical" in spec[0]["hovertemplate"] and "63.5 dB" in spec[2]["hovertemplate"]
-    assert "peak not measured" in spec[3]["hovertemplate"]
+    assert [t["y"] for t in spec] == [[14.0]] * 3
+    assert "Not in the scatter (peak not measured): no_peak" in page
+    from genprof.render.tune_html import rows
+
+    data["candidates"][0]["quality"]["reason"] = "the baseline itself"
+    assert [r[6] for r in rows(data)] == ["base", "same", "63.5", "28.0"]
+
+
+def test_without_any_peak_the_scatter_is_by_name_and_the_page_says_why_figures_are_missing() -> None:
+    pytest.importorskip("plotly")
+    import json
+    import re
+
+    from genprof.render.tune_html import notes, to_html
+
+    data = {"model": "wan", "gpu": "GPU", "candidates": [
+        {"recipe": {"name": "default"}, "status": "oom", "median_s": None, "reason": "out of memory: 16 GiB allowed"},
+        {"recipe": {"name": "offload=model"}, "status": "ok", "median_s": 12.0, "peak_reserved_bytes": None,
+         "quality": {"psnr": None, "ssim": None, "reason": "the baseline did not produce an output"}}]}
+    page = to_html(data)
+    spec = json.loads(re.search(r'Plotly\.newPlot\(\s*"[^"]+",\s*(\[.*?\]),\s*\{', page, re.S).group(1))
+    assert [t["y"] for t in spec] == [["offload=model"]]
+    assert "peak not measured" in spec[0]["hovertemplate"]
+    assert notes(data) == ["default: out of memory: 16 GiB allowed",
+                           "offload=model: no quality figure (the baseline did not produce an output)"]
+    assert "<h2>Notes</h2>" in page and "the baseline did not produce an output" in page
+    assert "0 = not measured" not in page

@@ -21,7 +21,9 @@ def _q(c: dict[str, Any]) -> str:
     p = q.get("psnr")
     if p is None:
         return "n/a"
-    return "base" if p == float("inf") else f"{p:.1f}"
+    if p == float("inf"):  # the baseline itself, or an output identical to it
+        return "base" if q.get("reason") == "the baseline itself" else "same"
+    return f"{p:.1f}"
 
 
 def _t(c: dict[str, Any]) -> str:
@@ -45,6 +47,19 @@ def rows(data: dict[str, Any]) -> list[list[str]]:
             format_bytes(c["predicted_peak_reserved_bytes"]) if c.get("predicted_peak_reserved_bytes") else "-",
             _q(c), "-" if comp is None else f"{comp:.1f}",
         ])
+    return out
+
+
+def notes(data: dict[str, Any]) -> list[str]:
+    """Why a candidate did not run or has no quality figure: one line each, for the table's n/a and -."""
+    out = []
+    for c in data.get("candidates", []):
+        name = c["recipe"]["name"]
+        if c.get("reason") and c.get("status") != "ok":
+            out.append(f"{name}: {c['reason']}")
+        elif c.get("status") == "ok" and (c.get("quality") or {}).get("psnr") is None:
+            why = (c.get("quality") or {}).get("reason") or "not measured"
+            out.append(f"{name}: no quality figure ({why})")
     return out
 
 
@@ -76,9 +91,8 @@ def console_table(data: dict[str, Any], console: Any = None) -> None:
         con.print(f"planner ranking vs measured: Spearman {data['spearman']:.2f} over {data.get('spearman_n')} candidates")
     elif data.get("spearman_note"):
         con.print(f"planner ranking: {data['spearman_note']}")
-    for c in data.get("candidates", []):
-        if c.get("reason") and c.get("status") != "ok":
-            con.print(f"  {c['recipe']['name']}: {c['reason']}", markup=False)
+    for line in notes(data):
+        con.print(f"  {line}", markup=False)
     for s in data.get("skipped", []):
         con.print(f"  skipped {s['name']}: {s['reason']}", markup=False)
 
@@ -89,15 +103,22 @@ def to_html(data: dict[str, Any]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(x)}</td>" for x in r) + "</tr>" for r in rows(data))
     skipped = "".join(f"<li>{html.escape(s['name'])}: {html.escape(s['reason'])}</li>" for s in data.get("skipped", []))
     skipped = f"<h2>Skipped</h2><ul>{skipped}</ul>" if skipped else ""
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in notes(data))
+    skipped = (f"<h2>Notes</h2><ul>{why}</ul>" if why else "") + skipped
     plot = "<p>The scatter needs plotly (pip install genprof[html]).</p>"
     try:
         import plotly.graph_objects as go
     except ImportError:
         go = None
     if go is not None:
-        ok = [c for c in data.get("candidates", []) if c.get("median_s") is not None]
+        timed = [c for c in data.get("candidates", []) if c.get("median_s") is not None]
+        # a peak that was not measured (the CPU) has no place on a memory axis: such candidates
+        # are plotted by name instead when none has a peak, else listed under the plot
+        ok = [c for c in timed if c.get("peak_reserved_bytes")] or timed
+        by_name = not any(c.get("peak_reserved_bytes") for c in ok)
+        unplotted = [c["recipe"]["name"] for c in timed if c not in ok]
         xs = [c["median_s"] for c in ok]
-        ys = [(c.get("peak_reserved_bytes") or 0) / 2**30 if c.get("peak_reserved_bytes") else None for c in ok]
+        ys: list[Any] = [c["recipe"]["name"] if by_name else c["peak_reserved_bytes"] / 2**30 for c in ok]
         qs = [((c.get("quality") or {}).get("psnr")) for c in ok]
         colors = [60.0 if q == float("inf") else q for q in qs]
         # one trace per candidate: the legend names them and hovering gives the figures (names
@@ -109,9 +130,9 @@ def to_html(data: dict[str, Any]) -> str:
             name = c["recipe"]["name"]
             q = qs[i]
             quality = "identical" if q == float("inf") else ("n/a" if q is None else f"{q:.1f} dB")
-            peak = "not measured" if ys[i] is None else f"{ys[i]:.2f} GiB"
+            peak = "not measured" if by_name else f"{ys[i]:.2f} GiB"
             fig.add_trace(go.Scatter(
-                x=[xs[i]], y=[ys[i] if ys[i] is not None else 0], mode="markers", name=name,
+                x=[xs[i]], y=[ys[i]], mode="markers", name=name,
                 hovertemplate=f"{html.escape(name)}<br>%{{x:.3f}} s<br>peak {peak}<br>PSNR {quality}<extra></extra>",
                 marker={"size": 13, "symbol": symbols[i % len(symbols)], "line": {"width": 1, "color": "#333"},
                         "color": [colors[i] if colors[i] is not None else 0], "coloraxis": "coloraxis"},
@@ -122,8 +143,11 @@ def to_html(data: dict[str, Any]) -> str:
                                      "colorbar": {"title": "PSNR dB<br>(60: 60+ or<br>identical)", "x": 1.02}},
                           legend={"title": {"text": "candidate"}, "x": 1.15})
         fig.update_layout(xaxis_title="median time per generation (s)",
-                          yaxis_title="peak reserved (GiB; 0 = not measured)", title="speed / memory / quality")
+                          yaxis_title="candidate (peak memory not measured here)" if by_name else "peak reserved (GiB)",
+                          title="speed / memory / quality")
         plot = fig.to_html(full_html=False, include_plotlyjs=True)
+        if unplotted:
+            plot += f"<p>Not in the scatter (peak not measured): {html.escape(', '.join(unplotted))}.</p>"
     summary = html.escape(
         f"best: {data.get('best') or 'none'}; speed-up over the default: "
         f"{'n/a' if data.get('speedup') is None else format(data['speedup'], '.2f') + 'x'}; Spearman (predicted vs measured): "
