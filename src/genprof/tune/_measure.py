@@ -266,7 +266,7 @@ def measure(pipe: Any, recipe: Recipe, res: CandidateResult, *, index: int, devi
                 _sync(device)
                 res.times_s.append(clock() - t0)
                 tick()
-            if cuda:
+            if cuda:  # right only where no span reset the counters: the run's spans replace it below
                 res.peak_reserved_bytes = int(torch.cuda.max_memory_reserved())
                 res.peak_allocated_bytes = int(torch.cuda.max_memory_allocated())
         _peaks_from_run(res, prof.run, warmup)
