@@ -20,6 +20,7 @@ from genprof.planning.estimate.settings import (
     GenerationSettings,
     _denoiser_inputs,
     _input_bytes,
+    _vae_decode_args,
 )
 from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, trace_live_bytes
 from genprof.planning.estimate.weights import _SPEC_REGISTRY, _meta_module, _register
@@ -161,7 +162,7 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int, record: boo
     try:
         with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
             with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, _):
-                out = m.decode(z, return_dict=False)[0]
+                out = m.decode(z, *_vae_decode_args(spec, batch, gen.vae_dtype), return_dict=False)[0]
                 out_bytes = _round_alloc(out.numel() * out.element_size())
                 _mark(recorder, marks)
                 del out
