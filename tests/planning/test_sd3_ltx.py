@@ -77,6 +77,19 @@ def _same_shapes(traced: dict[str, Any], passed: dict[str, Any]) -> None:
             assert want == got, (name, want, got)
 
 
+def _run(pipe: Any, prompt: str, **kw: Any) -> None:
+    """Call ``pipe`` with diffusers' default attention dispatch (PyTorch SDPA).
+
+    ``ModelMixin.set_attention_backend`` also sets diffusers' process-wide active backend, so a
+    test that applied a plan with flash attention leaves it set; LTX's masked cross-attention
+    cannot run on it.
+    """
+    from diffusers.models.attention_dispatch import attention_backend
+
+    with attention_backend("native"):
+        pipe(prompt, **kw)
+
+
 def _tokenizer(n: int, clip: bool) -> Any:
     from genprof.integrations.demo import build_tokenizer
 
@@ -113,7 +126,7 @@ def test_sd3_traced_inputs_are_what_the_pipeline_passes(name: str) -> None:
         text_encoder_3=m["text_encoder_3"], tokenizer_3=_tokenizer(16, False),
     )
     cap = _Capture(pipe)
-    pipe("a cat on the beach", height=64, width=64, num_inference_steps=1, guidance_scale=4.5,
+    _run(pipe, "a cat on the beach", height=64, width=64, num_inference_steps=1, guidance_scale=4.5,
          max_sequence_length=16, output_type="np")
     gen = _gen(64, 64, guidance=4.5)
     batch = gen.batch_size * gen.cfg_passes(spec)
@@ -148,7 +161,7 @@ def test_ltx_traced_inputs_are_what_the_pipeline_passes(name: str) -> None:
     assert (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio) == (
         spec.vae_scale_factor_spatial, spec.vae_scale_factor_temporal)
     cap = _Capture(pipe)
-    pipe("a cat on the beach", height=64, width=96, num_frames=9, num_inference_steps=1, guidance_scale=3.0,
+    _run(pipe, "a cat on the beach", height=64, width=96, num_frames=9, num_inference_steps=1, guidance_scale=3.0,
          max_sequence_length=16, output_type="np")
     gen = _gen(64, 96, frames=9, guidance=3.0)
     assert gen.latent_shape(spec) == (2, 2, 3)

@@ -43,11 +43,26 @@ def _run_denoiser(model: str, gen: GenerationSettings, batch: int, record: bool 
     spec = _SPEC_REGISTRY[model]
     m = _meta_module(model, spec.denoiser.name, gen.dtype)
     inputs = _denoiser_inputs(spec, gen, batch)
-    with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
+    with _sdpa_dispatch(), trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
         out = m(**inputs)
         _mark(recorder, marks)
         del out
     return counter, attn
+
+
+def _sdpa_dispatch() -> Any:
+    """diffusers' default attention dispatch (``F.scaled_dot_product_attention``) for the trace.
+
+    The trace models the attention backend itself (``gen.attention_backend``); diffusers'
+    process-wide backend, which ``set_attention_backend`` also sets (a plan applied earlier in the
+    process), must not decide how the meta forward runs: its native flash backend refuses the
+    attention masks LTX-Video's and HunyuanVideo's denoisers pass.
+    """
+    try:
+        from diffusers.models.attention_dispatch import attention_backend
+    except ImportError:  # older diffusers: no dispatch registry
+        return contextlib.nullcontext()
+    return attention_backend("native")
 
 
 def _mark(recorder: Any, marks: list[int] | None) -> None:
