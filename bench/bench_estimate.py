@@ -29,6 +29,7 @@ import torch
 from genprof.catalog import get_config
 from genprof.planning.build import build_component
 from genprof.planning.estimate import _denoiser_inputs, estimate, fit_calibration
+from genprof.planning.estimate.settings import _vae_decode_args
 
 CASES = {
     "sd1.5-512": ("sd1.5", dict(height=512, width=512)),
@@ -53,6 +54,12 @@ CASES = {
     "wan2.2-5b-704p-49-tiled": ("wan2.2-5b", dict(height=704, width=1280, num_frames=49, vae_tiling=True)),
     "sdxl-768": ("sdxl", dict(height=768, width=768)),
     "flux-dev-768": ("flux.1-dev", dict(height=768, width=768)),
+    # Stable Diffusion 3.5 and LTX-Video (not measured yet); LTX's VAE tiles above 512 px
+    "sd3.5-large-1024": ("sd3.5-large", dict(height=1024, width=1024)),
+    "sd3.5-medium-1024": ("sd3.5-medium", dict(height=1024, width=1024)),
+    "ltx-video-512x768-97": ("ltx-video", dict(height=512, width=768, num_frames=97)),
+    "ltx-video-512x768-97-tiled": ("ltx-video", dict(height=512, width=768, num_frames=97, vae_tiling=True)),
+    "ltx-video-0.9.1-512x768-97": ("ltx-video-0.9.1", dict(height=512, width=768, num_frames=97)),
 }
 
 
@@ -123,7 +130,7 @@ def _alloc_state():
     return {k: st.get(f"{k}.all.current", 0) for k in ("allocated_bytes", "reserved_bytes", "segment", "inactive_split_bytes")}
 
 
-def _sequence(mods, spec, calls, inputs, vae, z, steps=2):
+def _sequence(mods, spec, calls, inputs, vae, z, dec_args=(), steps=2):
     """The phases one after another as a pipeline call runs them: no ``empty_cache`` between them.
 
     The cache is emptied once before text encoding; the prompt embeddings stay alive through
@@ -147,7 +154,7 @@ def _sequence(mods, spec, calls, inputs, vae, z, steps=2):
         torch.cuda.synchronize()
         out["denoise"] = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), _alloc_state())
         torch.cuda.reset_peak_memory_stats()
-        img = vae.decode(z, return_dict=False)[0]
+        img = vae.decode(z, *dec_args, return_dict=False)[0]
         torch.cuda.synchronize()
         out["vae_decode"] = (torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved(), _alloc_state())
         del img, embeds
@@ -206,9 +213,11 @@ def run_case(name, model, kw, dev, build="cpu", sequence=False):
     z = lat.to(dt[s["vae_dtype"]])
     if spec.kind == "image" and z.dim() == 5 and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
         z = z[:, :, 0]  # a 5-D latent for a 2-D image VAE: drop the frame axis
-    vd = _measure(lambda: vae.decode(z, return_dict=False)[0])
+    # what the pipeline passes after the latents (LTX 0.9.1's decode timestep)
+    dec_args = _real(_vae_decode_args(spec, b, s["vae_dtype"]), dev)
+    vd = _measure(lambda: vae.decode(z, *dec_args, return_dict=False)[0])
     if sequence:
-        res["sequence"] = _sequence(mods, spec, calls, inputs, vae, z)
+        res["sequence"] = _sequence(mods, spec, calls, inputs, vae, z, dec_args)
     for phase, m in (("text_encode", te), ("denoise", dn), ("vae_decode", vd)):
         p = est.phase(phase).to_dict()
         res["phases"][phase] = {

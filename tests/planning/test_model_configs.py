@@ -21,6 +21,16 @@ EXPECTED_B = {
     ("hunyuanvideo", "text_encoder"): 7.50,
     ("cogvideox-2b", "transformer"): 1.69,
     ("cogvideox-5b", "transformer"): 5.57,
+    ("sd3.5-large", "text_encoder_2"): 0.695,
+    ("sd3.5-large", "text_encoder_3"): 4.76,
+    ("ltx-video", "text_encoder"): 4.76,
+}
+# published sizes (billions) that count the buffers too: Stability AI's "8.1B" (large) and "2.5B"
+# (medium) include SD3's fixed positional-embedding table (192^2 x 2432 and 384^2 x 1536), a buffer
+# stored in the checkpoint; rounded figures, hence the wider tolerance
+WITH_BUFFERS_B = {
+    ("sd3.5-large", "transformer"): 8.1,
+    ("sd3.5-medium", "transformer"): 2.5,
 }
 
 
@@ -36,11 +46,17 @@ def test_every_component_builds_on_meta_with_installed_libraries(name):
         want = EXPECTED_B.get((spec.name, comp.name))
         if want is not None:
             assert abs(n / 1e9 - want) / want < 0.01, (comp.name, n)
+        want = WITH_BUFFERS_B.get((spec.name, comp.name))
+        if want is not None:
+            nb = n + sum(b.numel() for b in m.buffers())
+            assert abs(nb / 1e9 - want) / want < 0.02, (comp.name, nb)
 
 
 def test_aliases_and_unknown_names():
     assert get_config("Wan-AI/Wan2.1-T2V-1.3B-Diffusers").name == "wan2.1-t2v-1.3b"
     assert get_config("SDXL").name == "sdxl"
+    assert get_config("stabilityai/stable-diffusion-3.5-large").name == "sd3.5-large"
+    assert get_config("Lightricks/LTX-Video").name == "ltx-video"
     with pytest.raises(UsageError, match="known models"):
         get_config("wan-3.0-9000b")
 
@@ -51,6 +67,7 @@ def test_pipeline_facts_are_consistent():
         assert s.cfg_mode in ("batched", "separate", "distilled")
         assert s.denoiser and s.vae and s.text_encoders
         if s.kind == "video":
-            assert s.vae_scale_factor_temporal == 4 and s.default_fps
+            # 4x temporal compression (Wan, HunyuanVideo, CogVideoX), 8x for LTX-Video's VAE
+            assert s.vae_scale_factor_temporal == (8 if s.pipeline_class.startswith("LTX") else 4) and s.default_fps
         d = s.to_dict()
         assert d["components"][0]["config"] is not s.components[0].config

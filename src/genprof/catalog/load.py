@@ -17,7 +17,7 @@ from genprof.catalog.spec import CFG_MODES, ROLES, ComponentSpec, ModelSpec
 from genprof.errors import UsageError
 
 # families in the order ``MODEL_NAMES`` lists them; any other file in data/models/ follows, by name
-_FAMILY_ORDER = ("wan", "sd", "flux", "qwen", "hunyuan", "cogvideox")
+_FAMILY_ORDER = ("wan", "sd", "sd3", "flux", "qwen", "hunyuan", "cogvideox", "ltx")
 _TUPLE_FIELDS = {"patch_size", "aliases"}
 _MODEL_FIELDS = {f.name for f in dataclasses.fields(ModelSpec)}
 _COMPONENT_FIELDS = {f.name for f in dataclasses.fields(ComponentSpec)}

@@ -20,6 +20,7 @@ from genprof.planning.estimate.settings import (
     GenerationSettings,
     _denoiser_inputs,
     _input_bytes,
+    _vae_decode_args,
 )
 from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, trace_live_bytes
 from genprof.planning.estimate.weights import _SPEC_REGISTRY, _meta_module, _register
@@ -42,11 +43,26 @@ def _run_denoiser(model: str, gen: GenerationSettings, batch: int, record: bool 
     spec = _SPEC_REGISTRY[model]
     m = _meta_module(model, spec.denoiser.name, gen.dtype)
     inputs = _denoiser_inputs(spec, gen, batch)
-    with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
+    with _sdpa_dispatch(), trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn):
         out = m(**inputs)
         _mark(recorder, marks)
         del out
     return counter, attn
+
+
+def _sdpa_dispatch() -> Any:
+    """diffusers' default attention dispatch (``F.scaled_dot_product_attention``) for the trace.
+
+    The trace models the attention backend itself (``gen.attention_backend``); diffusers'
+    process-wide backend, which ``set_attention_backend`` also sets (a plan applied earlier in the
+    process), must not decide how the meta forward runs: its native flash backend refuses the
+    attention masks LTX-Video's and HunyuanVideo's denoisers pass.
+    """
+    try:
+        from diffusers.models.attention_dispatch import attention_backend
+    except ImportError:  # older diffusers: no dispatch registry
+        return contextlib.nullcontext()
+    return attention_backend("native")
 
 
 def _mark(recorder: Any, marks: list[int] | None) -> None:
@@ -161,7 +177,7 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int, record: boo
     try:
         with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
             with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, _):
-                out = m.decode(z, return_dict=False)[0]
+                out = m.decode(z, *_vae_decode_args(spec, batch, gen.vae_dtype), return_dict=False)[0]
                 out_bytes = _round_alloc(out.numel() * out.element_size())
                 _mark(recorder, marks)
                 del out

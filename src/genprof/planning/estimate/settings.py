@@ -163,11 +163,54 @@ def _denoiser_inputs(spec: ModelSpec, gen: GenerationSettings, batch: int) -> di
             hd = cfg["attention_head_dim"]
             kw["image_rotary_emb"] = (e(n, hd, dtype=torch.float32), e(n, hd, dtype=torch.float32))
         return kw
+    if cls == "SD3Transformer2DModel":
+        # StableDiffusion3Pipeline: the two CLIP towers' penultimate states side by side (768 + 1280),
+        # zero-padded to T5's width and followed by the T5 states along the sequence; pooled = both
+        # CLIP projections (768 + 1280); timestep = the scheduler's float timestep, expanded
+        seq = sum(te[n].seq_len or 77 for n in ("text_encoder", "text_encoder_3"))
+        return {
+            "hidden_states": e(batch, spec.latent_channels, lh, lw),
+            "encoder_hidden_states": e(batch, seq, cfg["joint_attention_dim"]),
+            "pooled_projections": e(batch, cfg["pooled_projection_dim"]),
+            "timestep": e(batch, dtype=torch.float32),
+            "return_dict": False,
+        }
+    if cls == "LTXVideoTransformer3DModel":
+        # LTXPipeline: latents packed into (B, frames*h*w, C) tokens (patch 1x1x1), the T5 states and
+        # their attention mask, and the latent grid and RoPE scale as plain numbers (frame_rate 25,
+        # the pipeline's default; neither changes a shape)
+        seq = te["text_encoder"].seq_len or 128
+        pt, p = int(cfg.get("patch_size_t", 1)), int(cfg.get("patch_size", 1))
+        n = (lf // pt) * (lh // p) * (lw // p)
+        return {
+            "hidden_states": e(batch, n, cfg["in_channels"] * pt * p * p),
+            "encoder_hidden_states": e(batch, seq, cfg["caption_channels"]),
+            "timestep": e(batch, dtype=torch.float32),
+            "encoder_attention_mask": torch.ones(batch, seq, device=meta, dtype=torch.bool),
+            "num_frames": lf,
+            "height": lh,
+            "width": lw,
+            "rope_interpolation_scale": (spec.vae_scale_factor_temporal / 25, spec.vae_scale_factor_spatial,
+                                         spec.vae_scale_factor_spatial),
+            "return_dict": False,
+        }
     raise UsageError(
         f"no input recipe for denoiser class {cls}; supported: WanTransformer3DModel, UNet2DConditionModel, "
         "FluxTransformer2DModel, QwenImageTransformer2DModel, HunyuanVideoTransformer3DModel, "
-        "CogVideoXTransformer3DModel"
+        "CogVideoXTransformer3DModel, SD3Transformer2DModel, LTXVideoTransformer3DModel"
     )
+
+
+def _vae_decode_args(spec: ModelSpec, batch: int, dtype: str) -> tuple[Any, ...]:
+    """Positional inputs ``vae.decode`` takes after the latents, as the pipeline passes them (meta tensors).
+
+    LTX-Video's timestep-conditioned decoders (0.9.1 on) get the decode timestep, one per video
+    (``LTXPipeline``'s ``decode_timestep``); every other VAE takes the latents alone.
+    """
+    if spec.vae.class_name == "AutoencoderKLLTXVideo" and spec.vae.config.get("timestep_conditioning"):
+        torch = _torch()
+        return (torch.empty(batch, device="meta", dtype=getattr(torch, _TORCH_DTYPES[dtype])),)
+    return ()
 
 
 def _input_bytes(obj: Any) -> int:

@@ -48,6 +48,8 @@ _PIPELINE_CFG = {
     "StableDiffusionPipeline": "batched",
     "StableDiffusionXLPipeline": "batched",
     "CogVideoXPipeline": "batched",
+    "StableDiffusion3Pipeline": "batched",
+    "LTXPipeline": "batched",
     "FluxPipeline": "distilled",
     "HunyuanVideoPipeline": "distilled",
 }
