@@ -31,6 +31,11 @@ sys.path.insert(0, str(ROOT / "src"))
 
 CONFS = ["", "expandable_segments:True", "max_split_size_mb:128"]
 WORKLOADS = ["transformer_s", "transformer_m", "transformer_l", "vae_decoder", "frees_empty_cache"]
+# real diffusers models built from genprof's configs (random weights, needs diffusers): the Wan 2.1
+# VAE decoding a 480x832x33 latent, tiled and untiled (the tiled call's reserved peak was 8.5%
+# over the estimate in a whole pipeline call; the recorded trace tells the allocator model's
+# share from the traced requests' share)
+MODEL_WORKLOADS = ["wan_vae_decode_33", "wan_vae_decode_33_tiled"]
 MiB = 1024 * 1024
 
 
@@ -106,8 +111,25 @@ def _frees_empty_cache(torch: Any) -> None:
     torch.cuda.empty_cache()
 
 
+def _wan_vae_decode(torch: Any, tiled: bool) -> None:
+    from genprof.catalog import get_config
+    from genprof.planning.build import build_component
+
+    spec = get_config("wan2.1-1.3b")
+    vae = build_component(spec.vae, device="cpu", dtype=torch.bfloat16).to("cuda")
+    if tiled:
+        vae.enable_tiling()
+    z = torch.randn(1, 16, 9, 60, 104, device="cuda", dtype=torch.bfloat16)  # 480x832, 33 frames
+    with torch.no_grad():
+        out = vae.decode(z, return_dict=False)[0]
+        del out
+    torch.cuda.synchronize()
+
+
 def _run_workload(torch: Any, name: str) -> None:
-    if name == "transformer_s":
+    if name.startswith("wan_vae_decode_33"):
+        _wan_vae_decode(torch, tiled=name.endswith("_tiled"))
+    elif name == "transformer_s":
         _transformer(torch, 1024, 1024, 8)
     elif name == "transformer_m":
         _transformer(torch, 2048, 2048, 8)
@@ -118,7 +140,7 @@ def _run_workload(torch: Any, name: str) -> None:
     elif name == "frees_empty_cache":
         _frees_empty_cache(torch)
     else:
-        raise SystemExit(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
+        raise SystemExit(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS + MODEL_WORKLOADS)}")
 
 
 def child(workload: str, out: Path) -> None:
@@ -147,6 +169,16 @@ def child(workload: str, out: Path) -> None:
         "device_total": total, **cmp.to_dict(),
     }
     out.write_text(json.dumps(result, indent=1))
+    keep = os.environ.get("GENPROF_BENCH_KEEP_TRACE")
+    if keep:
+        # the request sequence, compact, to compare with genprof's traced requests offline
+        rows = [[e["action"], e["size"], e["addr"], e.get("stream", 0)] for e in snap["device_traces"][0]
+                if e["action"] in ("alloc", "free_requested", "free_completed", "segment_alloc", "segment_free",
+                                   "segment_map", "segment_unmap")]
+        import gzip
+
+        with gzip.open(Path(keep) / f"{workload}.{conf or 'default'}.trace.json.gz", "wt") as fh:
+            json.dump(rows, fh)
 
 
 # ------------------------------------------------------------------ parent
@@ -221,6 +253,8 @@ def main() -> None:
     ap.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated subset")
     ap.add_argument("--confs", default="|".join(CONFS), help="'|'-separated PYTORCH_CUDA_ALLOC_CONF values")
     ap.add_argument("--child-timeout", type=float, default=60.0)
+    ap.add_argument("--keep-traces", type=Path, default=None,
+                    help="folder: also write each recorded request sequence there (compact, gzip JSON)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -232,6 +266,9 @@ def main() -> None:
         for r in doc["results"]:
             print(r)
         return
+    if args.keep_traces:
+        args.keep_traces.mkdir(parents=True, exist_ok=True)
+        os.environ["GENPROF_BENCH_KEEP_TRACE"] = str(args.keep_traces.resolve())
     run_all(args.out, args.workloads.split(","), args.confs.split("|"), args.child_timeout)
 
 

@@ -56,3 +56,36 @@ def test_cuda_sweep_with_budget(tmp_path: Any) -> None:
     assert all(c.status in ("ok", "below_quality_floor") for c in r.candidates)
     assert all(c.peak_reserved_bytes and c.peak_reserved_bytes <= 2 * 2**30 for c in r.candidates)
     assert r.best is not None
+
+
+@pytest.mark.gpu
+def test_cuda_candidate_peak_matches_an_unprofiled_call(tmp_path: Any) -> None:
+    """A candidate's peaks (from its run's generation spans) against torch's own counters around
+    the same call made without genprof: the profiler must neither add to nor miss the peak."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    import gc
+
+    import genprof
+    from genprof.integrations.demo import build_pipeline
+
+    demo = build_pipeline("sd", device="cuda")
+    r = genprof.tune(demo.pipe, candidates=["vae_tiling"], device="cuda", warmup=1, repeats=2, model="sd1.5",
+                     isolation="reset", out=tmp_path / "t.json", progress=False, recheck_baseline=False,
+                     **demo.call_kwargs)
+    base = r.candidates[0]
+    assert base.name == "default" and base.status == "ok"
+    assert base.peak_allocated_bytes is not None and base.peak_reserved_bytes is not None
+    # the same pipeline back in its default state (tune restores it), called twice without genprof:
+    # the second call sees the cache a repeated call sees
+    for _ in range(2):
+        gc.collect()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        demo.pipe(**demo.call_kwargs)
+        torch.cuda.synchronize()
+    plain_alloc = torch.cuda.max_memory_allocated()
+    plain_reserved = torch.cuda.max_memory_reserved()
+    assert base.peak_allocated_bytes == pytest.approx(plain_alloc, rel=0.03)
+    assert base.peak_reserved_bytes == pytest.approx(plain_reserved, rel=0.05)
