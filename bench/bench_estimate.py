@@ -170,7 +170,9 @@ def run_case(name, model, kw, dev, build="cpu", sequence=False):
     gc.collect()
     torch.cuda.empty_cache()
     start = _alloc_state()
+    t_case = time.perf_counter()
     est = estimate(model, **kw)
+    t_est = time.perf_counter() - t_case
     spec = get_config(model)
     s = est.settings
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -194,7 +196,9 @@ def run_case(name, model, kw, dev, build="cpu", sequence=False):
             mods[c.name] = build_component(c, device="cpu", dtype=cdt).to(dev)
             gc.collect()
         packing[c.name] = _alloc_state()  # cumulative, after this component is on the GPU
+    t_build = time.perf_counter() - t_case - t_est
     res = {"case": name, "model": model, "build": build, "settings": s, "predicted": est.to_dict(), "phases": {},
+           "wall_s": {"estimate": round(t_est, 1), "build": round(t_build, 1)},
            "at_start": start, "after_build": packing}
     b = s["batch_size"]
     # kept tensors, as the pipeline holds them
@@ -215,6 +219,8 @@ def run_case(name, model, kw, dev, build="cpu", sequence=False):
     z = lat.to(dt[s["vae_dtype"]])
     if spec.kind == "image" and z.dim() == 5 and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
         z = z[:, :, 0]  # a 5-D latent for a 2-D image VAE: drop the frame axis
+    elif spec.vae.class_name == "AutoencoderKLQwenImage" and z.dim() == 4:
+        z = z.unsqueeze(2)  # Qwen-Image's VAE is a video VAE: one frame, as the pipeline passes it
     # what the pipeline passes after the latents (LTX 0.9.1's decode timestep)
     dec_args = _real(_vae_decode_args(spec, b, s["vae_dtype"]), dev)
     vd = _measure(lambda: vae.decode(z, *dec_args, return_dict=False)[0])
@@ -316,7 +322,7 @@ def main() -> None:
         else:
             print(f"{name:28s} reserved pred {r['predicted']['peak_reserved_bytes'] / 2**30:7.2f} GiB "
                   f"meas {r['measured_peak_reserved_bytes'] / 2**30:7.2f} GiB err {r['error_reserved_pct']:+6.1f}%  "
-                  f"allocated err {r['error_allocated_pct']:+6.1f}%")
+                  f"allocated err {r['error_allocated_pct']:+6.1f}%  (estimate {r['wall_s']['estimate']} s, build {r['wall_s']['build']} s)")
             for ph, v in r["phases"].items():
                 seq = r.get("sequence", {}).get(ph)
                 tail = "" if seq is None else f"  in sequence: reserved {seq['measured_reserved_bytes'] / 2**30:.2f} GiB"
