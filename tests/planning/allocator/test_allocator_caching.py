@@ -57,6 +57,18 @@ def test_best_fit_takes_the_smallest_free_block() -> None:
     assert a.reserved == 64 * MB
 
 
+def test_between_equal_free_blocks_the_newest_segment_is_split() -> None:
+    # best fit ties go to the lowest address, and the driver hands out successive segments at
+    # falling addresses: a request that fits two equal free blocks splits the newer segment
+    a = CachingAllocator()
+    old = a.malloc(30 * MB)
+    new = a.malloc(30 * MB)
+    a.free(old)
+    a.free(new)
+    assert a.malloc(12 * MB) == new
+    assert a.malloc(30 * MB) == old  # the older segment stayed whole
+
+
 def test_freed_neighbours_coalesce_and_empty_cache_returns_the_segment() -> None:
     a = CachingAllocator()
     x, y, z = (a.malloc(3 * MB) for _ in range(3))
