@@ -29,6 +29,7 @@ import torch
 from genprof.catalog import get_config
 from genprof.planning.build import build_component
 from genprof.planning.estimate import _denoiser_inputs, estimate, fit_calibration
+from genprof.planning.estimate.phases import _VAE_5D
 from genprof.planning.estimate.settings import _vae_decode_args
 
 CASES = {
@@ -217,10 +218,13 @@ def run_case(name, model, kw, dev, build="cpu", sequence=False):
     if s["vae_tiling"]:
         vae.enable_tiling()
     z = lat.to(dt[s["vae_dtype"]])
-    if spec.kind == "image" and z.dim() == 5 and spec.vae.class_name not in ("AutoencoderKLQwenImage",):
-        z = z[:, :, 0]  # a 5-D latent for a 2-D image VAE: drop the frame axis
-    elif spec.vae.class_name == "AutoencoderKLQwenImage" and z.dim() == 4:
-        z = z.unsqueeze(2)  # Qwen-Image's VAE is a video VAE: one frame, as the pipeline passes it
+    # the latent's rank as the pipeline passes it, by the estimator's own rule (Qwen-Image's image
+    # VAE is a video VAE: one frame)
+    five_d = spec.kind == "video" or spec.vae.class_name in _VAE_5D
+    if z.dim() == 5 and not five_d:
+        z = z[:, :, 0]
+    elif z.dim() == 4 and five_d:
+        z = z.unsqueeze(2)
     # what the pipeline passes after the latents (LTX 0.9.1's decode timestep)
     dec_args = _real(_vae_decode_args(spec, b, s["vae_dtype"]), dev)
     vd = _measure(lambda: vae.decode(z, *dec_args, return_dict=False)[0])
