@@ -42,11 +42,16 @@ def plan_code(settings: Mapping[str, Any], *, denoiser: str = "transformer", dev
     if settings.get("vae_slicing"):
         lines.append("pipe.vae.enable_slicing()")
     attn = settings.get("attention_backend", "flash")
-    lines.append(f"pipe.{denoiser}.set_attention_backend({_ATTN_NAMES[attn]!r})  # diffusers >= 0.35")
+    note = "SDPA: flash or efficient" if attn == "flash" else "diffusers >= 0.35"
+    lines.append(f"pipe.{denoiser}.set_attention_backend({_ATTN_NAMES[attn]!r})  # {note}")
     return lines
 
 
-_ATTN_NAMES = {"flash": "_native_flash", "efficient": "_native_efficient", "cudnn": "_native_cudnn", "math": "_native_math"}
+# The planner's "flash" is the class of fused attention that keeps no score matrix. Pinning
+# diffusers' "_native_flash" would refuse every model whose attention takes a mask (LTX-Video's
+# and HunyuanVideo's text masks, Qwen-Image's): "native" is PyTorch's own choice among flash,
+# memory-efficient and cuDNN attention, all linear in memory, which is what the estimate assumes.
+_ATTN_NAMES = {"flash": "native", "efficient": "_native_efficient", "cudnn": "_native_cudnn", "math": "_native_math"}
 
 
 def apply(pipe: Any, plan_or_settings: Plan | Mapping[str, Any], *, device: str = "cuda") -> list[str]:
