@@ -138,3 +138,26 @@ def test_candidates_that_trace_alike_share_one_recording(monkeypatch, tmp_path) 
     assert a.phases[-1].peak_reserved_bytes == b.phases[-1].peak_reserved_bytes
     estimate("sd1.5", height=256, width=256, phases=("vae_decode",), vae_tiling=True)
     assert calls == ["vae_decode", "vae_decode"]  # tiling traces anew
+
+
+def _matmul_trace(memo: bool) -> tuple[int, list[tuple[str, int]]]:
+    trace_mod._MEMO.clear()
+    trace_mod._MEMO_ON[0] = memo
+    q = torch.empty(2, 4, 64, 32, device="meta")
+    k = torch.empty(2, 4, 64, 32, device="meta")
+    rec = AllocRecorder()
+    try:
+        with trace_live_bytes("flash", recorder=rec) as (counter, _):
+            for _ in range(3):  # batched matmul ends in aten._unsafe_view of the bmm's output
+                s = torch.matmul(q, k.transpose(-1, -2))
+                del s
+    finally:
+        trace_mod._MEMO_ON[0] = True
+    return counter.peak, [(e.action, e.size) for e in rec.events]
+
+
+def test_an_undeclared_view_is_not_memoised_into_a_copy() -> None:
+    with_memo, without = _matmul_trace(True), _matmul_trace(False)
+    assert with_memo == without
+    # one 64 KiB score tensor per matmul: the view of the bmm's output allocates nothing
+    assert without[1] == [("alloc", 2 * 4 * 64 * 64 * 4), ("free", 2 * 4 * 64 * 64 * 4)] * 3

@@ -139,6 +139,49 @@ class AllocRecorder:
         """Stop recording: storages still alive are left without a ``free`` (they outlive the region)."""
         self._closed = True
 
+    # the interface a replayed call uses (genprof.planning.estimate.call_memo): the same events
+    # and the same live storages as the operators of the call would have left
+    @property
+    def next_id(self) -> int:
+        """The id the next allocation will get (ids only grow)."""
+        return self._next_id
+
+    def storage_id(self, storage_key: int) -> int:
+        """The event id of a live storage of the region."""
+        return self._live[storage_key][0]
+
+    def refs(self, storage_key: int) -> int:
+        """How many tensors hold a live storage of the region."""
+        return self._live[storage_key][2]
+
+    def live_keys(self) -> list[int]:
+        """Storage keys of the region's live storages."""
+        return list(self._live)
+
+    def emit_alloc(self, size: int) -> int:
+        """Record an allocation of ``size`` bytes that no tensor holds yet; returns its id (see :meth:`adopt`)."""
+        i = self._new_id()
+        self.events.append(AllocEvent("alloc", i, size, self.stream))
+        self.current += size
+        self.peak = max(self.peak, self.current)
+        return i
+
+    def emit_free(self, event_id: int, size: int) -> None:
+        """Record the free of an allocation made with :meth:`emit_alloc` that no tensor holds."""
+        self.events.append(AllocEvent("free", event_id, size, self.stream))
+        self.current -= size
+
+    def forget(self, storage_key: int) -> None:
+        """Record the free of a live storage now, whatever tensors still name it (they die unrecorded)."""
+        ent = self._live.pop(storage_key)
+        self.current -= ent[1]
+        self.events.append(AllocEvent("free", ent[0], ent[1], self.stream))
+
+    def adopt(self, storage_key: int, event_id: int, size: int) -> None:
+        """One more tensor holds the storage of allocation ``event_id`` (released with :meth:`release`)."""
+        ent = self._live.setdefault(storage_key, [event_id, size, 0])
+        ent[2] += 1
+
     @property
     def live_ids(self) -> list[int]:
         """Ids of storages allocated in the region and still alive."""

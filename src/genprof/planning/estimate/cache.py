@@ -53,7 +53,8 @@ def estimator_source_hash() -> str:
     """SHA-256 of the estimator's source files: what a trace result depends on besides its inputs."""
     here = Path(__file__).resolve().parent
     planning = here.parent
-    files = sorted(here.glob("*.py")) + [planning / "build.py"] + sorted((planning / "allocator").glob("*.py"))
+    files = (sorted(here.glob("*.py")) + [planning / "build.py", planning / "alloc_trace.py"]
+             + sorted((planning / "allocator").glob("*.py")))
     h = hashlib.sha256()
     for f in files:
         h.update(f.name.encode())

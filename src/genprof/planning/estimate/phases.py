@@ -22,7 +22,7 @@ from genprof.planning.estimate.settings import (
     _input_bytes,
     _vae_decode_args,
 )
-from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, trace_live_bytes
+from genprof.planning.estimate.trace import LiveBytes, _round_alloc, _torch, memo_enabled, trace_live_bytes
 from genprof.planning.estimate.weights import _SPEC_REGISTRY, _meta_module, _register
 
 if TYPE_CHECKING:
@@ -176,7 +176,8 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int, record: boo
     hook = decoder.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1)) if decoder is not None else None
     try:
         with _vae_modes(m, gen.vae_tiling, gen.vae_slicing):
-            with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, _):
+            with trace_live_bytes(gen.attention_backend, record=record, recorder=recorder) as (counter, attn), \
+                    _decoder_memo(torch, counter, attn, recorder, decoder):
                 out = m.decode(z, *_vae_decode_args(spec, batch, gen.vae_dtype), return_dict=False)[0]
                 out_bytes = _round_alloc(out.numel() * out.element_size())
                 _mark(recorder, marks)
@@ -185,6 +186,15 @@ def _run_vae_decode(model: str, gen: GenerationSettings, batch: int, record: boo
     finally:
         if hook is not None:
             hook.remove()
+
+
+def _decoder_memo(torch: Any, counter: LiveBytes, attn: Any, recorder: Any, decoder: Any) -> Any:
+    """A video VAE's decoder calls repeat with the same inputs (frame after frame, tile after tile): replay them."""
+    if decoder is None or not memo_enabled():
+        return contextlib.nullcontext()
+    from genprof.planning.estimate.call_memo import CallMemo
+
+    return CallMemo(torch, counter, attn, recorder).wrapping(decoder)
 
 
 @functools.lru_cache(maxsize=256)

@@ -119,6 +119,19 @@ class LiveBytes:
         if self.current > self.peak:
             self.peak = self.current
 
+    def forget(self, key: int) -> None:
+        """Stop counting a storage now, whatever tensors still name it (a replayed call freed it)."""
+        ent = self.live.pop(key)
+        self.current -= ent[0]
+
+    def adopt(self, key: int, nbytes: int) -> None:
+        """One more tensor holds storage ``key``, counted at ``nbytes`` if it is new (a replayed call made it)."""
+        ent = self.live.get(key)
+        if ent is None:
+            ent = self.live[key] = [nbytes, 0]
+            self.current += nbytes
+        ent[1] += 1
+
     def spike(self, extra: int) -> None:
         if self.events is not None and extra > 0:
             self.events.append(("spike", 0, extra))
@@ -136,6 +149,13 @@ class LiveBytes:
 _MEMO: dict[Any, Any] = {}
 _MEMO_ON = [os.environ.get("GENPROF_TRACE_MEMO", "1").strip() not in ("0", "")]
 _NO_MEMO = object()
+
+
+def memo_enabled() -> bool:
+    """Whether the trace memoises (operators here, repeated decoder calls in :mod:`.call_memo`)."""
+    return _MEMO_ON[0]
+
+
 _PLAIN = (int, float, bool, str, type(None))
 
 
@@ -167,6 +187,8 @@ def _pure(func: Any) -> bool:
         schema = getattr(func, "_schema", None)
         cached = schema is not None and not any(r.alias_info is not None for r in schema.returns) and not any(
             a.alias_info is not None and a.alias_info.is_write for a in schema.arguments)
+        # ``_unsafe_view`` is a view its schema does not declare (reshape and matmul end in it)
+        cached = cached and schema is not None and schema.name != "aten::_unsafe_view"
         _PURE[func] = cached
     return cached
 
@@ -183,10 +205,12 @@ def _memo_key(func: Any, args: Any, kwargs: Any) -> Any:
         return None
 
 
-def _memo_store(torch: Any, key: Any, out: Any) -> None:
+def _memo_store(torch: Any, key: Any, out: Any, args: Any, kwargs: Any) -> None:
     outs = out if isinstance(out, (tuple, list)) else (out,)
     entry = []
-    seen: set[int] = set()
+    # an output on an input's storage is a view whatever the schema says (``aten._unsafe_view``
+    # declares no alias): fresh tensors would turn it into a copy, an allocation the run never makes
+    seen: set[int] = input_storage_keys(torch.Tensor, args, kwargs)
     for t in outs:
         if not isinstance(t, torch.Tensor) or t.device.type != "meta" or t.storage_offset() != 0:
             _MEMO[key] = _NO_MEMO
@@ -236,6 +260,11 @@ def _modes() -> tuple[type, type]:
             # (weakref.finalize per counter was a fifth of a tiled video decode's trace time)
             self._watched: dict[int, tuple[Any, int, bool]] = {}
 
+        def watch(self, t: Any, key: int, recorded: bool) -> None:
+            """Release ``t``'s storage in the counter (and the recorder) when ``t`` dies."""
+            r = ref(t, self._dead)
+            self._watched[id(r)] = (r, key, recorded)
+
         def _dead(self, r: Any) -> None:
             _, key, recorded = self._watched.pop(id(r))
             self.counter._release(key)
@@ -252,7 +281,7 @@ def _modes() -> tuple[type, type]:
             else:
                 out = func(*args, **kwargs)
                 if key is not None and hit is None:
-                    _memo_store(torch, key, out)
+                    _memo_store(torch, key, out, args, kwargs)
             counter = self.counter
             counter.ops += 1
             outs = [t for t in (out if isinstance(out, (tuple, list)) else (out,)) if isinstance(t, tensor)]
