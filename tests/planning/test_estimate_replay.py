@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from genprof.planning.alloc_trace import AllocEvent, AllocRecorder
@@ -161,3 +163,47 @@ def test_an_undeclared_view_is_not_memoised_into_a_copy() -> None:
     assert with_memo == without
     # one 64 KiB score tensor per matmul: the view of the bmm's output allocates nothing
     assert without[1] == [("alloc", 2 * 4 * 64 * 64 * 4), ("free", 2 * 4 * 64 * 64 * 4)] * 3
+
+
+def _random_recording(rng: random.Random, n: int) -> PhaseRecording:
+    events: list[AllocEvent] = []
+    live: list[int] = []
+    nid = 1
+    for _ in range(n):
+        r = rng.random()
+        if r < 0.5 or not live:
+            events.append(AllocEvent("alloc", nid, rng.choice([512, 4096, 700_000, 3 * MiB, 25 * MiB])))
+            live.append(nid)
+            nid += 1
+        elif r < 0.97:
+            i = live.pop(rng.randrange(len(live)))
+            events.append(AllocEvent("free", i, 0))
+        else:
+            events.append(AllocEvent("empty_cache"))
+    mark = len(events)
+    events += [AllocEvent("free", i, 0) for i in live]
+    events.append(AllocEvent("free", 10_000, 0))  # a storage from before the recording
+    return PhaseRecording(events=tuple(events), mark=mark)
+
+
+def test_the_replay_of_a_call_matches_the_allocator_over_its_events() -> None:
+    from genprof.planning.allocator import replay
+
+    rng = random.Random(3)
+    recs = {"text_encode": [_random_recording(rng, 200)], "denoise": _random_recording(rng, 400),
+            "vae_decode": _random_recording(rng, 300)}
+    seq = call_sequence([40 * MiB, 3 * MiB], recs, {"step": [MiB, MiB], "vae_decode": [2 * MiB]}, {"workspace_bytes": MiB},
+                        denoise_calls=2, steps=2)
+    parts = seq.events()
+    flat = [ev for part in parts for ev in part]
+    res = replay(flat)
+    got = replay_phases(seq)
+    starts = [sum(len(p) for p in parts[:i]) for i in range(len(parts) + 1)]
+    for phase, (lo, hi) in seq.phase_at.items():
+        a, b = starts[lo], starts[hi]
+        before = res.reserved_after[a - 1] if a else 0
+        assert got[phase]["reserved_at_start_bytes"] == before
+        assert got[phase]["peak_reserved_bytes"] == max([before, *res.reserved_after[a:b]])
+        assert got[phase]["peak_allocated_bytes"] == max(res.allocated_after[a:b])
+    assert got["_call"]["peak_reserved_bytes"] == res.peak_reserved
+    assert got["_call"]["events"] == len(flat)

@@ -25,32 +25,45 @@ import functools
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from genprof.errors import MissingDependencyError
 
 Action = Literal["alloc", "free", "empty_cache"]
 
 
-@dataclass(frozen=True)
-class AllocEvent:
-    """One request to the caching allocator, in program order.
-
-    ``id`` pairs an ``alloc`` with its ``free`` (unique among live storages; 0 for ``empty_cache``),
-    ``size`` is the storage's byte size as requested (the allocator does the rounding), ``stream``
-    an opaque stream number (0 is the default stream).
-    """
-
+class _Fields(NamedTuple):
     action: Action
     id: int = 0
     size: int = 0
     stream: int = 0
 
-    def __post_init__(self) -> None:
-        if self.action not in ("alloc", "free", "empty_cache"):
-            raise ValueError(f"AllocEvent action must be 'alloc', 'free' or 'empty_cache', not {self.action!r}")
-        if self.size < 0:
-            raise ValueError(f"AllocEvent size must be >= 0, got {self.size}")
+
+class AllocEvent(_Fields):
+    """One request to the caching allocator, in program order.
+
+    ``id`` pairs an ``alloc`` with its ``free`` (unique among live storages; 0 for ``empty_cache``),
+    ``size`` is the storage's byte size as requested (the allocator does the rounding), ``stream``
+    an opaque stream number (0 is the default stream).
+
+    A named tuple, not a dataclass: a tiled video decode records most of a million of them, and
+    building a frozen dataclass took three times as long. The recorder's own events skip the
+    checks below (:func:`unchecked_event`).
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, action: Action, id: int = 0, size: int = 0, stream: int = 0) -> AllocEvent:  # noqa: A002
+        if action not in ("alloc", "free", "empty_cache"):
+            raise ValueError(f"AllocEvent action must be 'alloc', 'free' or 'empty_cache', not {action!r}")
+        if size < 0:
+            raise ValueError(f"AllocEvent size must be >= 0, got {size}")
+        return super().__new__(cls, action, id, size, stream)
+
+
+def unchecked_event(action: Action, id: int, size: int, stream: int) -> AllocEvent:  # noqa: A002
+    """An :class:`AllocEvent` without the checks (the recorder's own events are well formed)."""
+    return tuple.__new__(AllocEvent, (action, id, size, stream))
 
 
 def _torch() -> Any:
@@ -93,7 +106,7 @@ class AllocRecorder:
         if ent[2] <= 0:
             del self._live[key]
             self.current -= ent[1]
-            self.events.append(AllocEvent("free", ent[0], ent[1], self.stream))
+            self.events.append(unchecked_event("free", ent[0], ent[1], self.stream))
 
     def add(self, t: Any) -> None:
         """Count tensor ``t``: a new storage is an ``alloc``; its ``free`` comes when its last tensor dies."""
@@ -110,7 +123,7 @@ class AllocRecorder:
             size = int(st.nbytes())
             ent = [self._new_id(), size, 0]
             self._live[key] = ent
-            self.events.append(AllocEvent("alloc", ent[0], size, self.stream))
+            self.events.append(unchecked_event("alloc", ent[0], size, self.stream))
             self.current += size
             self.peak = max(self.peak, self.current)
         ent[2] += 1
@@ -128,12 +141,12 @@ class AllocRecorder:
         if extra <= 0:
             return
         i = self._new_id()
-        self.events.append(AllocEvent("alloc", i, int(extra), self.stream))
-        self.events.append(AllocEvent("free", i, int(extra), self.stream))
+        self.events.append(unchecked_event("alloc", i, int(extra), self.stream))
+        self.events.append(unchecked_event("free", i, int(extra), self.stream))
         self.peak = max(self.peak, self.current + int(extra))
 
     def empty_cache(self) -> None:
-        self.events.append(AllocEvent("empty_cache", 0, 0, self.stream))
+        self.events.append(unchecked_event("empty_cache", 0, 0, self.stream))
 
     def close(self) -> None:
         """Stop recording: storages still alive are left without a ``free`` (they outlive the region)."""
@@ -158,24 +171,18 @@ class AllocRecorder:
         """Storage keys of the region's live storages."""
         return list(self._live)
 
-    def emit_alloc(self, size: int) -> int:
-        """Record an allocation of ``size`` bytes that no tensor holds yet; returns its id (see :meth:`adopt`)."""
-        i = self._new_id()
-        self.events.append(AllocEvent("alloc", i, size, self.stream))
-        self.current += size
-        self.peak = max(self.peak, self.current)
-        return i
+    def extend(self, events: list[AllocEvent], ids: int, delta: int, rise: int) -> None:
+        """Append a replayed call's ``events`` (their new ids are the next ``ids`` ids, in order),
+        which change the live bytes by ``delta`` and raise them by at most ``rise`` on the way."""
+        self.events.extend(events)
+        self._next_id += ids
+        self.peak = max(self.peak, self.current + rise)
+        self.current += delta
 
-    def emit_free(self, event_id: int, size: int) -> None:
-        """Record the free of an allocation made with :meth:`emit_alloc` that no tensor holds."""
-        self.events.append(AllocEvent("free", event_id, size, self.stream))
-        self.current -= size
-
-    def forget(self, storage_key: int) -> None:
-        """Record the free of a live storage now, whatever tensors still name it (they die unrecorded)."""
-        ent = self._live.pop(storage_key)
-        self.current -= ent[1]
-        self.events.append(AllocEvent("free", ent[0], ent[1], self.stream))
+    def drop(self, storage_key: int) -> int:
+        """Stop tracking a live storage without recording anything; returns its event id (its free
+        is in events given to :meth:`extend`)."""
+        return self._live.pop(storage_key)[0]
 
     def adopt(self, storage_key: int, event_id: int, size: int) -> None:
         """One more tensor holds the storage of allocation ``event_id`` (released with :meth:`release`)."""

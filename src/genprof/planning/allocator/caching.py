@@ -52,6 +52,7 @@ class CachingAllocator(ExpandableSegments):
         self.device_total = device_total or capacity or 141 * GiB
         self.keep_trace = keep_trace
         self._pools = {True: _Pool(True), False: _Pool(False)}
+        self._sizes: dict[int, tuple[int, bool, int]] = {}  # request -> (rounded, small pool, segment size)
         self._active: dict[int, _Block] = {}
         self._heads: dict[int, _Block] = {}  # non-expandable segment base -> first block (for snapshots)
         self._expandable: list[_Segment] = []
@@ -89,11 +90,12 @@ class CachingAllocator(ExpandableSegments):
         """Allocate ``size`` bytes on ``stream``; returns the block's address (the handle for :meth:`free`)."""
         if size < 0:
             raise ValueError(f"allocation size must be >= 0, got {size}")
-        cfg = self.config
-        rsize = round_size(size, cfg)
-        small = rsize <= SMALL_SIZE
+        sizes = self._sizes.get(size)
+        if sizes is None:  # the same few sizes come back all the time: round once per size
+            rsize = round_size(size, self.config)
+            sizes = self._sizes[size] = (rsize, rsize <= SMALL_SIZE, allocation_size(rsize, self.config))
+        rsize, small, alloc_size = sizes
         pool = self._pools[small]
-        alloc_size = allocation_size(rsize, cfg)
         block = self._get_free_block(pool, stream, rsize)
         if block is None:
             if self._gc_enabled():

@@ -24,7 +24,8 @@ How (see ``docs/planning.md``):
    :func:`fit_calibration`.
 
 Modules, one seam each: :mod:`.settings` (what a call asks for, traced inputs),
-:mod:`.trace` (the meta trace and the caching-allocator model), :mod:`.weights` (bytes per
+:mod:`.trace` (the meta trace and the caching-allocator model), :mod:`.call_memo` (repeated
+decoder calls replayed instead of run), :mod:`.weights` (bytes per
 component, what offloading keeps resident), :mod:`.phases` (one traced phase each),
 :mod:`.calibration` (the allocator constants and their fit), :mod:`.results`,
 :mod:`.specs` (model names, folders and pipelines to specs) and :mod:`.whole` (the call).

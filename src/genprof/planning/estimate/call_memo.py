@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from genprof.planning.alloc_trace import AllocEvent
+from genprof.planning.alloc_trace import Action, AllocEvent
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,12 @@ class _Unmemoisable(Exception):
 
 @dataclass(frozen=True)
 class _Template:
-    events: tuple[tuple[str, Any, int], ...]  # ("alloc"|"free", ("n", j) | ("p", path), size) or ("empty_cache", None, 0)
+    # the recorder's events: (0, action, j, size) for the call's storage j, (1, "free", path, size)
+    # for an argument's storage, (2, "empty_cache", None, 0); the j-th storage gets the j-th new id
+    events: tuple[tuple[int, Action, Any, int], ...]
     rec_sizes: dict[int, int]  # local storage j -> requested bytes (recorder)
+    rec_delta: int  # the recorder's live bytes after the call over before
+    rec_rise: int  # and at their highest during it
     counter_rise: int  # live-bytes peak inside the call over the count at its start
     counter_freed: tuple[Any, ...]  # paths of argument storages the counter stopped counting
     counter_new: dict[int, int]  # local storage j -> counted bytes, for storages that outlive the call
@@ -174,6 +178,12 @@ class _Build:
                 st = self.storages.get(src[1])
                 if st is None:
                     nbytes = self.tpl.rec_sizes.get(src[1], self.tpl.counter_new.get(src[1], 0))
+                    if offset == 0:  # the usual case, a tensor on a storage of its own size: one call
+                        t = torch.empty_strided(shape, stride, dtype=dtype, device="meta")
+                        if t.untyped_storage().nbytes() == nbytes:
+                            self.storages[src[1]] = t.untyped_storage()
+                            self.made.append((t, src))
+                            return t
                     st = torch.empty(nbytes, dtype=torch.uint8, device="meta").untyped_storage()
                     self.storages[src[1]] = st
             t = torch.empty(0, dtype=dtype, device="meta").set_(st, offset, shape, stride)
@@ -205,6 +215,9 @@ class CallMemo:
         self.misses = 0
         self._templates: dict[Any, Any] = {}
 
+    def _quiet(self) -> Any:
+        return self.torch._C.DisableTorchFunction()
+
     @contextlib.contextmanager
     def wrapping(self, module: Any) -> Iterator[None]:
         """Route ``module``'s ``forward`` through the memo inside the block (its hooks still run)."""
@@ -221,7 +234,10 @@ class CallMemo:
                 return original(*args, **kwargs)
             walker = _Describe(self)
             try:
-                key = (id(module), walker.walk((args, kwargs), ()))
+                # the memo's own tensor queries and tensors bypass the trace's function mode (the
+                # attention and convolution hook), which would otherwise see each of them
+                with self._quiet():
+                    key = (id(module), walker.walk((args, kwargs), ()))
             except _Unmemoisable:
                 del walker  # its tensors would outlive the call's own frees
                 return original(*args, **kwargs)
@@ -230,7 +246,8 @@ class CallMemo:
             tpl = self._templates.get(key)
             if tpl is not None and tpl is not _NO:
                 self.hits += 1
-                return self._replay(tpl, args, kwargs, tensors)
+                with self._quiet():
+                    return self._replay(tpl, args, kwargs, tensors)
             if tpl is _NO:
                 tensors.clear()  # held here, an argument could not die inside the call
                 return original(*args, **kwargs)
@@ -265,11 +282,13 @@ class CallMemo:
             rise = counter.peak - cur0
             counter.peak = max(peak0, counter.peak)
         try:
-            tpl = self._template(out, args, kwargs, by_key, rec_ids, counted, counted_events, n0, first_id)
+            with self._quiet():
+                tpl = self._template(out, args, kwargs, by_key, rec_ids, counted, counted_events, n0, first_id)
         except _Unmemoisable as exc:
             log.debug("a decoder call is run each time: %s", exc)
             return out, None
-        return out, _Template(events=tpl[0], rec_sizes=tpl[1], counter_rise=rise, counter_freed=tpl[2],
+        return out, _Template(events=tpl[0], rec_sizes=tpl[1], rec_delta=tpl[6], rec_rise=tpl[7],
+                              counter_rise=rise, counter_freed=tpl[2],
                               counter_new=tpl[3], ops=counter.ops - ops0,
                               attn=(attn.calls - attn0[0], attn.max_tokens, attn.flops - attn0[2]),
                               result=tpl[4], mutated=tpl[5])
@@ -279,19 +298,23 @@ class CallMemo:
                   n0: int, first_id: int) -> tuple[Any, ...]:
         counter, rec = self.counter, self.recorder
         local: dict[int, int] = {}  # recorder id of a storage of the call -> local index
-        events: list[tuple[str, Any, int]] = []
+        events: list[tuple[int, Action, Any, int]] = []
         rec_sizes: dict[int, int] = {}
+        cur = rise = 0
         for ev in (rec.events[n0:] if rec is not None else ()):
             if ev.action == "empty_cache":
-                events.append(("empty_cache", None, 0))
-            elif ev.id >= first_id:
+                events.append((2, "empty_cache", None, 0))
+                continue
+            if ev.id >= first_id:
                 j = local.setdefault(ev.id, len(local))
                 rec_sizes[j] = ev.size
-                events.append((ev.action, ("n", j), ev.size))
+                events.append((0, ev.action, j, ev.size))
             elif ev.action == "free" and ev.id in rec_ids:
-                events.append(("free", ("p", rec_ids[ev.id]), ev.size))
+                events.append((1, "free", rec_ids[ev.id], ev.size))
             else:
                 raise _Unmemoisable("the call freed a storage its arguments did not hold")
+            cur += ev.size if ev.action == "alloc" else -ev.size
+            rise = max(rise, cur)
         # the counter's view, in order (a freed storage's key can come back for a new one)
         counter_freed: list[Any] = []
         pending = dict(counted)  # argument storages still counted
@@ -322,23 +345,18 @@ class CallMemo:
             if alive != set(new_j) or any(rec.refs(k) != refs[k] for k in alive):
                 raise _Unmemoisable("a storage of the call outlives it out of sight")
         return (tuple(events), rec_sizes, tuple(counter_freed), {new_j[k]: b for k, b in born.items()}, res,
-                tuple(found.mutated))
+                tuple(found.mutated), cur, rise)
 
     # ---------------------------------------------------------------- later calls: replay the template
     def _replay(self, tpl: _Template, args: Any, kwargs: Any, tensors: dict[Any, Any]) -> Any:
         torch, counter, rec, attn = self.torch, self.counter, self.recorder, self.attn
-        ids: dict[int, int] = {}
+        base = 0
         if rec is not None:
-            for action, ref, size in tpl.events:
-                if action == "empty_cache":
-                    rec.empty_cache()
-                elif ref[0] == "n":
-                    if action == "alloc":
-                        ids[ref[1]] = rec.emit_alloc(size)
-                    else:
-                        rec.emit_free(ids[ref[1]], size)
-                else:
-                    rec.forget(_storage_key(tensors[ref[1]]))
+            base = rec.next_id
+            held = {ref: rec.drop(_storage_key(tensors[ref])) for kind, _, ref, _ in tpl.events if kind == 1}
+            stream, new, ev = rec.stream, tuple.__new__, AllocEvent  # unchecked_event, without a call per event
+            rec.extend([new(ev, (action, base + ref if kind == 0 else held[ref] if kind == 1 else 0, size, stream))
+                        for kind, action, ref, size in tpl.events], len(tpl.rec_sizes), tpl.rec_delta, tpl.rec_rise)
         counter.peak = max(counter.peak, counter.current + tpl.counter_rise)
         for path in tpl.counter_freed:
             counter.forget(_storage_key(tensors[path]))
@@ -357,7 +375,7 @@ class CallMemo:
             key = _storage_key(t)
             if src[0] == "n":
                 if rec is not None:
-                    rec.adopt(key, ids[src[1]], tpl.rec_sizes[src[1]])
+                    rec.adopt(key, base + src[1], tpl.rec_sizes[src[1]])
                 counter.adopt(key, tpl.counter_new[src[1]])
                 self.track.watch(t, key, rec is not None)
             else:  # a new view of an argument's storage: one more tensor holds it

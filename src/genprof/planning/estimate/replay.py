@@ -76,41 +76,78 @@ def weight_sizes(module: Any) -> list[int]:
 
 
 class _Sequence:
-    """Builds one replay sequence, with fresh ids for every block."""
+    """Builds one replay sequence, with fresh ids for every block.
+
+    A recording is not copied event by event with new ids: it is kept as a part with an id
+    offset (its ids are unique within it), and :func:`replay_phases` adds the offset as it feeds
+    the allocator. A tiled video decode is most of a million events, and copying them (a new
+    event object each) cost as long as replaying them.
+    """
 
     def __init__(self) -> None:
-        self.events: list[AllocEvent] = []
+        # ("own", events) built here, or ("rec", events, end, offset): a recording's first ``end``
+        # events with ``offset`` added to every id
+        self.parts: list[tuple[Any, ...]] = []
+        self._own: list[AllocEvent] | None = None
         self._next = 1
-        self.phase_at: dict[str, tuple[int, int]] = {}
+        self.phase_at: dict[str, tuple[int, int]] = {}  # phase -> [first part, last part + 1)
+        self._max_ids: dict[int, int] = {}
+
+    def _own_part(self) -> list[AllocEvent]:
+        if self._own is None:
+            self._own = []
+            self.parts.append(("own", self._own))
+        return self._own
 
     def alloc(self, size: int) -> int:
         i = self._next
         self._next += 1
-        self.events.append(AllocEvent("alloc", i, int(size)))
+        self._own_part().append(AllocEvent("alloc", i, int(size)))
         return i
 
     def free(self, i: int, size: int = 0) -> None:
-        self.events.append(AllocEvent("free", i, int(size)))
+        self._own_part().append(AllocEvent("free", i, int(size)))
 
     def add(self, rec: PhaseRecording, *, keep_outputs: bool = False) -> None:
-        """Append ``rec`` with its ids renumbered."""
-        ids: dict[int, int] = {}
-        evs = rec.events[: rec.mark] if keep_outputs else rec.events
-        for ev in evs:
-            if ev.action == "alloc":
-                ids[ev.id] = self.alloc(ev.size)
-            elif ev.action == "free":
-                new = ids.pop(ev.id, None)
-                if new is not None:
-                    self.free(new, ev.size)
-            else:
-                self.events.append(ev)
+        """Append ``rec`` with its ids moved past every id used so far."""
+        top = self._max_ids.get(id(rec))
+        if top is None:
+            top = self._max_ids[id(rec)] = max((ev.id for ev in rec.events), default=0)
+        self._own = None
+        self.parts.append(("rec", rec.events, rec.mark if keep_outputs else len(rec.events), self._next))
+        self._next += top + 1
 
     def begin(self, phase: str) -> None:
-        self.phase_at[phase] = (len(self.events), len(self.events))
+        self._own = None
+        self.phase_at[phase] = (len(self.parts), len(self.parts))
 
     def end(self, phase: str) -> None:
-        self.phase_at[phase] = (self.phase_at[phase][0], len(self.events))
+        self._own = None
+        self.phase_at[phase] = (self.phase_at[phase][0], len(self.parts))
+
+    def events(self) -> list[list[AllocEvent]]:
+        """The sequence part by part, as events with their final ids (for inspection and checks;
+        the replay does not build it). A recording's frees of ids it did not allocate are left out."""
+        out: list[list[AllocEvent]] = []
+        for part in self.parts:
+            if part[0] == "own":
+                out.append(list(part[1]))
+                continue
+            _, evs, end, off = part
+            born: set[int] = set()
+            mine: list[AllocEvent] = []
+            for ev in evs[:end]:
+                if ev.action == "alloc":
+                    born.add(ev.id)
+                    mine.append(AllocEvent("alloc", ev.id + off, ev.size))
+                elif ev.action == "free":
+                    if ev.id in born:
+                        born.discard(ev.id)
+                        mine.append(AllocEvent("free", ev.id + off, ev.size))
+                else:
+                    mine.append(ev)
+            out.append(mine)
+        return out
 
 
 def call_sequence(weights: Iterable[int], recordings: Mapping[str, Any], kept: Mapping[str, list[int]],
@@ -155,18 +192,59 @@ def call_sequence(weights: Iterable[int], recordings: Mapping[str, Any], kept: M
 
 def replay_phases(seq: _Sequence, config: Any = None) -> dict[str, dict[str, int]]:
     """Replay ``seq`` through the allocator model: per phase, its peak reserved and allocated bytes."""
-    from genprof.planning.allocator import CachingAllocator, replay
+    from genprof.planning.allocator import AllocatorOutOfMemory, CachingAllocator
 
-    res = replay(seq.events, config, allocator=CachingAllocator(config, keep_trace=False))
+    a = CachingAllocator(config, keep_trace=False)
+    malloc, free, empty_cache = a.malloc, a.free, a.empty_cache
+    live: dict[int, int] = {}
+    phase_of = {i: name for name, (lo, hi) in seq.phase_at.items() for i in range(lo, hi)}
+    starting: dict[int, list[str]] = {}
+    for name, (lo, _) in seq.phase_at.items():
+        starting.setdefault(lo, []).append(name)
+    # per phase: reserved and allocated when it starts, its peak reserved and allocated so far
+    stats: dict[str, list[int]] = {}
+    count = 0
+    oom_at = -1
+    for pi, part in enumerate(seq.parts):
+        for starts in starting.get(pi, ()):
+            stats[starts] = [a.reserved, a.allocated, a.reserved, -1]
+        phase = phase_of.get(pi)
+        st = stats[phase] if phase is not None else None
+        own = part[0] == "own"
+        evs, end, off = (part[1], len(part[1]), 0) if own else part[1:]
+        pr, pa = (st[2], st[3]) if st is not None else (0, 0)
+        try:
+            for k in range(end):
+                act, i, size, _ = evs[k]
+                if act == "alloc":
+                    live[i + off] = malloc(size)
+                elif act == "free":
+                    h = live.pop(i + off, None)
+                    if h is None:  # a free of an id from before the part
+                        count += own  # a recording's are not in the sequence at all
+                        continue
+                    free(h)
+                else:
+                    empty_cache()
+                count += 1
+                if st is not None:
+                    if a.reserved > pr:
+                        pr = a.reserved
+                    if a.allocated > pa:
+                        pa = a.allocated
+        except AllocatorOutOfMemory:
+            oom_at = count
+        if st is not None:
+            st[2], st[3] = pr, pa
+        if oom_at >= 0:
+            break
     out: dict[str, dict[str, int]] = {}
-    for phase, (lo, hi) in seq.phase_at.items():
-        before = res.reserved_after[lo - 1] if lo > 0 else 0
-        r = res.reserved_after[lo:hi] or [before]
-        a = res.allocated_after[lo:hi] or [res.allocated_after[lo - 1] if lo > 0 else 0]
-        out[phase] = {"peak_reserved_bytes": max(before, max(r)), "peak_allocated_bytes": max(a),
-                      "reserved_at_start_bytes": before}
-    out["_call"] = {"peak_reserved_bytes": res.peak_reserved, "peak_allocated_bytes": res.peak_allocated,
-                    "events": len(seq.events), "oom_at": -1 if res.oom_at is None else res.oom_at}
+    for name in seq.phase_at:
+        before, alloc0, pr, pa = stats.get(name, [a.reserved, a.allocated, a.reserved, -1])
+        out[name] = {"peak_reserved_bytes": pr, "peak_allocated_bytes": alloc0 if pa < 0 else pa,
+                     "reserved_at_start_bytes": before}
+    out["_call"] = {"peak_reserved_bytes": a.peak_reserved, "peak_allocated_bytes": a.peak_allocated,
+                    "events": count, "oom_at": oom_at}
     return out
 
 
